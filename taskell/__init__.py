@@ -1,0 +1,43 @@
+"""taskell: typed task distribution over RabbitMQ.
+
+Declare tasks once in ``tasks.schema.yaml``, run ``taskell gen`` and use the generated
+``Client`` (submit), ``Handlers`` (implement) and ``registry(impl)`` (serve).
+"""
+
+from .connection import Connection
+from .context import Context
+from .errors import (
+    BrokerUnavailable,
+    ConfigError,
+    DependencyFailed,
+    PayloadError,
+    SchemaError,
+    TaskAborted,
+    TaskellError,
+    TaskFailed,
+)
+from .handle import Ref, TaskHandle
+from .registry import Registry
+from .spec import Base64Bytes, TaskSpec
+
+__all__ = [
+    # Client side
+    "Connection",
+    "Ref",
+    "TaskHandle",
+    # Worker side
+    "Context",
+    "Registry",
+    # Generated code
+    "Base64Bytes",
+    "TaskSpec",
+    # Errors
+    "BrokerUnavailable",
+    "ConfigError",
+    "DependencyFailed",
+    "PayloadError",
+    "SchemaError",
+    "TaskAborted",
+    "TaskFailed",
+    "TaskellError",
+]
