@@ -109,7 +109,7 @@ class Config(BaseModel):
     Attributes:
         abort_exchange: Fanout exchange every worker binds a queue to, for abort notices.
         parallelism: Tasks a worker runs at once (>= 1).
-        queues: Queues a worker consumes (at least one).
+        queues: Queues a worker consumes; ``None`` means the queues of its registered tasks.
         dead_letter_queue: Where undecodable, unknown or poison messages go.
         pool: Run handlers in a ``"thread"`` or ``"process"`` pool.
         queue_type: Declare task queues as ``"classic"`` or ``"quorum"`` queues.
@@ -124,7 +124,7 @@ class Config(BaseModel):
 
     abort_exchange: str = Field(default="taskell.abort", min_length=1, max_length=255)
     parallelism: int = Field(default=1, ge=1)
-    queues: list[str] = Field(default_factory=lambda: ["taskell.default"], min_length=1)
+    queues: list[str] | None = Field(default=None, min_length=1)
     dead_letter_queue: str = Field(default="taskell.dead", min_length=1, max_length=255)
     pool: Literal["thread", "process"] = "thread"
     queue_type: Literal["classic", "quorum"] = "classic"
@@ -136,7 +136,9 @@ class Config(BaseModel):
 
     @field_validator("queues")
     @classmethod
-    def _valid_queues(cls, value: list[str]) -> list[str]:
+    def _valid_queues(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         for name in value:
             if not name or len(name.encode()) > 255:
                 raise ValueError("each queue name must be 1 to 255 bytes")

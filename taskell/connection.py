@@ -1,22 +1,273 @@
-"""Placeholder being written now by the lead: the real Connection lands shortly."""
+"""``taskell.connect()`` and ``Connection``: submit tasks, receive their replies, abort them.
+
+One ``Connection`` owns one broker connection (one I/O thread), one exclusive reply queue and
+the table of in-flight handles. It is safe to use from many threads at once.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import Future, wait
+from types import TracebackType
 from typing import Any, TypeVar
 
+from pydantic import ValidationError
+
+from . import _wire
+from ._transport import Delivery, Message, Transport
+from .config import Config
+from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
 from .handle import Ref, TaskHandle
 from .spec import TaskSpec
+
+__all__ = ["Connection", "connect", "open_transport"]
+
+log = logging.getLogger("taskell.client")
 
 P = TypeVar("P")
 R = TypeVar("R")
 
 
+def open_transport(config: Config, *, name: str = "taskell") -> Transport:
+    """Open a broker connection for ``config``: RabbitMQ, or the in-memory broker for
+    ``memory://NAME``. Tries each of ``config.broker_urls()`` in turn.
+
+    Raises:
+        BrokerUnavailable: no broker answered.
+    """
+    from ._amqp import AmqpTransport
+    from ._memory import MemoryBroker, MemoryTransport
+
+    errors: list[str] = []
+    for url in config.broker_urls():
+        if url.startswith("memory://"):
+            return MemoryTransport(MemoryBroker.named(url[len("memory://") :]), name=name)
+        try:
+            return AmqpTransport(
+                _wire.pika_parameters(url, config), name=name, timeout=config.connect_timeout
+            )
+        except BrokerUnavailable as exc:
+            errors.append(str(exc))
+    raise BrokerUnavailable("; ".join(errors))
+
+
+def connect(url: str | None = None, *, config: Config | None = None) -> Connection:
+    """Connect to the broker at ``url`` (or as ``config`` says, or from ``TASKELL_*`` variables).
+
+    Use it as a context manager; leaving it waits until every submission is confirmed::
+
+        with taskell.connect("amqp://guest:guest@localhost:5672/%2F") as conn:
+            handle = Client(conn).sum(numbers=[1, 2, 3])
+            print(handle.result(timeout=30))
+
+    Raises:
+        BrokerUnavailable: the broker cannot be reached.
+        ConfigError: the URL or configuration is invalid.
+    """
+    if config is None:
+        config = Config.from_url(url) if url is not None else Config.load()
+    elif url is not None:
+        raise ValueError("give a url or a config, not both")
+    return Connection(config)
+
+
 class Connection:
+    """A client connection: submits tasks and routes their replies to ``TaskHandle``s."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._transport = open_transport(config, name="taskell-client")
+        self._handles: dict[str, TaskHandle[Any, Any]] = {}
+        self._unconfirmed: set[Future[None]] = set()
+        self._declared: set[str] = set()
+        self._declare_lock = threading.Lock()
+        self._closed = False
+        try:
+            self.reply_queue = self._transport.declare_queue(
+                "", durable=False, exclusive=True, auto_delete=True
+            ).result()
+            self._transport.consume(self.reply_queue, self._on_reply, auto_ack=True).result()
+        except BaseException:
+            self._transport.close()
+            raise
+        self._transport.add_on_lost(self._on_lost)
+
+    def __repr__(self) -> str:
+        return f"<taskell.Connection {self.config.masked_url()}>"
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close(flush=exc_type is None)
+
+    # Submitting
+
     def submit(
         self, spec: TaskSpec[Any, P, R], args: Mapping[str, object], *, after: Sequence[Ref[object]] = ()
     ) -> TaskHandle[P, R]:
-        raise NotImplementedError
+        """Validate ``args`` and publish one task; generated ``Client`` methods call this.
+
+        Returns at once with the handle; the publish is confirmed in the background (a refused
+        or unroutable submission makes ``result()`` raise ``BrokerUnavailable``).
+
+        Raises:
+            PayloadError: ``args`` do not validate against the task's model.
+            BrokerUnavailable: the connection is closed or lost.
+        """
+        if after or any(_holds_ref(value) for value in args.values()):
+            raise NotImplementedError("task dependencies (Ref arguments, after=) are not available yet")
+        try:
+            body = spec.args.model_validate(args).model_dump_json().encode()
+        except ValidationError as exc:
+            raise PayloadError(spec.name, _wire.describe(exc)) from None
+        return self._publish_task(spec, body)
+
+    def submit_json(self, spec: TaskSpec[Any, P, R], json_args: str | bytes) -> TaskHandle[P, R]:
+        """Like ``submit``, with the arguments as JSON (as ``taskell call`` takes them)."""
+        try:
+            body = spec.args.model_validate_json(json_args).model_dump_json().encode()
+        except ValidationError as exc:
+            raise PayloadError(spec.name, _wire.describe(exc)) from None
+        return self._publish_task(spec, body)
+
+    def _publish_task(self, spec: TaskSpec[Any, P, R], body: bytes) -> TaskHandle[P, R]:
+        if self._closed:
+            raise BrokerUnavailable("connection is closed")
+        if len(body) > self.config.max_payload_bytes:
+            raise PayloadError(spec.name, f"args are {len(body)} bytes, over max_payload_bytes")
+        self._declare_task_queue(spec.queue)
+        task_id = str(uuid.uuid4())
+        handle: TaskHandle[P, R] = TaskHandle(self, spec, task_id)
+        self._handles[task_id] = handle
+        message = _wire.task_message(spec, task_id, body, self.reply_queue)
+        confirmed = self._transport.publish("", spec.queue, message, mandatory=True)
+        self._unconfirmed.add(confirmed)
+        confirmed.add_done_callback(lambda f: self._on_confirmed(f, task_id))
+        return handle
+
+    def _declare_task_queue(self, queue: str) -> None:
+        if queue in self._declared:
+            return
+        with self._declare_lock:
+            if queue not in self._declared:
+                self._transport.declare_queue(
+                    queue, durable=True, arguments=_wire.queue_arguments(self.config)
+                ).result()
+                self._declared.add(queue)
+
+    def _on_confirmed(self, future: Future[None], task_id: str) -> None:
+        self._unconfirmed.discard(future)
+        error = future.exception()
+        if error is not None:
+            handle = self._handles.pop(task_id, None)
+            if handle is not None:
+                handle._on_outcome(
+                    error if isinstance(error, TaskellError) else BrokerUnavailable(str(error))
+                )
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every submission so far is confirmed by the broker.
+
+        Raises:
+            TimeoutError: some are still unconfirmed after ``timeout`` seconds.
+        """
+        pending = list(self._unconfirmed)
+        if pending:
+            _, not_done = wait(pending, timeout)
+            if not_done:
+                raise TimeoutError(f"{len(not_done)} submissions unconfirmed after {timeout} s")
+
+    # Aborting and inspecting
 
     def abort(self, task_id: str) -> None:
-        raise NotImplementedError
+        """Ask every worker to abort task ``task_id`` (queued or running); idempotent.
+
+        A finished or unknown task is left alone. The task's handle (if any) then raises
+        ``TaskAborted``.
+        """
+        self._control("abort", {"task_id": task_id}).result(self.config.connect_timeout)
+
+    def _control(self, kind: str, body: Mapping[str, Any]) -> Future[None]:
+        exchange = self.config.abort_exchange
+        if exchange not in self._declared:
+            self._transport.declare_fanout(exchange).result()
+            self._declared.add(exchange)
+        message = Message(
+            body=json.dumps(body).encode(),
+            type=kind,
+            message_id=str(uuid.uuid4()),
+            reply_to=self.reply_queue,
+            content_type="application/json",
+        )
+        return self._transport.publish(exchange, "", message, mandatory=False)
+
+    # Replies (on the transport's thread)
+
+    def _on_reply(self, delivery: Delivery) -> None:
+        message = delivery.message
+        task_id = message.correlation_id
+        handle = self._handles.get(task_id) if task_id else None
+        if handle is None:
+            log.debug("reply %s for unknown task %s", message.type, task_id)
+            return
+        kind = message.type
+        if kind == "progress":
+            handle._on_progress(message.body)
+            return
+        del self._handles[task_id]  # type: ignore[arg-type]
+        if kind == "result":
+            handle._on_outcome(message.body)
+        else:
+            handle._on_outcome(_reply_error(kind, handle, message.body))
+
+    def _on_lost(self, error: BaseException) -> None:
+        lost = error if isinstance(error, BrokerUnavailable) else BrokerUnavailable(str(error))
+        self._fail_pending(lost)
+
+    def _fail_pending(self, error: TaskellError) -> None:
+        handles, self._handles = list(self._handles.values()), {}
+        for handle in handles:
+            handle._on_outcome(error)
+
+    def close(self, *, flush: bool = True) -> None:
+        """Wait for unconfirmed submissions (unless ``flush`` is False), then close.
+
+        Handles still waiting for a result then raise ``BrokerUnavailable``.
+        """
+        if self._closed:
+            return
+        try:
+            if flush and self._transport.is_open:
+                self.flush(self.config.connect_timeout)
+        finally:
+            self._closed = True
+            self._transport.close()
+            self._fail_pending(BrokerUnavailable("connection closed before the task ended"))
+
+
+def _holds_ref(value: object) -> bool:
+    if isinstance(value, Ref):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(isinstance(item, Ref) for item in value)
+    return False
+
+
+def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) -> TaskellError:
+    try:
+        info = json.loads(body)
+        error_type, text, traceback = str(info["error_type"]), str(info["message"]), str(info["traceback"])
+    except (ValueError, KeyError, TypeError):
+        error_type, text, traceback = "taskell.PayloadError", f"malformed {kind} reply", ""
+    if kind == "aborted":
+        return TaskAborted(handle.id, text)
+    if kind == "rejected":
+        return PayloadError(handle.task, text)
+    return TaskFailed(handle.id, handle.task, error_type, text, traceback)

@@ -46,7 +46,7 @@ def test_defaults() -> None:
     c = Config.load(env={})
     assert c.abort_exchange == "taskell.abort"
     assert c.parallelism == 1
-    assert c.queues == ["taskell.default"]
+    assert c.queues is None  # a worker then consumes its registered tasks' queues
     assert c.dead_letter_queue == "taskell.dead"
     assert (c.pool, c.queue_type, c.prefetch, c.effective_prefetch) == ("thread", "classic", None, 1)
     assert c.max_payload_bytes == 16 * 1024 * 1024

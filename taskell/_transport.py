@@ -1,0 +1,110 @@
+"""The broker seam: what the client and the worker need from a broker connection.
+
+Two implementations: ``_amqp.AmqpTransport`` (pika, RabbitMQ) and ``_memory.MemoryTransport``
+(an in-process broker for the demo and for users' unit tests). Each owns one thread on which
+every callback runs; every public method is thread-safe (it hands work to that thread), because
+pika's connection objects are not.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Delivery", "Message", "Transport"]
+
+
+@dataclass(slots=True)
+class Message:
+    """The AMQP properties taskell uses, plus the body."""
+
+    body: bytes
+    type: str | None = None
+    message_id: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    content_type: str | None = None
+    persistent: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """A message handed to a consumer; ``tag`` is what ``ack``/``reject`` take."""
+
+    message: Message
+    tag: int
+    redelivered: bool
+    queue: str
+
+
+OnMessage = Callable[[Delivery], None]
+
+
+class Transport(ABC):
+    """One broker connection with one channel in publisher-confirm mode."""
+
+    @abstractmethod
+    def call_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the transport's thread (in submission order)."""
+
+    @abstractmethod
+    def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
+        """Publish; the future resolves when the broker confirms, and fails if it refuses,
+        returns (unroutable with ``mandatory``) or the connection is lost."""
+
+    @abstractmethod
+    def declare_queue(
+        self,
+        name: str,
+        *,
+        durable: bool = True,
+        exclusive: bool = False,
+        auto_delete: bool = False,
+        arguments: dict[str, Any] | None = None,
+    ) -> Future[str]:
+        """Declare a queue (``name`` "" asks the broker for one); resolves to its name."""
+
+    @abstractmethod
+    def declare_fanout(self, name: str) -> Future[None]:
+        """Declare a durable fanout exchange."""
+
+    @abstractmethod
+    def bind(self, queue: str, exchange: str) -> Future[None]:
+        """Bind ``queue`` to the fanout ``exchange``."""
+
+    @abstractmethod
+    def set_prefetch(self, count: int) -> Future[None]:
+        """Limit unacknowledged deliveries on this connection's channel."""
+
+    @abstractmethod
+    def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:
+        """Start consuming; ``on_message`` runs on the transport's thread."""
+
+    @abstractmethod
+    def cancel(self, consumer_tag: str) -> None:
+        """Stop a consumer (fire and forget)."""
+
+    @abstractmethod
+    def ack(self, tag: int) -> None:
+        """Acknowledge one delivery (fire and forget)."""
+
+    @abstractmethod
+    def reject(self, tag: int, *, requeue: bool) -> None:
+        """Reject one delivery, requeueing it or dropping it (fire and forget)."""
+
+    @abstractmethod
+    def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
+        """Call ``callback`` (on the transport's thread) if the connection is lost."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the channel then the connection, and join the thread. Idempotent."""
+
+    @property
+    @abstractmethod
+    def is_open(self) -> bool:
+        """False once closed or lost."""

@@ -1,0 +1,461 @@
+"""``Worker``: consumes task queues and runs handlers with bounded parallelism.
+
+Threads: the transport's I/O thread receives deliveries and control messages and does all
+network I/O; ``parallelism`` pool threads run handlers. A task is acknowledged only after its
+final reply (result, failure, abort or dead-letter) is confirmed by the broker, so a worker
+that dies mid-task leaves it to be redelivered.
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import _wire
+from ._transport import Delivery, Message, Transport
+from .config import Config
+from .connection import open_transport
+from .context import Context
+from .registry import Binding, Registry
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("taskell.worker")
+
+_REMEMBERED_IDS = 100_000  # aborted / finished task ids kept to answer late aborts
+_NOTHING: Any = object()
+
+
+class _AbortInterrupt(BaseException):
+    """Raised inside a handler's thread to stop it; a BaseException so ``except Exception``
+    in user code does not swallow it."""
+
+
+def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
+    # The mechanism dramatiq uses for time limits; None clears a pending exception.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None
+    )
+
+
+class _Running:
+    """A task on a pool thread; ``abort()`` may come from the I/O thread at any time."""
+
+    def __init__(self, binding: Binding, ctx: Context[Any], progress: _Progress) -> None:
+        self.binding = binding
+        self.ctx = ctx
+        self.progress = progress
+        self.thread_id = threading.get_ident()
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._in_handler = True
+        self._injected = False
+
+    def abort(self) -> None:
+        self.ctx._aborted.set()
+        with self._lock:
+            if self._in_handler and not self._injected:
+                self._injected = True
+                _raise_in_thread(self.thread_id, _AbortInterrupt)
+
+    def leave_handler(self) -> None:
+        """Called by the task's own thread once the handler returned or raised."""
+        with self._lock:
+            self._in_handler = False
+            if self._injected:
+                _raise_in_thread(self.thread_id, None)
+
+
+class _Progress:
+    """Latest-value slot between a handler and the I/O thread: ``report`` never blocks on the
+    network; values coming faster than they are sent are coalesced, in order."""
+
+    def __init__(self, worker: Worker, binding: Binding, task_id: str, reply_to: str | None) -> None:
+        self._transport = worker._transport
+        self._binding = binding
+        self._task_id = task_id
+        self._reply_to = reply_to
+        self._lock = threading.Lock()
+        self._pending: Any = _NOTHING
+        self._scheduled = False
+        self.latest: Any = _NOTHING
+
+    def report(self, value: Any) -> None:
+        if self._reply_to is None:
+            self.latest = value
+            return
+        with self._lock:
+            self._pending = value
+            self.latest = value
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self._transport.call_soon(self._send_pending)
+
+    def _send_pending(self) -> None:
+        # Publishing while holding the lock keeps sends in the order values were taken.
+        with self._lock:
+            self._scheduled = False
+            value, self._pending = self._pending, _NOTHING
+            if value is not _NOTHING:
+                self._send(value)
+
+    def flush(self) -> list[Future[None]]:
+        """Send the last unsent value now; called before the final reply."""
+        with self._lock:
+            value, self._pending = self._pending, _NOTHING
+            if value is not _NOTHING:
+                return [f for f in [self._send(value)] if f is not None]
+        return []
+
+    def _send(self, value: Any) -> Future[None] | None:
+        adapter = self._binding.spec.progress
+        try:
+            body = adapter.dump_json(adapter.validate_python(value, strict=True))
+        except (ValidationError, ValueError) as exc:
+            log.error(
+                "%s [%s]: progress value does not fit its type: %s",
+                self._binding.spec.name,
+                self._task_id,
+                exc,
+            )
+            return None
+        assert self._reply_to is not None
+        message = _wire.reply(_wire.PROGRESS, self._task_id, body)
+        return self._transport.publish("", self._reply_to, message, mandatory=False)
+
+
+class Worker:
+    """Runs the tasks of a ``Registry``.
+
+    Examples:
+        >>> worker = Worker(registry(Impl()), Config.load("taskell.toml"))
+        >>> worker.run()          # blocks; SIGTERM / Ctrl-C stop it gracefully
+
+    Or, in tests: ``with Worker(reg, config): ...`` runs it in the background.
+
+    Args:
+        registry: the tasks this worker serves.
+        config: broker, parallelism, queues; defaults to ``Config.load()``.
+        queues: replaces the configured queues (``--queue``).
+        parallelism: replaces the configured parallelism (``--parallelism``).
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        config: Config | None = None,
+        *,
+        queues: Sequence[str] | None = None,
+        parallelism: int | None = None,
+    ) -> None:
+        self.config = config or Config.load()
+        self.registry = registry
+        self.queues = list(queues or self.config.queues or registry.queues)
+        self.parallelism = parallelism or self.config.parallelism
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._transport: Transport
+        self._executor: ThreadPoolExecutor | None = None
+        self._running: dict[str, _Running] = {}
+        self._aborted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._consumer_tags: list[str] = []
+        self._fingerprint_warned: set[tuple[str, str]] = set()
+        self._stopping = False
+        self._stopped = threading.Event()
+        if not self.queues:
+            raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # Lifecycle
+
+    def start(self) -> None:
+        """Connect, declare what the worker needs and start consuming (returns at once)."""
+        config = self.config
+        self._transport = open_transport(config, name="taskell-worker")
+        transport = self._transport
+        try:
+            transport.declare_queue(config.dead_letter_queue, durable=True).result()
+            for queue in self.queues:
+                transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
+            transport.declare_fanout(config.abort_exchange).result()
+            control = transport.declare_queue("", durable=False, exclusive=True, auto_delete=True).result()
+            transport.bind(control, config.abort_exchange).result()
+            transport.consume(control, self._on_control, auto_ack=True).result()
+            self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="taskell-task")
+            transport.set_prefetch(config.prefetch or self.parallelism).result()
+            for queue in self.queues:
+                self._consumer_tags.append(transport.consume(queue, self._on_delivery).result())
+        except BaseException:
+            transport.close()
+            raise
+        transport.add_on_lost(self._on_lost)
+        log.info("worker %s consuming %s with parallelism %d", self.name, self.queues, self.parallelism)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking tasks, let running ones finish (up to ``timeout`` s), then disconnect.
+
+        Deliveries received but not started are requeued; a task still running when the
+        connection closes is redelivered to another worker.
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        for tag in self._consumer_tags:
+            self._transport.cancel(tag)
+        if self._executor is not None:
+            done = threading.Thread(target=self._executor.shutdown, kwargs={"wait": True}, daemon=True)
+            done.start()
+            done.join(timeout)
+        self._transport.close()
+        self._stopped.set()
+
+    def run(self) -> int:
+        """Start, then block until SIGTERM/SIGINT (graceful stop) and return an exit status."""
+        self.start()
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if self._stopping:  # second signal: stop at once; unacked tasks are redelivered
+                os._exit(1)
+            threading.Thread(target=self.stop, name="taskell-stop", daemon=True).start()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        while not self._stopped.wait(0.5):
+            pass
+        return 0
+
+    def _on_lost(self, error: BaseException) -> None:
+        log.error("worker %s lost its broker connection: %s", self.name, error)
+        self._stopping = True
+        self._stopped.set()
+
+    # Deliveries (I/O thread) and their execution (pool threads)
+
+    def _on_delivery(self, delivery: Delivery) -> None:
+        assert self._executor is not None
+        self._executor.submit(self._execute, delivery)
+
+    def _execute(self, delivery: Delivery) -> None:
+        try:
+            self._execute_unguarded(delivery)
+        except BaseException:
+            # Never lose a task to a bug here: requeue it and keep serving.
+            log.exception("internal error on delivery %s; requeueing", delivery.message.message_id)
+            self._transport.reject(delivery.tag, requeue=True)
+
+    def _execute_unguarded(self, delivery: Delivery) -> None:
+        message = delivery.message
+        task_id = message.message_id or ""
+        if self._stopping:
+            self._transport.reject(delivery.tag, requeue=True)
+            return
+        binding = self.registry.get(message.type or "")
+        if binding is None:
+            self._dead_letter(delivery, f"unknown task type {message.type!r}")
+            return
+        spec = binding.spec
+        if len(message.body) > self.config.max_payload_bytes:
+            self._dead_letter(
+                delivery, f"{spec.name}: payload of {len(message.body)} bytes over max_payload_bytes"
+            )
+            return
+        if not task_id:
+            self._dead_letter(delivery, f"{spec.name}: message has no message_id (task id)")
+            return
+        if task_id in self._aborted:
+            self._reply_final(
+                delivery, _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted before it started")
+            )
+            return
+        try:
+            args = spec.args.model_validate_json(message.body)
+        except ValidationError as exc:
+            self._dead_letter(delivery, f"{spec.name}: args do not validate: {_wire.describe(exc)}")
+            return
+        self._check_fingerprint(spec.name, spec.fingerprint, message)
+
+        progress = _Progress(self, binding, task_id, message.reply_to)
+        ctx: Context[Any] = Context(
+            task_id,
+            progress.report,
+            redelivered=delivery.redelivered,
+            logger=logging.getLogger(f"taskell.task.{spec.name}"),
+        )
+        running = _Running(binding, ctx, progress)
+        self._running[task_id] = running
+        try:
+            kind, body = self._run_handler(running, args)
+        finally:
+            del self._running[task_id]
+        self._remember(self._finished, task_id)
+        self._reply_final(delivery, kind, body, progress.flush())
+
+    def _run_handler(self, running: _Running, args: Any) -> tuple[str, bytes]:
+        spec = running.binding.spec
+        try:
+            try:
+                if running.ctx.aborted:
+                    raise _AbortInterrupt
+                value = running.binding.run(running.ctx, args)
+            finally:
+                running.leave_handler()
+        except _AbortInterrupt:
+            return _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted while running")
+        except Exception as exc:
+            tb = traceback.format_exc()
+            return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), tb)
+        try:
+            return _wire.RESULT, spec.result.dump_json(spec.result.validate_python(value, strict=True))
+        except ValidationError as exc:
+            detail = f"{spec.name}: result does not fit its type: {_wire.describe(exc)}"
+            return _wire.FAILED, _wire.error_body("taskell.PayloadError", detail)
+
+    def _reply_final(
+        self, delivery: Delivery, kind: str, body: bytes, before: list[Future[None]] = []
+    ) -> None:
+        message = delivery.message
+        futures = list(before)
+        if message.reply_to:
+            reply = _wire.reply(kind, message.message_id or "", body)
+            futures.append(self._transport.publish("", message.reply_to, reply, mandatory=False))
+        self._ack_when_confirmed(delivery, futures)
+
+    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
+        log.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
+        message = delivery.message
+        dead = Message(
+            body=message.body,
+            type=message.type,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
+            content_type=message.content_type,
+            persistent=True,
+            headers={**message.headers, _wire.REASON_HEADER: reason, "taskell-queue": delivery.queue},
+        )
+        futures = [self._transport.publish("", self.config.dead_letter_queue, dead, mandatory=True)]
+        if message.reply_to and message.message_id:
+            rejected = _wire.reply(
+                _wire.REJECTED, message.message_id, _wire.error_body("taskell.PayloadError", reason)
+            )
+            futures.append(self._transport.publish("", message.reply_to, rejected, mandatory=False))
+        self._ack_when_confirmed(delivery, futures)
+
+    def _ack_when_confirmed(self, delivery: Delivery, futures: list[Future[None]]) -> None:
+        remaining = [len(futures)]
+        lock = threading.Lock()
+
+        def on_done(future: Future[None]) -> None:
+            if future.exception() is not None:
+                # Not acknowledged: the broker redelivers the task after the connection drops.
+                log.error("reply for %s not confirmed: %s", delivery.message.message_id, future.exception())
+                return
+            with lock:
+                remaining[0] -= 1
+                last = remaining[0] == 0
+            if last:
+                self._transport.ack(delivery.tag)
+
+        if not futures:
+            self._transport.ack(delivery.tag)
+        for future in futures:
+            future.add_done_callback(on_done)
+
+    def _check_fingerprint(self, name: str, expected: str, message: Message) -> None:
+        got = message.headers.get(_wire.FINGERPRINT_HEADER)
+        if got != expected and (name, str(got)) not in self._fingerprint_warned:
+            self._fingerprint_warned.add((name, str(got)))
+            log.warning(
+                "%s: fingerprint %s differs from this worker's %s (schema versions differ)",
+                name,
+                got,
+                expected,
+            )
+
+    # Control messages: abort and inspect (I/O thread)
+
+    def _on_control(self, delivery: Delivery) -> None:
+        message = delivery.message
+        try:
+            body = json.loads(message.body)
+        except ValueError:
+            log.warning("ignoring malformed control message %r", message.body[:100])
+            return
+        if message.type == "abort":
+            answer = self._abort(str(body.get("task_id")))
+        elif message.type == "inspect":
+            answer = self.status()
+        else:
+            return
+        if message.reply_to:
+            reply = Message(
+                body=json.dumps(answer).encode(),
+                type=f"{message.type}-reply",
+                correlation_id=message.message_id,
+                content_type=_wire.JSON,
+            )
+            self._transport.publish("", message.reply_to, reply, mandatory=False)
+
+    def _abort(self, task_id: str) -> dict[str, Any]:
+        running = self._running.get(task_id)
+        if running is not None:
+            running.abort()
+            state = "aborting"
+        elif task_id in self._finished:
+            state = "finished"
+        else:
+            state = "not running here"
+        self._remember(self._aborted, task_id)
+        log.info("abort %s: %s", task_id, state)
+        return {"worker": self.name, "task_id": task_id, "state": state}
+
+    def status(self) -> dict[str, Any]:
+        """What ``taskell inspect`` shows: identity, queues and running tasks with progress."""
+        now = time.time()
+        running = []
+        for task_id, task in list(self._running.items()):
+            latest = task.progress.latest
+            running.append(
+                {
+                    "task_id": task_id,
+                    "task": task.binding.spec.name,
+                    "seconds": round(now - task.started, 3),
+                    "progress": None
+                    if latest is _NOTHING
+                    else task.binding.spec.progress.dump_python(latest, mode="json"),
+                }
+            )
+        return {
+            "worker": self.name,
+            "queues": self.queues,
+            "parallelism": self.parallelism,
+            "running": running,
+        }
+
+    @staticmethod
+    def _remember(ids: collections.OrderedDict[str, None], task_id: str) -> None:
+        ids[task_id] = None
+        if len(ids) > _REMEMBERED_IDS:
+            ids.popitem(last=False)
