@@ -1,0 +1,171 @@
+"""The schema's intermediate representation (IR): what ``schema`` builds and ``render`` reads.
+
+The tree, top down::
+
+    Schema
+      package: str
+      types: (Record | Enum, ...)          schema declaration order
+        Record.fields: (Field, ...)        schema order
+        Enum.members: (str, ...)
+      tasks: (Task, ...)                   schema declaration order
+        Task.args: (Field, ...)            schema order
+        Task.progress, Task.result: TypeExpr
+
+A ``TypeExpr`` is one of ``Prim``, ``ListOf``, ``DictOf``, ``TupleOf``, ``Optional`` or
+``Named``; ``str(expr)`` is its canonical spelling (used in fingerprints). Defaults are kept in
+their canonical JSON form (SPEC §7), already validated against their type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
+
+PRIMITIVES = ("int", "float", "bool", "str", "bytes", "None", "datetime", "date", "uuid", "decimal")
+"""The built-in type names of the schema language."""
+
+
+@dataclass(frozen=True)
+class Prim:
+    """A built-in type: one of ``PRIMITIVES``."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """``list[item]``."""
+
+    item: TypeExpr
+
+    def __str__(self) -> str:
+        return f"list[{self.item}]"
+
+
+@dataclass(frozen=True)
+class DictOf:
+    """``dict[str, value]``."""
+
+    value: TypeExpr
+
+    def __str__(self) -> str:
+        return f"dict[str, {self.value}]"
+
+
+@dataclass(frozen=True)
+class TupleOf:
+    """``tuple[item, ...]``."""
+
+    item: TypeExpr
+
+    def __str__(self) -> str:
+        return f"tuple[{self.item}, ...]"
+
+
+@dataclass(frozen=True)
+class Optional:
+    """``inner | None``."""
+
+    inner: TypeExpr
+
+    def __str__(self) -> str:
+        return f"{self.inner} | None"
+
+
+@dataclass(frozen=True)
+class Named:
+    """A record or enum declared under ``types``."""
+
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+TypeExpr: TypeAlias = Prim | ListOf | DictOf | TupleOf | Optional | Named
+
+NONE = Prim("None")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A record field or a task argument.
+
+    Attributes:
+        name: the Python name.
+        type: its type.
+        has_default: whether ``default`` is meaningful.
+        default: the default in canonical JSON form.
+        doc: documentation, or None.
+    """
+
+    name: str
+    type: TypeExpr
+    has_default: bool = False
+    default: JSON = None
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class Record:
+    """A named record type: a frozen pydantic model."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class Enum:
+    """A named enum type; each member's value (and JSON form) is its name."""
+
+    name: str
+    members: tuple[str, ...]
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task: its wire name is ``<package>.<name>``."""
+
+    name: str
+    queue: str
+    args: tuple[Field, ...]
+    progress: TypeExpr = NONE
+    result: TypeExpr = NONE
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
+class Schema:
+    """A whole, validated schema."""
+
+    package: str
+    types: tuple[Record | Enum, ...]
+    tasks: tuple[Task, ...]
+
+    def type_map(self) -> dict[str, Record | Enum]:
+        """The named types by name."""
+        return {t.name: t for t in self.types}
+
+    def wire_name(self, task: Task) -> str:
+        """The task's wire name, ``<package>.<task>``."""
+        return f"{self.package}.{task.name}"
+
+
+def names_in(expr: TypeExpr) -> list[str]:
+    """The named types ``expr`` mentions, outermost first."""
+    if isinstance(expr, Named):
+        return [expr.name]
+    if isinstance(expr, (ListOf, TupleOf)):
+        return names_in(expr.item)
+    if isinstance(expr, DictOf):
+        return names_in(expr.value)
+    if isinstance(expr, Optional):
+        return names_in(expr.inner)
+    return []

@@ -1,0 +1,484 @@
+"""Load a schema file, validate it completely and build the IR (``model.Schema``).
+
+Every problem is collected, then all are raised at once as a ``taskell.SchemaError`` whose
+``errors`` are ``FILE:LINE:COL: message`` lines sorted by position. Positions come from the
+YAML nodes (``yaml.compose`` keeps them); a duplicate key, which ``compose`` keeps, is
+reported at its second occurrence.
+
+Recursive records are allowed only through ``list``, ``dict``, ``tuple`` or ``| None``, which
+can terminate; a record that contains itself directly (``A.a: A``, or ``A.b: B`` with
+``B.a: A``) could never be built and is rejected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import pydantic
+import yaml
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from ..errors import SchemaError
+from . import naming
+from .live import LiveTypes
+from .model import JSON, NONE, PRIMITIVES, Enum, Field, Named, Record, Schema, Task, TypeExpr
+from .types import NameRef, TypeSyntaxError, parse_type
+
+__all__ = ["DEFAULT_QUEUE", "load_schema", "parse_schema"]
+
+DEFAULT_QUEUE = "taskell.default"
+SCHEMA_VERSION = 1
+
+_STR = "tag:yaml.org,2002:str"
+_TOP_KEYS = ("taskell", "package", "types", "tasks")
+_TYPE_KEYS = ("doc", "fields", "enum")
+_TASK_KEYS = ("doc", "queue", "args", "progress", "result")
+_FIELD_KEYS = ("type", "default", "doc")
+
+
+@dataclass
+class _Problems:
+    file: str
+    found: list[tuple[int, int, str]] = field(default_factory=list)
+
+    def at(self, node: Node, message: str, offset: int = 0) -> None:
+        self.found.append((node.start_mark.line + 1, node.start_mark.column + 1 + offset, message))
+
+    def at_start(self, message: str) -> None:
+        self.found.append((1, 1, message))
+
+    def lines(self) -> list[str]:
+        return [f"{self.file}:{line}:{col}: {msg}" for line, col, msg in sorted(self.found)]
+
+
+@dataclass
+class _TypeUse:
+    """A type expression written in the schema, and where."""
+
+    expr: TypeExpr
+    node: Node
+    refs: list[NameRef]
+
+
+@dataclass
+class _FieldDraft:
+    name: str
+    key: Node
+    type: _TypeUse | None
+    default: Node | None
+    doc: str | None
+
+
+def _expr_offset(node: Node, offset: int) -> int:
+    """Column offset of character ``offset`` of a one-line scalar's value, else 0."""
+    if not isinstance(node, ScalarNode) or node.start_mark.line != node.end_mark.line:
+        return 0
+    width = node.end_mark.column - node.start_mark.column
+    if node.style is None and width == len(node.value):
+        return offset
+    if node.style in ("'", '"') and width == len(node.value) + 2:
+        return offset + 1
+    return 0
+
+
+def _suggest(name: str, known: Iterator[str] | list[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+class _Loader:
+    def __init__(self, file: str) -> None:
+        self.problems = _Problems(file)
+        self.constructor = SafeConstructor()
+
+    # --- YAML shapes -----------------------------------------------------------------------
+
+    def mapping(
+        self, node: Node, what: str, allowed: tuple[str, ...] | None = None
+    ) -> dict[str, tuple[Node, Node]]:
+        """The string keys of a mapping node (first occurrence wins), reporting bad ones."""
+        if not isinstance(node, MappingNode):
+            self.problems.at(node, f"{what} must be a mapping")
+            return {}
+        items: dict[str, tuple[Node, Node]] = {}
+        for key, value in node.value:
+            if not isinstance(key, ScalarNode) or key.tag != _STR:
+                self.problems.at(key, f"keys of {what} must be names")
+            elif key.value in items:
+                self.problems.at(key, f"duplicate key {key.value!r} in {what}")
+            elif allowed is not None and key.value not in allowed:
+                hint = _suggest(key.value, list(allowed))
+                expected = ", ".join(allowed)
+                self.problems.at(
+                    key, f"unknown key {key.value!r} in {what}{hint}; expected one of: {expected}"
+                )
+            else:
+                items[key.value] = (key, value)
+        return items
+
+    def string(self, node: Node, what: str, *, empty_ok: bool = True) -> str | None:
+        if not isinstance(node, ScalarNode) or node.tag != _STR:
+            self.problems.at(node, f"{what} must be a string")
+            return None
+        if not empty_ok and node.value == "":
+            self.problems.at(node, f"{what} must not be empty")
+            return None
+        value: str = node.value
+        return value
+
+    def doc(self, items: dict[str, tuple[Node, Node]]) -> str | None:
+        if "doc" not in items:
+            return None
+        text = self.string(items["doc"][1], "doc")
+        return text if text and text.strip() else None
+
+    def type_use(self, node: Node, what: str) -> _TypeUse | None:
+        text = self.string(node, f"{what} (a type expression)")
+        if text is None:
+            return None
+        try:
+            expr, refs = parse_type(text)
+        except TypeSyntaxError as exc:
+            self.problems.at(node, f"bad type {text!r}: {exc.message}", _expr_offset(node, exc.offset))
+            return None
+        return _TypeUse(expr, node, refs)
+
+    def json_value(self, node: Node) -> tuple[bool, JSON]:
+        """A default's JSON value; YAML timestamps are kept as the strings they were."""
+        if isinstance(node, MappingNode):
+            out: dict[str, JSON] = {}
+            ok = True
+            for key, value in node.value:
+                if not isinstance(key, ScalarNode) or key.tag != _STR:
+                    self.problems.at(key, "keys in a default must be strings")
+                    ok = False
+                    continue
+                if key.value in out:
+                    self.problems.at(key, f"duplicate key {key.value!r} in default")
+                    ok = False
+                item_ok, out[key.value] = self.json_value(value)
+                ok = ok and item_ok
+            return ok, out
+        if isinstance(node, SequenceNode):
+            pairs = [self.json_value(item) for item in node.value]
+            return all(p[0] for p in pairs), [p[1] for p in pairs]
+        assert isinstance(node, ScalarNode)
+        if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
+            return True, str(node.value)
+        try:
+            value = self.constructor.construct_object(node, deep=True)
+        except ConstructorError as exc:
+            self.problems.at(node, f"bad default: {exc.problem}")
+            return False, None
+        if isinstance(value, float) and not math.isfinite(value):
+            self.problems.at(node, "a default must be representable in JSON (no nan or infinity)")
+            return False, None
+        if value is None or isinstance(value, (bool, int, float)):
+            return True, value
+        self.problems.at(node, f"a default must be a JSON value, not {node.tag.rsplit(':', 1)[-1]}")
+        return False, None
+
+    # --- schema parts ----------------------------------------------------------------------
+
+    def fields(self, node: Node, what: str, kind: str) -> list[_FieldDraft]:
+        drafts = []
+        check_name = f"{kind} name"
+        for name, (key, value) in self.mapping(node, what).items():
+            problem = naming.check_field_name(name, check_name)
+            if problem:
+                self.problems.at(key, problem)
+            if isinstance(value, MappingNode):
+                items = self.mapping(value, f"{kind} {name!r}", _FIELD_KEYS)
+                if "type" not in items:
+                    self.problems.at(value, f"{kind} {name!r} needs a 'type'")
+                type_use = self.type_use(items["type"][1], "type") if "type" in items else None
+                default = items["default"][1] if "default" in items else None
+                drafts.append(_FieldDraft(name, key, type_use, default, self.doc(items)))
+            else:
+                drafts.append(_FieldDraft(name, key, self.type_use(value, f"{kind} {name!r}"), None, None))
+        return drafts
+
+
+@dataclass
+class _TypeDraft:
+    name: str
+    key: Node
+    doc: str | None
+    fields: list[_FieldDraft] | None = None
+    members: list[str] | None = None
+
+
+@dataclass
+class _TaskDraft:
+    name: str
+    key: Node
+    doc: str | None
+    queue: str
+    args: list[_FieldDraft]
+    progress: _TypeUse | None
+    result: _TypeUse | None
+
+
+def _compose(text: str, problems: _Problems) -> Node | None:
+    try:
+        return yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        problems.found.append((line, col, f"invalid YAML: {exc.problem or exc.context}"))
+    except yaml.YAMLError as exc:
+        problems.at_start(f"invalid YAML: {exc}")
+    return None
+
+
+def _parse_types(loader: _Loader, node: Node) -> list[_TypeDraft]:
+    drafts = []
+    for name, (key, value) in loader.mapping(node, "types").items():
+        problem = naming.check_type_name(name)
+        if problem:
+            loader.problems.at(key, problem)
+        items = loader.mapping(value, f"type {name!r}", _TYPE_KEYS)
+        draft = _TypeDraft(name, key, loader.doc(items))
+        if "fields" in items and "enum" in items:
+            later = max(items["fields"][0], items["enum"][0], key=lambda n: n.start_mark.index)
+            loader.problems.at(later, f"type {name!r} has both 'fields' and 'enum'")
+        elif "enum" in items:
+            draft.members = _parse_members(loader, items["enum"][1], name)
+        elif "fields" in items:
+            draft.fields = loader.fields(items["fields"][1], f"fields of {name!r}", "field")
+        elif isinstance(value, MappingNode):
+            loader.problems.at(key, f"type {name!r} needs 'fields' (a record) or 'enum'")
+        drafts.append(draft)
+    return drafts
+
+
+def _parse_members(loader: _Loader, node: Node, name: str) -> list[str]:
+    if not isinstance(node, SequenceNode) or not node.value:
+        loader.problems.at(node, f"enum {name!r} must be a non-empty list of names")
+        return []
+    members: list[str] = []
+    for item in node.value:
+        member = loader.string(item, "an enum member")
+        if member is None:
+            continue
+        problem = naming.check_enum_member(member)
+        if problem:
+            loader.problems.at(item, problem)
+        elif member in members:
+            loader.problems.at(item, f"duplicate enum member {member!r} in {name!r}")
+        else:
+            members.append(member)
+    return members
+
+
+def _parse_tasks(loader: _Loader, node: Node) -> list[_TaskDraft]:
+    drafts = []
+    for name, (key, value) in loader.mapping(node, "tasks").items():
+        problem = naming.check_task_name(name)
+        if problem:
+            loader.problems.at(key, problem)
+        items = loader.mapping(value, f"task {name!r}", _TASK_KEYS)
+        queue = DEFAULT_QUEUE
+        if "queue" in items:
+            queue = loader.string(items["queue"][1], "queue", empty_ok=False) or DEFAULT_QUEUE
+            if len(queue.encode()) > 255:
+                loader.problems.at(items["queue"][1], "queue names are at most 255 bytes (UTF-8)")
+        args = loader.fields(items["args"][1], f"args of {name!r}", "argument") if "args" in items else []
+        progress = loader.type_use(items["progress"][1], "progress") if "progress" in items else None
+        result = loader.type_use(items["result"][1], "result") if "result" in items else None
+        drafts.append(_TaskDraft(name, key, loader.doc(items), queue, args, progress, result))
+    return drafts
+
+
+def _check_collisions(loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> None:
+    """Types, args models and spec constants share the generated modules' namespace."""
+    seen: dict[str, str] = {}
+    names = [(t.name, t.key, f"type {t.name!r}") for t in types]
+    for task in tasks:
+        names.append((naming.args_model_name(task.name), task.key, f"the args model of task {task.name!r}"))
+        names.append(
+            (naming.spec_constant_name(task.name), task.key, f"the spec constant of task {task.name!r}")
+        )
+    for name, node, what in names:
+        if name in seen:
+            loader.problems.at(node, f"{what} is generated as {name!r}, which is already {seen[name]}")
+        else:
+            seen[name] = what
+
+
+def _type_uses(types: list[_TypeDraft], tasks: list[_TaskDraft]) -> Iterator[_TypeUse]:
+    for t in types:
+        yield from (f.type for f in t.fields or [] if f.type)
+    for task in tasks:
+        yield from (a.type for a in task.args if a.type)
+        yield from (u for u in (task.progress, task.result) if u)
+
+
+def _check_refs(loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> None:
+    known = [t.name for t in types]
+    candidates = [*known, *PRIMITIVES, "list", "dict", "tuple"]
+    for use in _type_uses(types, tasks):
+        for ref in use.refs:
+            if ref.name not in known:
+                hint = _suggest(ref.name, candidates)
+                loader.problems.at(
+                    use.node, f"unknown type {ref.name!r}{hint}", _expr_offset(use.node, ref.offset)
+                )
+
+
+def _check_cycles(loader: _Loader, types: list[_TypeDraft]) -> None:
+    records = {t.name: t for t in types if t.fields is not None}
+    edges = {
+        t.name: [(f.type.expr.name, f) for f in t.fields or [] if f.type and isinstance(f.type.expr, Named)]
+        for t in records.values()
+    }
+    state: dict[str, int] = {}  # 1: on the DFS stack, 2: done
+
+    def visit(name: str, path: list[str]) -> None:
+        state[name] = 1
+        for target, fdraft in edges.get(name, []):
+            if target not in records:
+                continue
+            if state.get(target) == 1:
+                cycle = " -> ".join([*path[path.index(target) :], target])
+                assert fdraft.type is not None
+                loader.problems.at(
+                    fdraft.type.node,
+                    f"record {target!r} contains itself without list, dict, tuple or '| None' ({cycle})",
+                )
+            elif target not in state:
+                visit(target, [*path, target])
+        state[name] = 2
+
+    for name in records:
+        if name not in state:
+            visit(name, [name])
+
+
+def _draft_field(d: _FieldDraft, default: JSON, has_default: bool) -> Field:
+    assert d.type is not None
+    return Field(d.name, d.type.expr, has_default, default, d.doc)
+
+
+def _build(loader: _Loader, package: str, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> Schema:
+    """Validate defaults against live types, then build the IR with canonical defaults."""
+    raw: dict[int, JSON] = {}
+    for d in [f for t in types for f in t.fields or []] + [a for t in tasks for a in t.args]:
+        if d.default is not None:
+            ok, value = loader.json_value(d.default)
+            if ok:
+                raw[id(d)] = value
+
+    def ir_types(values: dict[int, JSON]) -> tuple[Record | Enum, ...]:
+        return tuple(
+            Enum(t.name, tuple(t.members), t.doc)
+            if t.members is not None
+            else Record(
+                t.name,
+                tuple(_draft_field(f, values.get(id(f)), id(f) in values) for f in t.fields or []),
+                t.doc,
+            )
+            for t in types
+        )
+
+    live = LiveTypes(ir_types(raw))
+    canonical: dict[int, JSON] = {}
+    for d in [f for t in types for f in t.fields or []] + [a for t in tasks for a in t.args]:
+        if id(d) not in raw:
+            continue
+        assert d.type is not None and d.default is not None
+        try:
+            value = live.decode(d.type.expr, raw[id(d)])
+            canonical[id(d)] = json.loads(live.adapter(d.type.expr).dump_json(value))
+        except pydantic.ValidationError as exc:
+            error = exc.errors()[0]
+            where = "".join(f"[{part!r}]" for part in error["loc"])
+            loader.problems.at(
+                d.default,
+                f"default of {d.name!r} is not a valid {d.type.expr}: {where}{' ' if where else ''}{error['msg']}",
+            )
+        except ValueError as exc:  # a nested default's own ValidationError, from its factory
+            loader.problems.at(d.default, f"default of {d.name!r} is not a valid {d.type.expr}: {exc}")
+    ir_tasks = tuple(
+        Task(
+            t.name,
+            t.queue,
+            tuple(_draft_field(a, canonical.get(id(a)), id(a) in canonical) for a in t.args),
+            t.progress.expr if t.progress else NONE,
+            t.result.expr if t.result else NONE,
+            t.doc,
+        )
+        for t in tasks
+    )
+    return Schema(package, ir_types(canonical), ir_tasks)
+
+
+def parse_schema(text: str, file: str) -> Schema:
+    """Validate schema source ``text`` and build its IR.
+
+    Args:
+        text: the YAML source.
+        file: the name used in error lines, as given by the user.
+
+    Raises:
+        SchemaError: one or more problems, all of them in ``errors``.
+    """
+    loader = _Loader(file)
+    problems = loader.problems
+    root = _compose(text, problems)
+    if root is None and not problems.found:
+        problems.at_start("missing 'taskell:' (the schema format version, 1)")
+    if root is None:
+        raise SchemaError(problems.lines())
+    top = loader.mapping(root, "the schema", _TOP_KEYS)
+    if "taskell" not in top:
+        problems.at_start("missing 'taskell:' (the schema format version, 1)")
+    else:
+        version = top["taskell"][1]
+        if not (isinstance(version, ScalarNode) and version.tag.endswith(":int") and version.value == "1"):
+            problems.at(version, f"unsupported schema format version; 'taskell:' must be {SCHEMA_VERSION}")
+    package = ""
+    if "package" not in top:
+        problems.at_start("missing 'package:' (the generated package name)")
+    else:
+        package = loader.string(top["package"][1], "package") or ""
+        problem = naming.check_package_name(package) if package else None
+        if problem:
+            problems.at(top["package"][1], problem)
+    types = _parse_types(loader, top["types"][1]) if "types" in top else []
+    tasks = _parse_tasks(loader, top["tasks"][1]) if "tasks" in top else []
+    _check_collisions(loader, types, tasks)
+    _check_refs(loader, types, tasks)
+    _check_cycles(loader, types)
+    if problems.found:
+        raise SchemaError(problems.lines())
+    schema = _build(loader, package, types, tasks)
+    if problems.found:
+        raise SchemaError(problems.lines())
+    return schema
+
+
+def load_schema(path: str) -> tuple[Schema, bytes]:
+    """Read and validate the schema file at ``path``.
+
+    Returns:
+        The IR and the file's raw bytes (the generator hashes them).
+
+    Raises:
+        SchemaError: the file is unreadable or invalid; error lines name ``path`` as given.
+    """
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise SchemaError([f"{path}:1:1: cannot read schema: {exc.strerror}"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError([f"{path}:1:1: schema is not UTF-8: {exc.reason}"]) from None
+    return parse_schema(text, path), data
