@@ -4,7 +4,8 @@ Declare tasks once in ``tasks.schema.yaml``, run ``taskell gen`` and use the gen
 ``Client`` (submit), ``Handlers`` (implement) and ``registry(impl)`` (serve).
 """
 
-from .connection import Connection
+from .config import Config
+from .connection import Connection, connect
 from .context import Context
 from .errors import (
     BrokerUnavailable,
@@ -19,15 +20,19 @@ from .errors import (
 from .handle import Ref, TaskHandle
 from .registry import Registry
 from .spec import Base64Bytes, TaskSpec
+from .worker import Worker
 
 __all__ = [
     # Client side
+    "Config",
     "Connection",
+    "connect",
     "Ref",
     "TaskHandle",
     # Worker side
     "Context",
     "Registry",
+    "Worker",
     # Generated code
     "Base64Bytes",
     "TaskSpec",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, wait
@@ -84,6 +85,7 @@ class Connection:
         self._handles: dict[str, TaskHandle[Any, Any]] = {}
         self._unconfirmed: set[Future[None]] = set()
         self._declared: set[str] = set()
+        self._answers: dict[str | None, list[dict[str, Any]]] = {}
         self._declare_lock = threading.Lock()
         self._closed = False
         try:
@@ -186,33 +188,58 @@ class Connection:
 
     # Aborting and inspecting
 
-    def abort(self, task_id: str) -> None:
+    def abort(self, task_id: str, *, wait: float = 0.0) -> list[dict[str, Any]]:
         """Ask every worker to abort task ``task_id`` (queued or running); idempotent.
 
-        A finished or unknown task is left alone. The task's handle (if any) then raises
-        ``TaskAborted``.
-        """
-        self._control("abort", {"task_id": task_id}).result(self.config.connect_timeout)
+        A running task is interrupted, a queued one never starts, and its handle raises
+        ``TaskAborted``; a finished or unknown task is left alone.
 
-    def _control(self, kind: str, body: Mapping[str, Any]) -> Future[None]:
+        Args:
+            wait: seconds to collect the workers' answers (``{"worker", "task_id", "state"}``
+                with state ``aborting``, ``finished`` or ``not running here``).
+        """
+        return self._broadcast("abort", {"task_id": task_id}, wait)
+
+    def inspect(self, *, wait: float = 1.0) -> list[dict[str, Any]]:
+        """Ask every live worker for its status (queues, running tasks, their progress);
+        returns the answers received within ``wait`` seconds."""
+        return self._broadcast("inspect", {}, wait)
+
+    def _broadcast(self, kind: str, body: Mapping[str, Any], wait: float) -> list[dict[str, Any]]:
         exchange = self.config.abort_exchange
         if exchange not in self._declared:
             self._transport.declare_fanout(exchange).result()
             self._declared.add(exchange)
+        message_id = str(uuid.uuid4())
+        answers: list[dict[str, Any]] = []
+        if wait > 0:
+            self._answers[message_id] = answers
         message = Message(
             body=json.dumps(body).encode(),
             type=kind,
-            message_id=str(uuid.uuid4()),
+            message_id=message_id,
             reply_to=self.reply_queue,
-            content_type="application/json",
+            content_type=_wire.JSON,
         )
-        return self._transport.publish(exchange, "", message, mandatory=False)
+        try:
+            self._transport.publish(exchange, "", message, mandatory=False).result(self.config.connect_timeout)
+            if wait > 0:
+                time.sleep(wait)
+        finally:
+            self._answers.pop(message_id, None)
+        return list(answers)
 
     # Replies (on the transport's thread)
 
     def _on_reply(self, delivery: Delivery) -> None:
         message = delivery.message
         task_id = message.correlation_id
+        if task_id in self._answers:
+            try:
+                self._answers[task_id].append(json.loads(message.body))
+            except ValueError:
+                log.warning("malformed %s from a worker", message.type)
+            return
         handle = self._handles.get(task_id) if task_id else None
         if handle is None:
             log.debug("reply %s for unknown task %s", message.type, task_id)
