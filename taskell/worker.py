@@ -31,6 +31,7 @@ from ._transport import Delivery, Message, Transport
 from .config import Config
 from .connection import open_transport
 from .context import Context
+from ._process_pool import Child, ChildDied
 from .registry import Binding, Registry
 
 __all__ = ["Worker"]
@@ -56,10 +57,11 @@ def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
 class _Running:
     """A task on a pool thread; ``abort()`` may come from the I/O thread at any time."""
 
-    def __init__(self, binding: Binding, ctx: Context[Any], progress: _Progress) -> None:
+    def __init__(self, binding: Binding, ctx: Context[Any], progress: _Progress, child: Child | None) -> None:
         self.binding = binding
         self.ctx = ctx
         self.progress = progress
+        self.child = child
         self.thread_id = threading.get_ident()
         self.started = time.time()
         self._lock = threading.Lock()
@@ -68,6 +70,9 @@ class _Running:
 
     def abort(self) -> None:
         self.ctx._aborted.set()
+        if self.child is not None:
+            self.child.kill()
+            return
         with self._lock:
             if self._in_handler and not self._injected:
                 self._injected = True
@@ -85,8 +90,11 @@ class _Progress:
     """Latest-value slot between a handler and the I/O thread: ``report`` never blocks on the
     network; values coming faster than they are sent are coalesced, in order."""
 
-    def __init__(self, worker: Worker, binding: Binding, task_id: str, reply_to: str | None) -> None:
+    def __init__(
+        self, worker: Worker, binding: Binding, task_id: str, reply_to: str | None, *, encoded: bool
+    ) -> None:
         self._transport = worker._transport
+        self._encoded = encoded  # values arrive as JSON bytes (from a child process)
         self._binding = binding
         self._task_id = task_id
         self._reply_to = reply_to
@@ -126,7 +134,7 @@ class _Progress:
     def _send(self, value: Any) -> Future[None] | None:
         adapter = self._binding.spec.progress
         try:
-            body = adapter.dump_json(adapter.validate_python(value, strict=True))
+            body = value if self._encoded else adapter.dump_json(adapter.validate_python(value, strict=True))
         except (ValidationError, ValueError) as exc:
             log.error(
                 "%s [%s]: progress value does not fit its type: %s",
@@ -178,6 +186,8 @@ class Worker:
         self._fingerprint_warned: set[tuple[str, str]] = set()
         self._stopping = False
         self._stopped = threading.Event()
+        self._local = threading.local()
+        self._children: list[Child] = []
         if not self.queues:
             raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
 
@@ -228,6 +238,8 @@ class Worker:
             done = threading.Thread(target=self._executor.shutdown, kwargs={"wait": True}, daemon=True)
             done.start()
             done.join(timeout)
+        for child in self._children:
+            child.close()
         self._transport.close()
         self._stopped.set()
 
@@ -296,17 +308,21 @@ class Worker:
             return
         self._check_fingerprint(spec.name, spec.fingerprint, message)
 
-        progress = _Progress(self, binding, task_id, message.reply_to)
+        child = self._child() if self.config.pool == "process" else None
+        progress = _Progress(self, binding, task_id, message.reply_to, encoded=child is not None)
         ctx: Context[Any] = Context(
             task_id,
             progress.report,
             redelivered=delivery.redelivered,
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
-        running = _Running(binding, ctx, progress)
+        running = _Running(binding, ctx, progress, child)
         self._running[task_id] = running
         try:
-            kind, body = self._run_handler(running, args)
+            if child is None:
+                kind, body = self._run_handler(running, args)
+            else:
+                kind, body = self._run_in_child(running, child, delivery)
         finally:
             del self._running[task_id]
         self._remember(self._finished, task_id)
@@ -331,6 +347,28 @@ class Worker:
         except ValidationError as exc:
             detail = f"{spec.name}: result does not fit its type: {_wire.describe(exc)}"
             return _wire.FAILED, _wire.error_body("taskell.PayloadError", detail)
+
+    def _child(self) -> Child:
+        # One child process per pool thread, replaced when an abort (or a crash) ended it.
+        child: Child | None = getattr(self._local, "child", None)
+        if child is None or not child.alive:
+            child = self._local.child = Child(self.registry)
+            self._children.append(child)
+        return child
+
+    def _run_in_child(self, running: _Running, child: Child, delivery: Delivery) -> tuple[str, bytes]:
+        message = delivery.message
+        spec = running.binding.spec
+        try:
+            return child.run(
+                spec.name, running.ctx.task_id, message.body, delivery.redelivered, running.progress.report
+            )
+        except ChildDied as exc:
+            if running.ctx.aborted:
+                return _wire.ABORTED, _wire.error_body(
+                    "taskell.TaskAborted", "aborted while running (process killed)"
+                )
+            return _wire.FAILED, _wire.error_body("taskell.WorkerCrashed", str(exc))
 
     def _reply_final(
         self, delivery: Delivery, kind: str, body: bytes, before: list[Future[None]] = []
@@ -442,9 +480,7 @@ class Worker:
                     "task_id": task_id,
                     "task": task.binding.spec.name,
                     "seconds": round(now - task.started, 3),
-                    "progress": None
-                    if latest is _NOTHING
-                    else task.binding.spec.progress.dump_python(latest, mode="json"),
+                    "progress": None if latest is _NOTHING else _json_form(task, latest),
                 }
             )
         return {
@@ -459,3 +495,9 @@ class Worker:
         ids[task_id] = None
         if len(ids) > _REMEMBERED_IDS:
             ids.popitem(last=False)
+
+
+def _json_form(task: _Running, value: Any) -> Any:
+    if task.child is not None:  # progress from a child process is already JSON
+        return json.loads(value)
+    return task.binding.spec.progress.dump_python(value, mode="json")

@@ -1,0 +1,138 @@
+"""Process mode (``pool = "process"``): each pool thread drives one forked child process that
+runs handlers, so an abort can terminate a handler stuck in C code (``time.sleep``, a socket
+read) by killing the child. The parent keeps the broker connection; children never touch it.
+
+Children are forked (the registry, with its closures, cannot be pickled). A child only runs
+the handler and talks over its pipe: task in; progress (encoded, throttled) and the final
+reply out.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import time
+import traceback
+from collections.abc import Callable
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import _wire
+from .context import Context
+from .registry import Registry
+
+__all__ = ["Child", "ChildDied"]
+
+_PROGRESS_INTERVAL = 0.005  # seconds between progress messages a child sends to its parent
+
+
+class ChildDied(Exception):
+    """The child process ended while running a task (killed by an abort, or crashed)."""
+
+    def __init__(self, exitcode: int | None) -> None:
+        super().__init__(f"task process exited with code {exitcode}")
+        self.exitcode = exitcode
+
+
+class Child:
+    """One forked process that runs tasks one at a time for one pool thread."""
+
+    def __init__(self, registry: Registry) -> None:
+        context = multiprocessing.get_context("fork")
+        self._pipe, child_end = context.Pipe()
+        self.process = context.Process(target=_child_main, args=(child_end, registry), daemon=True)
+        self.process.start()
+        child_end.close()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.is_alive()
+
+    def run(
+        self, name: str, task_id: str, body: bytes, redelivered: bool, on_progress: Callable[[bytes], None]
+    ) -> tuple[str, bytes]:
+        """Run one task in the child; returns ``(reply kind, body)``.
+
+        Raises:
+            ChildDied: the child ended before replying.
+        """
+        try:
+            self._pipe.send((name, task_id, body, redelivered))
+            while True:
+                kind, payload = self._pipe.recv()
+                if kind != _wire.PROGRESS:
+                    return kind, payload
+                on_progress(payload)
+        except (EOFError, OSError, BrokenPipeError):
+            self.process.join(5)
+            raise ChildDied(self.process.exitcode) from None
+
+    def kill(self) -> None:
+        """Terminate the child at once (an abort)."""
+        if self.process.pid is not None:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def close(self) -> None:
+        """Ask the child to exit, kill it if it does not, and reap it."""
+        try:
+            self._pipe.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(2)
+        if self.process.is_alive():
+            self.kill()
+            self.process.join(2)
+        self._pipe.close()
+
+
+def _child_main(pipe: Pipe, registry: Registry) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    while (job := pipe.recv()) is not None:
+        name, task_id, body, redelivered = job
+        pipe.send(_run_one(pipe, registry, name, task_id, body, redelivered))
+
+
+def _run_one(
+    pipe: Pipe, registry: Registry, name: str, task_id: str, body: bytes, redelivered: bool
+) -> tuple[str, bytes]:
+    binding = registry.get(name)
+    assert binding is not None  # the parent checked
+    spec = binding.spec
+    state: dict[str, Any] = {"sent_at": 0.0, "pending": None}
+
+    def send(value: Any) -> None:
+        pipe.send(
+            (_wire.PROGRESS, spec.progress.dump_json(spec.progress.validate_python(value, strict=True)))
+        )
+
+    def report(value: Any) -> None:
+        now = time.monotonic()
+        if now - state["sent_at"] >= _PROGRESS_INTERVAL:
+            state["sent_at"], state["pending"] = now, None
+            send(value)
+        else:
+            state["pending"] = (value,)
+
+    ctx: Context[Any] = Context(
+        task_id, report, redelivered=redelivered, logger=logging.getLogger(f"taskell.task.{name}")
+    )
+    try:
+        value = binding.run(ctx, spec.args.model_validate_json(body))
+    except Exception as exc:
+        return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), traceback.format_exc())
+    try:
+        if state["pending"] is not None:
+            send(state["pending"][0])  # the last value before the result is always delivered
+        return _wire.RESULT, spec.result.dump_json(spec.result.validate_python(value, strict=True))
+    except ValidationError as exc:
+        return _wire.FAILED, _wire.error_body(
+            "taskell.PayloadError", f"{name}: result does not fit its type: {_wire.describe(exc)}"
+        )
