@@ -26,7 +26,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..errors import SchemaError
 from . import naming
 from .live import LiveTypes
-from .model import JSON, NONE, PRIMITIVES, Enum, Field, Named, Record, Schema, Task, TypeExpr
+from .model import JSON, NONE, PRIMITIVES, Enum, Field, Named, Record, Schema, Task, TypeExpr, names_in
 from .types import NameRef, TypeSyntaxError, parse_type
 
 __all__ = ["DEFAULT_QUEUE", "load_schema", "parse_schema"]
@@ -53,7 +53,9 @@ class _Problems:
         self.found.append((1, 1, message))
 
     def lines(self) -> list[str]:
-        return [f"{self.file}:{line}:{col}: {msg}" for line, col, msg in sorted(self.found)]
+        return [
+            f"{self.file}:{line}:{col}: {msg}" for line, col, msg in sorted(self.found, key=lambda p: p[:2])
+        ]
 
 
 @dataclass
@@ -72,6 +74,7 @@ class _FieldDraft:
     type: _TypeUse | None
     default: Node | None
     doc: str | None
+    ok: bool = True  # name and type are valid: the field can be built
 
 
 def _expr_offset(node: Node, offset: int) -> int:
@@ -186,12 +189,13 @@ class _Loader:
     # --- schema parts ----------------------------------------------------------------------
 
     def fields(self, node: Node, what: str, kind: str) -> list[_FieldDraft]:
-        drafts = []
+        drafts: list[_FieldDraft] = []
         check_name = f"{kind} name"
         for name, (key, value) in self.mapping(node, what).items():
             problem = naming.check_field_name(name, check_name)
             if problem:
                 self.problems.at(key, problem)
+            start = len(drafts)
             if isinstance(value, MappingNode):
                 items = self.mapping(value, f"{kind} {name!r}", _FIELD_KEYS)
                 if "type" not in items:
@@ -201,6 +205,7 @@ class _Loader:
                 drafts.append(_FieldDraft(name, key, type_use, default, self.doc(items)))
             else:
                 drafts.append(_FieldDraft(name, key, self.type_use(value, f"{kind} {name!r}"), None, None))
+            drafts[start].ok = problem is None and drafts[start].type is not None
         return drafts
 
 
@@ -211,6 +216,7 @@ class _TypeDraft:
     doc: str | None
     fields: list[_FieldDraft] | None = None
     members: list[str] | None = None
+    ok: bool = True  # the type can be built (its fields may still be bad)
 
 
 @dataclass
@@ -247,12 +253,17 @@ def _parse_types(loader: _Loader, node: Node) -> list[_TypeDraft]:
         if "fields" in items and "enum" in items:
             later = max(items["fields"][0], items["enum"][0], key=lambda n: n.start_mark.index)
             loader.problems.at(later, f"type {name!r} has both 'fields' and 'enum'")
+            draft.ok = False
         elif "enum" in items:
             draft.members = _parse_members(loader, items["enum"][1], name)
         elif "fields" in items:
             draft.fields = loader.fields(items["fields"][1], f"fields of {name!r}", "field")
         elif isinstance(value, MappingNode):
             loader.problems.at(key, f"type {name!r} needs 'fields' (a record) or 'enum'")
+        if draft.members is None and draft.fields is None:
+            draft.ok = False
+        elif draft.members is not None:
+            draft.ok = len(draft.members) == len(items["enum"][1].value)
         drafts.append(draft)
     return drafts
 
@@ -319,19 +330,25 @@ def _type_uses(types: list[_TypeDraft], tasks: list[_TaskDraft]) -> Iterator[_Ty
         yield from (u for u in (task.progress, task.result) if u)
 
 
-def _check_refs(loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> None:
+def _check_refs(loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> set[str]:
+    """Report unknown type names; return them."""
+    unknown: set[str] = set()
     known = [t.name for t in types]
     candidates = [*known, *PRIMITIVES, "list", "dict", "tuple"]
     for use in _type_uses(types, tasks):
         for ref in use.refs:
             if ref.name not in known:
+                unknown.add(ref.name)
                 hint = _suggest(ref.name, candidates)
                 loader.problems.at(
                     use.node, f"unknown type {ref.name!r}{hint}", _expr_offset(use.node, ref.offset)
                 )
+    return unknown
 
 
-def _check_cycles(loader: _Loader, types: list[_TypeDraft]) -> None:
+def _check_cycles(loader: _Loader, types: list[_TypeDraft]) -> set[str]:
+    """Report records that contain themselves directly; return their names."""
+    cyclic: set[str] = set()
     records = {t.name: t for t in types if t.fields is not None}
     edges = {
         t.name: [(f.type.expr.name, f) for f in t.fields or [] if f.type and isinstance(f.type.expr, Named)]
@@ -345,6 +362,7 @@ def _check_cycles(loader: _Loader, types: list[_TypeDraft]) -> None:
             if target not in records:
                 continue
             if state.get(target) == 1:
+                cyclic.update(path[path.index(target) :])
                 cycle = " -> ".join([*path[path.index(target) :], target])
                 assert fdraft.type is not None
                 loader.problems.at(
@@ -358,64 +376,69 @@ def _check_cycles(loader: _Loader, types: list[_TypeDraft]) -> None:
     for name in records:
         if name not in state:
             visit(name, [name])
+    return cyclic
 
 
-def _draft_field(d: _FieldDraft, default: JSON, has_default: bool) -> Field:
+def _tainted(types: list[_TypeDraft], bad: set[str]) -> set[str]:
+    """Names of types that cannot be built: bad ones, and those that reach them."""
+    tainted = set(bad) | {t.name for t in types if not t.ok or not all(f.ok for f in t.fields or [])}
+    uses = {t.name: {n for f in t.fields or [] if f.type for n in names_in(f.type.expr)} for t in types}
+    grew = True
+    while grew:
+        grew = False
+        for name, refs in uses.items():
+            if name not in tainted and refs & tainted:
+                tainted.add(name)
+                grew = True
+    return tainted
+
+
+def _ir_field(d: _FieldDraft, defaults: dict[int, JSON]) -> Field:
     assert d.type is not None
-    return Field(d.name, d.type.expr, has_default, default, d.doc)
+    return Field(d.name, d.type.expr, id(d) in defaults, defaults.get(id(d)), d.doc)
 
 
-def _build(loader: _Loader, package: str, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> Schema:
-    """Validate defaults against live types, then build the IR with canonical defaults."""
+def _ir_types(types: list[_TypeDraft], defaults: dict[int, JSON]) -> tuple[Record | Enum, ...]:
+    return tuple(
+        Enum(t.name, tuple(t.members), t.doc)
+        if t.members is not None
+        else Record(t.name, tuple(_ir_field(f, defaults) for f in t.fields or [] if f.ok), t.doc)
+        for t in types
+    )
+
+
+def _check_defaults(
+    loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft], tainted: set[str]
+) -> dict[int, JSON]:
+    """Validate every default that can be checked; return the canonical JSON by draft id.
+
+    Defaults are decoded strictly from their JSON form by live types built from the types
+    that are sound, so one bad type does not hide the errors of unrelated defaults.
+    """
+    drafts = [f for t in types for f in t.fields or []] + [a for t in tasks for a in t.args]
     raw: dict[int, JSON] = {}
-    for d in [f for t in types for f in t.fields or []] + [a for t in tasks for a in t.args]:
+    for d in drafts:
         if d.default is not None:
             ok, value = loader.json_value(d.default)
-            if ok:
+            if ok and d.ok and d.type and not set(names_in(d.type.expr)) & tainted:
                 raw[id(d)] = value
-
-    def ir_types(values: dict[int, JSON]) -> tuple[Record | Enum, ...]:
-        return tuple(
-            Enum(t.name, tuple(t.members), t.doc)
-            if t.members is not None
-            else Record(
-                t.name,
-                tuple(_draft_field(f, values.get(id(f)), id(f) in values) for f in t.fields or []),
-                t.doc,
-            )
-            for t in types
-        )
-
-    live = LiveTypes(ir_types(raw))
+    live = LiveTypes(_ir_types([t for t in types if t.name not in tainted], raw))
     canonical: dict[int, JSON] = {}
-    for d in [f for t in types for f in t.fields or []] + [a for t in tasks for a in t.args]:
+    for d in drafts:
         if id(d) not in raw:
             continue
         assert d.type is not None and d.default is not None
+        what = f"default of {d.name!r} is not a valid {d.type.expr}"
         try:
             value = live.decode(d.type.expr, raw[id(d)])
             canonical[id(d)] = json.loads(live.adapter(d.type.expr).dump_json(value))
         except pydantic.ValidationError as exc:
             error = exc.errors()[0]
             where = "".join(f"[{part!r}]" for part in error["loc"])
-            loader.problems.at(
-                d.default,
-                f"default of {d.name!r} is not a valid {d.type.expr}: {where}{' ' if where else ''}{error['msg']}",
-            )
+            loader.problems.at(d.default, f"{what}: {where}{' ' if where else ''}{error['msg']}")
         except ValueError as exc:  # a nested default's own ValidationError, from its factory
-            loader.problems.at(d.default, f"default of {d.name!r} is not a valid {d.type.expr}: {exc}")
-    ir_tasks = tuple(
-        Task(
-            t.name,
-            t.queue,
-            tuple(_draft_field(a, canonical.get(id(a)), id(a) in canonical) for a in t.args),
-            t.progress.expr if t.progress else NONE,
-            t.result.expr if t.result else NONE,
-            t.doc,
-        )
-        for t in tasks
-    )
-    return Schema(package, ir_types(canonical), ir_tasks)
+            loader.problems.at(d.default, f"{what}: {exc}")
+    return canonical
 
 
 def parse_schema(text: str, file: str) -> Schema:
@@ -453,14 +476,22 @@ def parse_schema(text: str, file: str) -> Schema:
     types = _parse_types(loader, top["types"][1]) if "types" in top else []
     tasks = _parse_tasks(loader, top["tasks"][1]) if "tasks" in top else []
     _check_collisions(loader, types, tasks)
-    _check_refs(loader, types, tasks)
-    _check_cycles(loader, types)
+    bad = _check_refs(loader, types, tasks) | _check_cycles(loader, types)
+    defaults = _check_defaults(loader, types, tasks, _tainted(types, bad))
     if problems.found:
         raise SchemaError(problems.lines())
-    schema = _build(loader, package, types, tasks)
-    if problems.found:
-        raise SchemaError(problems.lines())
-    return schema
+    ir_tasks = tuple(
+        Task(
+            t.name,
+            t.queue,
+            tuple(_ir_field(a, defaults) for a in t.args),
+            t.progress.expr if t.progress else NONE,
+            t.result.expr if t.result else NONE,
+            t.doc,
+        )
+        for t in tasks
+    )
+    return Schema(package, _ir_types(types, defaults), ir_tasks)
 
 
 def load_schema(path: str) -> tuple[Schema, bytes]:

@@ -1,0 +1,201 @@
+"""Schema errors: every kind, reported all at once as exact FILE:LINE:COL lines."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from taskell.codegen import run_gen
+from taskell.codegen.schema import parse_schema
+from taskell.codegen.types import TypeSyntaxError, parse_type
+from taskell.errors import SchemaError
+
+HERE = Path(__file__).parent
+
+BAD_EXPECTED = """\
+F:1:10: unsupported schema format version; 'taskell:' must be 1
+F:2:10: package name 'Demo' must be a lowercase identifier ([a-z][a-z0-9_]*)
+F:3:1: unknown key 'colour' in the schema; expected one of: taskell, package, types, tasks
+F:8:7: duplicate key 'width' in fields of 'Image'
+F:9:7: field name 'json' would shadow the pydantic BaseModel attribute 'json'
+F:10:7: field name 'model_x' would shadow the pydantic BaseModel attribute 'model_x'
+F:11:7: field name 'class' is a Python keyword
+F:12:7: field name '_x' must not start with '_'
+F:13:7: field name 'match' is a Python soft keyword
+F:14:12: unknown type 'bytez' (did you mean 'bytes'?)
+F:15:39: default of 'when' is not a valid datetime: Input should be a valid datetime
+F:16:22: bad type 'list[int': expected ']', found end of type
+F:17:20: bad type 'dict[int, int]': dict keys must be str
+F:18:7: field name 'self' is reserved by generated stubs
+F:19:3: type name 'image' must be PascalCase ([A-Z][A-Za-z0-9]*)
+F:20:18: duplicate enum member 'a' in 'image'
+F:20:21: enum member 'mro' would shadow an enum.Enum attribute
+F:23:13: record 'Node' contains itself without list, dict, tuple or '| None' (Node -> Node)
+F:26:5: type 'Both' has both 'fields' and 'enum'
+F:27:3: type name 'Client' is reserved by the generated package
+F:31:12: queue must not be empty
+F:33:21: unknown type 'Imag' (did you mean 'Image'?)
+F:34:7: argument name 'after' is reserved by generated stubs
+F:35:34: default of 'size' is not a valid int: Input should be a valid integer
+F:35:41: unknown key 'typo' in argument 'size' (did you mean 'type'?); expected one of: type, default, doc
+F:36:21: bad type 'int | str': only 'T | None' unions are supported
+F:37:13: unknown type 'Colr'
+F:38:3: duplicate key 'sum' in tasks
+F:40:3: task name 'fooBar' must be a lowercase identifier ([a-z][a-z0-9_]*)
+"""
+
+
+def errors(source: str, file: str = "F") -> list[str]:
+    with pytest.raises(SchemaError) as info:
+        parse_schema(textwrap.dedent(source), file)
+    return info.value.errors
+
+
+def test_every_error_at_once_with_positions() -> None:
+    source = (HERE / "bad.schema.yaml").read_text()
+    assert errors(source) == BAD_EXPECTED.splitlines()
+
+
+def test_cli_prints_errors_exits_1_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(HERE)
+    assert run_gen("bad.schema.yaml", str(tmp_path / "out"), False) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == BAD_EXPECTED.replace("F:", "bad.schema.yaml:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_version_at_1_1() -> None:
+    assert errors("package: demo\n") == ["F:1:1: missing 'taskell:' (the schema format version, 1)"]
+
+
+def test_empty_file() -> None:
+    assert errors("") == ["F:1:1: missing 'taskell:' (the schema format version, 1)"]
+
+
+def test_missing_package() -> None:
+    assert errors("taskell: 1\n") == ["F:1:1: missing 'package:' (the generated package name)"]
+
+
+def test_yaml_syntax_error() -> None:
+    assert errors("taskell: 1\npackage: [demo\n") == [
+        "F:3:1: invalid YAML: expected ',' or ']', but got '<stream end>'"
+    ]
+
+
+def test_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = str(tmp_path / "nope.yaml")
+    assert run_gen(missing, str(tmp_path / "out"), False) == 1
+    assert capsys.readouterr().err == f"{missing}:1:1: cannot read schema: No such file or directory\n"
+
+
+def test_root_not_a_mapping() -> None:
+    assert errors("- a\n") == [
+        "F:1:1: the schema must be a mapping",
+        "F:1:1: missing 'taskell:' (the schema format version, 1)",
+        "F:1:1: missing 'package:' (the generated package name)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arg", "message"),
+    [
+        ("{type: bytes, default: 'not base64!'}", "default of 'a' is not a valid bytes: invalid base64"),
+        ("{type: uuid, default: 12}", "default of 'a' is not a valid uuid: UUID input should be a string"),
+        (
+            "{type: date, default: '2024-13-01'}",
+            "default of 'a' is not a valid date: Input should be a valid date",
+        ),
+        (
+            "{type: datetime, default: '2024-01-01T00:00:00'}",
+            "default of 'a' is not a valid datetime: Input should have timezone info",
+        ),
+        (
+            "{type: 'list[int]', default: [1, x]}",
+            "default of 'a' is not a valid list[int]: [1] Input should be a valid integer",
+        ),
+        (
+            "{type: Color, default: purple}",
+            "default of 'a' is not a valid Color: Input should be 'red' or 'green'",
+        ),
+        (
+            "{type: Rec, default: {x: 1, y: 2}}",
+            "default of 'a' is not a valid Rec: ['y'] Extra inputs are not permitted",
+        ),
+        ("{type: int | None, default: .nan}", "a default must be representable in JSON (no nan or infinity)"),
+        ("{type: str, default: 1}", "default of 'a' is not a valid str: Input should be a valid string"),
+    ],
+)
+def test_bad_defaults(arg: str, message: str) -> None:
+    source = f"""\
+        taskell: 1
+        package: demo
+        types:
+          Color: {{enum: [red, green]}}
+          Rec: {{fields: {{x: int}}}}
+        tasks:
+          t:
+            args:
+              a: {arg}
+        """
+    found = errors(source)
+    assert len(found) == 1
+    assert found[0].startswith("F:9:"), found
+    assert message in found[0], found
+
+
+def test_indirect_cycle_and_collisions() -> None:
+    source = """\
+        taskell: 1
+        package: demo
+        types:
+          A: {fields: {b: B}}
+          B: {fields: {a: A}}
+          SumArgs: {fields: {x: int}}
+          Ok: {fields: {children: 'list[Ok]', parent: Ok | None, more: 'dict[str, Ok]', t: 'tuple[Ok, ...]'}}
+        tasks:
+          sum: {}
+          a_b: {}
+          a__b: {}
+        """
+    assert errors(source) == [
+        "F:5:19: record 'A' contains itself without list, dict, tuple or '| None' (A -> B -> A)",
+        "F:9:3: the args model of task 'sum' is generated as 'SumArgs', which is already type 'SumArgs'",
+        "F:11:3: the args model of task 'a__b' is generated as 'ABArgs', which is already the args model"
+        " of task 'a_b'",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message", "offset"),
+    [
+        ("int | str", "only 'T | None' unions are supported", 6),
+        ("dict[int, int]", "dict keys must be str", 5),
+        ("list[int", "expected ']', found end of type", 8),
+        ("tuple[int]", "expected ', ...' (only tuple[T, ...] is supported), found ']'", 9),
+        ("int[str]", "'int' takes no type arguments", 3),
+        ("list", "'list' needs type arguments", 0),
+        ("x$y", "unexpected character '$' in type", 1),
+        ("", "expected a type name, found end of type", 0),
+        ("int | None | None", "only 'T | None' unions are supported", 13),
+        ("__import__('os')", "unexpected character '(' in type", 10),
+    ],
+)
+def test_type_syntax_errors(text: str, message: str, offset: int) -> None:
+    with pytest.raises(TypeSyntaxError) as info:
+        parse_type(text)
+    assert (info.value.message, info.value.offset) == (message, offset)
+
+
+def test_types_parse_and_print_canonically() -> None:
+    for text, canonical in [
+        ("int", "int"),
+        ("None | int", "int | None"),
+        ("dict[ str ,list[Image|None] ]", "dict[str, list[Image | None]]"),
+        ("tuple[ tuple[int, ...] , ...]", "tuple[tuple[int, ...], ...]"),
+    ]:
+        assert str(parse_type(text)[0]) == canonical
