@@ -165,8 +165,10 @@ def test_indirect_cycle_and_collisions() -> None:
     assert errors(source) == [
         "F:5:19: record 'A' contains itself without list, dict, tuple or '| None' (A -> B -> A)",
         "F:9:3: the args model of task 'sum' is generated as 'SumArgs', which is already type 'SumArgs'",
-        "F:11:3: the args model of task 'a__b' is generated as 'ABArgs', which is already the args model"
-        " of task 'a_b'",
+        (
+            "F:11:3: the args model of task 'a__b' is generated as 'ABArgs', which is already the args"
+            " model of task 'a_b'"
+        ),
     ]
 
 

@@ -18,7 +18,7 @@ from taskell.codegen import fingerprint, load_schema, load_specs
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = str(ROOT / "tasks.schema.yaml")
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 PLUS2 = datetime.timezone(datetime.timedelta(hours=2))
 ORDER = models.Order(
     id=uuid.UUID("12345678-1234-5678-1234-56781234ABCD"),

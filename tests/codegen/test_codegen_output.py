@@ -89,7 +89,7 @@ def test_only_changed_files_are_rewritten(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_generated_package_exports() -> None:
-    import generated.demo as demo
+    from generated import demo
 
     assert sorted(demo.__all__) == demo.__all__
     assert {"Client", "Handlers", "registry", "Image", "Color", "SUM", "SumArgs"} <= set(demo.__all__)

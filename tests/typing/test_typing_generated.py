@@ -1,0 +1,156 @@
+"""mypy --strict accepts correct uses of generated/demo and rejects wrong ones.
+
+Each snippet marks the lines mypy must reject with ``# E: <error code>``; every other line must
+pass. All snippets are checked in one mypy run (mypy is slow), then compared per line.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+
+import pytest
+from mypy import api
+
+ROOT = Path(__file__).resolve().parents[2]
+
+PRELUDE = """\
+from collections.abc import Sequence
+import taskell
+from generated.demo import Client, Color, Handlers, Image, registry
+from generated.demo import models
+
+def conn() -> taskell.Connection:
+    raise NotImplementedError
+demo = Client(conn())
+"""
+
+CLIENT_SNIPPETS = {
+    "client_ok": """
+        h = demo.sum(numbers=[1, 2, 3])
+        total: int = h.result(timeout=30)
+        pct: int | None = h.latest_progress
+        for p in h.progress():
+            q: int = p
+        nums: list[int] = [4, 5]
+        demo.sum(numbers=nums)
+        demo.sum(numbers=(1, 2))
+        sq = demo.square(x=h)
+        s2: int = demo.square(x=sq).result()
+        demo.total(parts=[1, sq, demo.square(x=2)])
+        many: list[taskell.Ref[int]] = [sq]
+        demo.total(parts=many)
+        img = Image(width=1, height=1, pixels=b"\\x00")
+        thumb = demo.thumbnail(image=img)
+        demo.thumbnail(image=thumb, size=demo.square(x=3), after=[h, sq])
+        out: Image = thumb.result()
+        refs: Sequence[taskell.Ref[object]] = [h]
+        demo.fail(after=refs)
+        none: None = demo.fail(message="x").result()
+        demo.book(order=models.Order(id=__import__("uuid").uuid4(), placed_at=None, amount=1), coupon=b"\\xff")
+        """,
+    "client_wrong_type": """
+        demo.square(x="a")  # E: arg-type
+        demo.sum(numbers=["a"])  # E: list-item
+        demo.thumbnail(image=demo.square(x=1))  # E: arg-type
+        demo.book(order=models.Order(id=1, placed_at=2, amount=3), coupon="AP8=")  # E: arg-type
+        """,
+    "client_missing_arg": """
+        demo.square()  # E: call-arg
+        """,
+    "client_unknown_arg": """
+        demo.square(x=1, y=2)  # E: call-arg
+        demo.square(1)  # E: call-arg
+        """,
+    "client_ref_mismatch": """
+        def handle() -> taskell.TaskHandle[int, str]:
+            raise NotImplementedError
+        demo.square(x=handle())  # E: arg-type
+        demo.total(parts=[1, handle()])  # E: list-item
+        """,
+    "client_wrong_result": """
+        s: str = demo.sum(numbers=[1]).result()  # E: assignment
+        p: str | None = demo.sum(numbers=[1]).latest_progress  # E: assignment
+        """,
+}
+
+GOOD_IMPL = """\
+class Impl:
+    def sum(self, ctx: taskell.Context[int], numbers: list[int]) -> int:
+        raise NotImplementedError
+    def square(self, context: taskell.Context[None], x: int) -> int:
+        raise NotImplementedError
+    def total(self, ctx: taskell.Context[None], *, parts: list[int]) -> int:
+        raise NotImplementedError
+    def thumbnail(self, ctx: taskell.Context[None], image: Image, size: int = 128) -> Image:
+        raise NotImplementedError
+    def book(self, ctx: taskell.Context[str], order: models.Order, discount: object = None, coupon: bytes = b"") -> models.Receipt:
+        raise NotImplementedError
+    def tree_sum(self, ctx: taskell.Context[None], tree: models.Tree) -> int:
+        raise NotImplementedError
+    def sleep(self, ctx: taskell.Context[float], seconds: float) -> float:
+        raise NotImplementedError
+    def fail(self, ctx: taskell.Context[None], message: str = "boom") -> None:
+        raise NotImplementedError
+"""
+
+WORKER_SNIPPETS = {
+    "worker_ok": GOOD_IMPL + "\nreg: taskell.Registry = registry(Impl())\nh: Handlers = Impl()\n",
+    "worker_wrong_param": GOOD_IMPL.replace("x: int) -> int", "x: str) -> int")
+    + "\nregistry(Impl())  # E: arg-type\n",
+    "worker_wrong_return": GOOD_IMPL.replace("numbers: list[int]) -> int", "numbers: list[int]) -> str")
+    + "\nregistry(Impl())  # E: arg-type\n",
+    "worker_wrong_progress": GOOD_IMPL.replace("ctx: taskell.Context[float]", "ctx: taskell.Context[str]")
+    + "\nregistry(Impl())  # E: arg-type\n",
+    "worker_missing_task": GOOD_IMPL.replace("    def fail(", "    def fial(")
+    + "\nregistry(Impl())  # E: arg-type\n",
+}
+
+
+def _write(tmp: Path) -> dict[str, Path]:
+    files = {}
+    for name, body in {**CLIENT_SNIPPETS, **WORKER_SNIPPETS}.items():
+        path = tmp / f"{name}.py"
+        path.write_text(PRELUDE + textwrap.dedent(body))
+        files[name] = path
+    return files
+
+
+@pytest.fixture(scope="module")
+def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int, list[str]]]:
+    files = _write(tmp_path_factory.mktemp("snippets"))
+    stdout, stderr, _ = api.run(
+        [
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(ROOT / ".mypy_cache" / "typing-tests"),
+            "--show-error-codes",
+            "--no-pretty",
+            *map(str, files.values()),
+        ]
+    )
+    assert not stderr, stderr
+    found: dict[str, dict[int, list[str]]] = {name: {} for name in files}
+    for line in stdout.splitlines():
+        match = re.match(r"(.+?):(\d+): error: (.*)$", line)
+        if match:
+            found[Path(match[1]).stem].setdefault(int(match[2]), []).append(match[3])
+    return found
+
+
+@pytest.mark.parametrize("name", [*CLIENT_SNIPPETS, *WORKER_SNIPPETS])
+def test_snippet(name: str, mypy_errors: dict[str, dict[int, list[str]]]) -> None:
+    body = PRELUDE + textwrap.dedent({**CLIENT_SNIPPETS, **WORKER_SNIPPETS}[name])
+    expected = {
+        number: match[1]
+        for number, text in enumerate(body.splitlines(), 1)
+        if (match := re.search(r"# E: ([\w-]+)", text))
+    }
+    got = mypy_errors[name]
+    assert set(got) == set(expected), (
+        f"{name}: errors on lines {sorted(got)}, expected {sorted(expected)}: {got}"
+    )
+    for number, code in expected.items():
+        assert any(message.endswith(f"[{code}]") for message in got[number]), (name, number, got[number])
