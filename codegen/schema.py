@@ -35,6 +35,8 @@ DEFAULT_QUEUE = "taskell.default"
 SCHEMA_VERSION = 1
 
 _STR = "tag:yaml.org,2002:str"
+# libyaml's loader keeps the same node marks and is about 10x faster on large schemas.
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TOP_KEYS = ("taskell", "package", "types", "tasks")
 _TYPE_KEYS = ("doc", "fields", "enum")
 _TASK_KEYS = ("doc", "queue", "args", "progress", "result")
@@ -82,7 +84,7 @@ def _expr_offset(node: Node, offset: int) -> int:
     if not isinstance(node, ScalarNode) or node.start_mark.line != node.end_mark.line:
         return 0
     width = node.end_mark.column - node.start_mark.column
-    if node.style is None and width == len(node.value):
+    if node.style in (None, "") and width == len(node.value):  # plain: None, or "" from libyaml
         return offset
     if node.style in ("'", '"') and width == len(node.value) + 2:
         return offset + 1
@@ -232,7 +234,7 @@ class _TaskDraft:
 
 def _compose(text: str, problems: _Problems) -> Node | None:
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader)
+        return yaml.compose(text, Loader=_YAML_LOADER)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
