@@ -97,6 +97,7 @@ class AmqpTransport(Transport):
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
+        channel.add_on_cancel_callback(self._on_broker_cancel)
         channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._opened.set_result(None))
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
@@ -143,7 +144,11 @@ class AmqpTransport(Transport):
         self._wakeup_pending = False
         outbox = self._outbox
         while outbox:
-            outbox.popleft()()
+            try:
+                outbox.popleft()()
+            except pika.exceptions.AMQPError as exc:
+                # The channel or connection is closing: the close callbacks fail what is pending.
+                log.debug("dropped an operation on a closing connection: %r", exc)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
@@ -165,6 +170,13 @@ class AmqpTransport(Transport):
                 future.set_result(None)
             else:
                 future.set_exception(BrokerUnavailable(f"the broker refused message {message_id}"))
+
+    def _on_broker_cancel(self, frame: pika.frame.Method) -> None:
+        # The broker cancels a consumer when its queue is deleted (or a quorum queue's leader
+        # moves away); consuming silently nothing would be worse than reporting a lost link.
+        error = BrokerUnavailable(f"the broker cancelled consumer {frame.method.consumer_tag} (queue deleted?)")
+        for callback in self._on_lost:
+            callback(error)
 
     def _on_return(self, channel: Channel, method: Any, properties: Any, body: bytes) -> None:
         if properties.message_id is not None:
@@ -297,13 +309,13 @@ class AmqpTransport(Transport):
         return self._rpc(start)
 
     def cancel(self, consumer_tag: str) -> None:
-        self.call_soon(lambda: self._channel.basic_cancel(consumer_tag) if self._channel else None)
+        self.call_soon(lambda: self._channel.basic_cancel(consumer_tag) if self._channel and self._channel.is_open else None)
 
     def ack(self, tag: int) -> None:
-        self.call_soon(lambda: self._channel.basic_ack(tag) if self._channel else None)
+        self.call_soon(lambda: self._channel.basic_ack(tag) if self._channel and self._channel.is_open else None)
 
     def reject(self, tag: int, *, requeue: bool) -> None:
-        self.call_soon(lambda: self._channel.basic_reject(tag, requeue=requeue) if self._channel else None)
+        self.call_soon(lambda: self._channel.basic_reject(tag, requeue=requeue) if self._channel and self._channel.is_open else None)
 
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         self._on_lost.append(callback)

@@ -1,0 +1,60 @@
+"""Helpers shared by the benchmarks: worker subprocesses and process statistics."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import taskell
+
+ROOT = Path(__file__).resolve().parent.parent
+URL = os.environ.get("TASKELL_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+
+
+def start_worker(
+    conn: taskell.Connection, target: str, *, parallelism: int = 1, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``taskell worker TARGET`` and wait until it answers ``inspect``."""
+    before = {a["worker"] for a in conn.inspect(wait=0.3)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskell", "worker", target, "--parallelism", str(parallelism), "--log-level", "WARNING"],
+        cwd=ROOT,
+        env={**os.environ, "TASKELL_URL": URL, "PYTHONPATH": str(ROOT), **(env or {})},
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if {a["worker"] for a in conn.inspect(wait=0.3)} - before:
+            return process
+        if process.poll() is not None:
+            raise RuntimeError(f"worker exited with {process.returncode}")
+    process.kill()
+    raise RuntimeError("worker did not come up within 30 s")
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the worker (graceful) and reap it; SIGKILL after 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """RSS (KiB) and thread count of process ``pid`` from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "Threads"):
+            fields[key] = int(value.split()[0])
+    return fields
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-quantile (0..1) of ``values`` (inclusive method)."""
+    return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]

@@ -1,0 +1,86 @@
+"""Abort benchmark (issue 4), against RabbitMQ (TASKELL_URL, default 127.0.0.1).
+
+1. Abort latency, from ``handle.abort()`` to the client seeing ``TaskAborted``, for a running
+   pure-Python handler on another worker process (thread pool), over N aborts.
+2. Process mode: a handler stuck in ``time.sleep(3600)``: time until ``TaskAborted``.
+3. Worker RSS and thread count before and after 1,000 aborted tasks.
+The baseline in the same run is a plain round trip (``square``) on the same worker.
+
+    .venv/bin/python -m bench.bench_abort [--aborts 200] [--leak-aborts 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import taskell
+from bench._common import percentile, proc_status, start_worker, stop_worker, URL
+from generated.demo import Client
+
+
+def abort_latencies(demo: Client, count: int) -> list[float]:
+    latencies = []
+    for _ in range(count):
+        handle = demo.sleep(seconds=60)
+        next(iter(handle.progress()))  # running on the worker
+        started = time.perf_counter()
+        handle.abort()
+        try:
+            handle.result(timeout=10)
+            raise AssertionError("task was not aborted")
+        except taskell.TaskAborted:
+            latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def round_trips(demo: Client, count: int) -> list[float]:
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        assert demo.square(x=i).result(timeout=10) == i * i
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def ms(value: float) -> str:
+    return f"{value * 1000:.1f} ms"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--aborts", type=int, default=200)
+    parser.add_argument("--leak-aborts", type=int, default=1000)
+    args = parser.parse_args()
+    with taskell.connect(URL) as conn:
+        demo = Client(conn)
+        worker = start_worker(conn, "bench.spin_worker:handlers", parallelism=2)
+        try:
+            baseline = round_trips(demo, 200)
+            latencies = abort_latencies(demo, args.aborts)
+            print(f"thread pool, pure-Python handler, {args.aborts} aborts:")
+            print(f"  abort latency median {ms(statistics.median(latencies))}, p99 {ms(percentile(latencies, 0.99))}")
+            print(f"  baseline round trip median {ms(statistics.median(baseline))} "
+                  f"(abort median = {statistics.median(latencies) / statistics.median(baseline):.2f}x a round trip)")
+            abort_latencies(demo, 20)  # warm-up before the leak check
+            before = proc_status(worker.pid)
+            abort_latencies(demo, args.leak_aborts)
+            after = proc_status(worker.pid)
+            print(f"  after {args.leak_aborts} more aborts: RSS {before['VmRSS']} -> {after['VmRSS']} KiB "
+                  f"({after['VmRSS'] / before['VmRSS']:.3f}x), threads {before['Threads']} -> {after['Threads']}")
+        finally:
+            stop_worker(worker)
+
+        worker = start_worker(conn, "bench.spin_worker:handlers", parallelism=2,
+                              env={"BENCH_SLEEP": "csleep", "TASKELL_POOL": "process"})
+        try:
+            kills = abort_latencies(demo, 20)
+            print("process pool, handler in time.sleep(60), 20 aborts:")
+            print(f"  abort latency median {ms(statistics.median(kills))}, max {ms(max(kills))}")
+        finally:
+            stop_worker(worker)
+
+
+if __name__ == "__main__":
+    main()
