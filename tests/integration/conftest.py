@@ -1,0 +1,226 @@
+"""Fixtures of the integration tests: they run against a REAL RabbitMQ, never the memory broker.
+
+The broker URL comes from ``TASKELL_TEST_URL`` (default ``amqp://guest:guest@127.0.0.1:5672/%2F``).
+When the broker cannot be reached the tests FAIL if the environment variable ``CI`` is set, and
+are skipped (with a message saying why) otherwise.
+
+Fixtures:
+    config          a ``taskell.Config`` for the test broker (no file, no environment).
+    clean_queues    (autouse) deletes the demo queues before each test, so no test sees
+                    another's leftovers; the client / worker under test declares them again.
+    amqp            a pika ``BlockingChannel`` for inspecting and publishing raw messages.
+    conn            a ``taskell.Connection`` to the test broker, closed after the test.
+    worker          an in-process ``taskell.Worker`` over ``registry(Impl())`` with
+                    parallelism 4, running in the background (``with Worker(...)``).
+    start_worker    factory: ``start_worker(parallelism=1, impl=None)`` starts another
+                    in-process worker, stopped at teardown.
+    spawn_worker    factory: ``spawn_worker(parallelism=1)`` starts ``taskell worker
+                    examples.worker:handlers`` as a subprocess and returns once it consumes;
+                    each is stopped by its PID at teardown.
+    taskell_cli     runs the ``taskell`` command line (bounded) against the test broker.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # generated/ and examples/ are imported from the repository root
+    sys.path.insert(0, str(ROOT))
+
+import taskell
+from examples.worker import Impl
+from generated.demo import registry
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+URL = os.environ.get("TASKELL_TEST_URL", DEFAULT_URL)
+DEMO_QUEUES = ("taskell.q1", "taskell.q2", "taskell.default", "taskell.dead")
+TASKELL = str(ROOT / ".venv" / "bin" / "taskell")
+if not os.path.exists(TASKELL):  # run from another environment: use the one running pytest
+    TASKELL = str(Path(sys.executable).with_name("taskell"))
+RESULT_TIMEOUT = 30.0  # every result() in these tests is bounded by this
+
+SpawnWorker = Callable[..., "subprocess.Popen[bytes]"]
+StartWorker = Callable[..., taskell.Worker]
+RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _blocking_connection() -> Any:
+    params = pika.URLParameters(URL)
+    params.connection_attempts = 1
+    params.socket_timeout = 5
+    params.blocked_connection_timeout = 10
+    return pika.BlockingConnection(params)
+
+
+@pytest.fixture(scope="session")
+def broker() -> str:
+    """The test broker's URL, once it is known to answer; fails under CI, else skips."""
+    try:
+        _blocking_connection().close()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach / log in to the broker
+        message = f"RabbitMQ not reachable at {URL} (set TASKELL_TEST_URL): {exc!r}"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return URL
+
+
+@pytest.fixture
+def config(broker: str) -> taskell.Config:
+    return taskell.Config.from_url(broker)
+
+
+@pytest.fixture(autouse=True)
+def clean_queues(broker: str) -> None:
+    """Delete the demo queues (and whatever they hold) before each test."""
+    connection = _blocking_connection()
+    try:
+        channel = connection.channel()
+        for queue in DEMO_QUEUES:
+            channel.queue_delete(queue)
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def amqp(broker: str) -> Iterator[Any]:
+    """A pika ``BlockingChannel`` on the test broker (pika is untyped, hence ``Any``)."""
+    connection = _blocking_connection()
+    try:
+        yield connection.channel()
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+@pytest.fixture
+def conn(config: taskell.Config) -> Iterator[taskell.Connection]:
+    with taskell.connect(config=config) as connection:
+        yield connection
+
+
+@pytest.fixture
+def start_worker(config: taskell.Config) -> Iterator[StartWorker]:
+    """``start_worker(parallelism=1, impl=None)``: an in-process worker running in the background."""
+    with ExitStack() as stack:
+
+        def start(parallelism: int = 1, impl: Any = None) -> taskell.Worker:
+            worker = taskell.Worker(
+                registry(impl if impl is not None else Impl()), config, parallelism=parallelism
+            )
+            stack.enter_context(worker)  # __exit__ (stop) runs at teardown, after the bounded stop
+            stack.callback(worker.stop, 20.0)
+            return worker
+
+        yield start
+
+
+@pytest.fixture
+def worker(start_worker: StartWorker) -> taskell.Worker:
+    """An in-process worker for every demo task, parallelism 4."""
+    return start_worker(parallelism=4)
+
+
+def worker_pids(answers: list[dict[str, Any]]) -> set[int]:
+    """PIDs of the workers that answered ``inspect`` (worker names are ``host:pid:suffix``)."""
+    pids = set()
+    for answer in answers:
+        parts = str(answer.get("worker", "")).split(":")
+        if len(parts) >= 3 and parts[-2].isdigit():
+            pids.add(int(parts[-2]))
+    return pids
+
+
+def cli_env(url: str) -> dict[str, str]:
+    """The environment of a ``taskell`` subprocess: ours without TASKELL_*, plus TASKELL_URL."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKELL_")}
+    env["TASKELL_URL"] = url
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+@pytest.fixture
+def spawn_worker(config: taskell.Config, tmp_path: Path) -> Iterator[SpawnWorker]:
+    """``spawn_worker(parallelism=1)``: ``taskell worker examples.worker:handlers`` in a subprocess,
+    returned once it answers ``inspect`` (so it consumes); stopped by its PID at teardown."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(parallelism: int = 1) -> subprocess.Popen[bytes]:
+        log_path = tmp_path / f"worker-{len(procs)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [TASKELL, "worker", "examples.worker:handlers", "--parallelism", str(parallelism)],
+                cwd=ROOT,
+                env=cli_env(URL),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.append(proc)
+        # Ready = it answers inspect (control consumer up) and has logged "consuming", which
+        # Worker.start logs after its task consumers are registered.
+        deadline = time.monotonic() + 30
+        with taskell.connect(config=config) as probe:
+            while time.monotonic() < deadline:
+                if proc.poll() is not None:
+                    output = log_path.read_text(errors="replace")
+                    pytest.fail(f"taskell worker exited with {proc.returncode}:\n{output}")
+                answered = proc.pid in worker_pids(probe.inspect(wait=0.5))
+                if answered and " consuming " in log_path.read_text(errors="replace"):
+                    return proc
+        output = log_path.read_text(errors="replace")
+        pytest.fail(f"taskell worker (pid {proc.pid}) not consuming within 30 s:\n{output}")
+
+    try:
+        yield spawn
+    finally:
+        for proc in procs:
+            _stop_process(proc)
+
+
+@pytest.fixture
+def taskell_cli(broker: str) -> RunCli:
+    """``taskell_cli(*args, url=None)``: run the ``taskell`` command in the repository root with
+    ``TASKELL_URL`` (the test broker unless ``url`` is given); at most 60 s."""
+
+    def run(*args: str, url: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [TASKELL, *args],
+            check=False,
+            cwd=ROOT,
+            env=cli_env(url or broker),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    return run

@@ -1,0 +1,99 @@
+"""Issue 3, point 8: the ``taskell`` command line against a real broker (as subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import taskell
+
+Cli = Callable[..., "subprocess.CompletedProcess[str]"]
+CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
+
+
+def _explain(proc: subprocess.CompletedProcess[str]) -> str:
+    return f"exit {proc.returncode}\nstdout: {proc.stdout}\nstderr: {proc.stderr}"
+
+
+def test_call_prints_the_result(taskell_cli: Cli, worker: taskell.Worker) -> None:
+    proc = taskell_cli("call", "tasks.schema.yaml", "sum", '{"numbers":[1,2,3]}', "--timeout", "30")
+    assert proc.returncode == 0, _explain(proc)
+    assert proc.stdout.strip() == "6", _explain(proc)
+
+
+def test_call_follow_draws_progress_on_stderr(taskell_cli: Cli, worker: taskell.Worker) -> None:
+    numbers = json.dumps({"numbers": list(range(50))})
+    proc = taskell_cli("call", "tasks.schema.yaml", "sum", numbers, "--follow", "--timeout", "30")
+    assert proc.returncode == 0, _explain(proc)
+    assert proc.stdout.strip() == str(sum(range(50))), _explain(proc)
+    assert "100%" in proc.stderr, _explain(proc)
+    assert "100%" not in proc.stdout, "progress belongs on stderr"
+
+
+def test_call_no_wait_prints_the_task_id(taskell_cli: Cli, amqp: Any) -> None:
+    proc = taskell_cli("call", "tasks.schema.yaml", "square", '{"x": 4}', "--no-wait")
+    assert proc.returncode == 0, _explain(proc)
+    task_id = proc.stdout.strip()
+    assert str(uuid.UUID(task_id)) == task_id, _explain(proc)
+    method, props, body = amqp.basic_get("taskell.q1", auto_ack=True)
+    assert method is not None, "--no-wait must still publish (confirmed) before exiting"
+    assert props.message_id == task_id and props.type == "demo.square"
+    assert json.loads(body) == {"x": 4}
+
+
+def test_call_bad_input_exits_1(taskell_cli: Cli) -> None:
+    unknown = taskell_cli("call", "tasks.schema.yaml", "nope", "{}", "--timeout", "5")
+    assert unknown.returncode == 1, _explain(unknown)
+    assert "nope" in unknown.stderr, _explain(unknown)
+    not_json = taskell_cli("call", "tasks.schema.yaml", "sum", "{numbers: [1", "--timeout", "5")
+    assert not_json.returncode == 1, _explain(not_json)
+    invalid = taskell_cli("call", "tasks.schema.yaml", "sum", '{"numbers": "abc"}', "--timeout", "5")
+    assert invalid.returncode == 1, _explain(invalid)
+    assert "numbers" in invalid.stderr, _explain(invalid)
+    for proc in (unknown, not_json, invalid):
+        assert "Traceback" not in proc.stderr, _explain(proc)
+
+
+def test_call_failing_task_exits_1(taskell_cli: Cli, worker: taskell.Worker) -> None:
+    proc = taskell_cli("call", "tasks.schema.yaml", "fail", '{"message": "cli boom"}', "--timeout", "30")
+    assert proc.returncode == 1, _explain(proc)
+    assert "cli boom" in proc.stderr, _explain(proc)
+
+
+def test_broker_unavailable_exits_3(taskell_cli: Cli) -> None:
+    proc = taskell_cli(
+        "call", "tasks.schema.yaml", "sum", '{"numbers":[1]}', "--timeout", "5", url=CLOSED_PORT_URL
+    )
+    assert proc.returncode == 3, _explain(proc)
+    assert "Traceback" not in proc.stderr, _explain(proc)
+    inspect = taskell_cli("inspect", "--wait", "0.1", url=CLOSED_PORT_URL)
+    assert inspect.returncode == 3, _explain(inspect)
+
+
+def test_usage_error_exits_2(taskell_cli: Cli) -> None:
+    missing = taskell_cli("call", "tasks.schema.yaml")
+    assert missing.returncode == 2, _explain(missing)
+    unknown_command = taskell_cli("frobnicate")
+    assert unknown_command.returncode == 2, _explain(unknown_command)
+    bad_flag = taskell_cli("call", "tasks.schema.yaml", "sum", "{}", "--timeout", "soon")
+    assert bad_flag.returncode == 2, _explain(bad_flag)
+
+
+def test_inspect_lists_the_running_worker(taskell_cli: Cli, worker: taskell.Worker) -> None:
+    proc = taskell_cli("inspect", "--wait", "1")
+    assert proc.returncode == 0, _explain(proc)
+    answers = json.loads(proc.stdout)
+    mine = [a for a in answers if a.get("worker") == worker.name]
+    assert len(mine) == 1, _explain(proc)
+    assert set(mine[0]["queues"]) == {"taskell.q1", "taskell.q2", "taskell.default"}
+    assert mine[0]["parallelism"] == 4
+    assert mine[0]["running"] == []
+
+
+def test_worker_on_a_missing_module_exits_1(taskell_cli: Cli) -> None:
+    proc = taskell_cli("worker", "no_such_module_xyz:handlers")
+    assert proc.returncode == 1, _explain(proc)
+    assert "no_such_module_xyz" in proc.stderr, _explain(proc)
