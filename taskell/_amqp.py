@@ -30,7 +30,11 @@ __all__ = ["AmqpTransport"]
 log = logging.getLogger("taskell.amqp")
 
 # pika logs every connection failure at ERROR with a traceback; taskell raises instead.
-for _name in ("pika.adapters.utils.connection_workflow", "pika.adapters.utils.io_services_utils"):
+for _name in (
+    "pika.adapters.base_connection",
+    "pika.adapters.utils.connection_workflow",
+    "pika.adapters.utils.io_services_utils",
+):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 _PERSISTENT = pika.DeliveryMode.Persistent.value
@@ -89,7 +93,7 @@ class AmqpTransport(Transport):
 
     def _on_open_error(self, conn: Any, error: BaseException) -> None:
         target = f"{self._params.host}:{self._params.port}"
-        self._fail_all(BrokerUnavailable(f"cannot connect to {target}: {error or type(error).__name__}"))
+        self._fail_all(BrokerUnavailable(f"cannot connect to {target}: {str(error) or repr(error)}"))
         assert self._conn is not None
         self._conn.ioloop.stop()
 
@@ -174,7 +178,9 @@ class AmqpTransport(Transport):
     def _on_broker_cancel(self, frame: pika.frame.Method) -> None:
         # The broker cancels a consumer when its queue is deleted (or a quorum queue's leader
         # moves away); consuming silently nothing would be worse than reporting a lost link.
-        error = BrokerUnavailable(f"the broker cancelled consumer {frame.method.consumer_tag} (queue deleted?)")
+        error = BrokerUnavailable(
+            f"the broker cancelled consumer {frame.method.consumer_tag} (queue deleted?)"
+        )
         for callback in self._on_lost:
             callback(error)
 
@@ -278,7 +284,10 @@ class AmqpTransport(Transport):
 
     def set_prefetch(self, count: int) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            channel.basic_qos(prefetch_count=count, callback=lambda _f: future.set_result(None))
+            # global: one limit for all the channel's consumers, not one per queue consumed.
+            channel.basic_qos(
+                prefetch_count=count, global_qos=True, callback=lambda _f: future.set_result(None)
+            )
 
         return self._rpc(start)
 
@@ -309,13 +318,25 @@ class AmqpTransport(Transport):
         return self._rpc(start)
 
     def cancel(self, consumer_tag: str) -> None:
-        self.call_soon(lambda: self._channel.basic_cancel(consumer_tag) if self._channel and self._channel.is_open else None)
+        self.call_soon(
+            lambda: (
+                self._channel.basic_cancel(consumer_tag) if self._channel and self._channel.is_open else None
+            )
+        )
 
     def ack(self, tag: int) -> None:
-        self.call_soon(lambda: self._channel.basic_ack(tag) if self._channel and self._channel.is_open else None)
+        self.call_soon(
+            lambda: self._channel.basic_ack(tag) if self._channel and self._channel.is_open else None
+        )
 
     def reject(self, tag: int, *, requeue: bool) -> None:
-        self.call_soon(lambda: self._channel.basic_reject(tag, requeue=requeue) if self._channel and self._channel.is_open else None)
+        self.call_soon(
+            lambda: (
+                self._channel.basic_reject(tag, requeue=requeue)
+                if self._channel and self._channel.is_open
+                else None
+            )
+        )
 
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         self._on_lost.append(callback)

@@ -109,9 +109,10 @@ def _run_one(
     state: dict[str, Any] = {"sent_at": 0.0, "pending": None}
 
     def send(value: Any) -> None:
-        pipe.send(
-            (_wire.PROGRESS, spec.progress.dump_json(spec.progress.validate_python(value, strict=True)))
-        )
+        try:
+            pipe.send((_wire.PROGRESS, _wire.encode_progress(spec, value)))
+        except (ValidationError, ValueError) as exc:
+            ctx.logger.error("%s [%s]: progress value does not fit its type: %s", name, task_id, exc)
 
     def report(value: Any) -> None:
         now = time.monotonic()
@@ -128,11 +129,6 @@ def _run_one(
         value = binding.run(ctx, spec.args.model_validate_json(body))
     except Exception as exc:
         return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), traceback.format_exc())
-    try:
-        if state["pending"] is not None:
-            send(state["pending"][0])  # the last value before the result is always delivered
-        return _wire.RESULT, spec.result.dump_json(spec.result.validate_python(value, strict=True))
-    except ValidationError as exc:
-        return _wire.FAILED, _wire.error_body(
-            "taskell.PayloadError", f"{name}: result does not fit its type: {_wire.describe(exc)}"
-        )
+    if state["pending"] is not None:
+        send(state["pending"][0])  # the last value before the result is always delivered
+    return _wire.encode_result(spec, value)

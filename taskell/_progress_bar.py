@@ -14,7 +14,12 @@ from .handle import TaskHandle
 def follow(handle: TaskHandle[Any, Any], timeout: float | None) -> None:
     """Draw the task's progress until it ends (numbers as percent done, others as text)."""
     console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[value]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[value]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as bar:
         row = bar.add_task(handle.task, total=100, value="")
         done = threading.Event()

@@ -7,7 +7,7 @@ import ssl
 from typing import Any
 
 import pika
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._transport import Message
 from .config import Config
@@ -81,3 +81,38 @@ def type_name(kind: type) -> str:
     if kind.__module__ == "builtins":
         return kind.__qualname__
     return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def encode_result(spec: TaskSpec[Any, Any, Any], value: Any) -> tuple[str, bytes]:
+    """The final reply for a handler's return value: ``result``, or ``failed`` naming the task
+    and field when the value does not fit the result type (also records built with
+    ``model_construct``: serialization warnings are errors)."""
+    try:
+        return RESULT, spec.result.dump_json(
+            spec.result.validate_python(value, strict=True), warnings="error"
+        )
+    except ValidationError as exc:
+        detail = describe(exc)
+    except ValueError as exc:
+        # Instances are not re-validated; validating their plain fields names the bad one.
+        try:
+            spec.result.validate_python(_plain(value))
+            detail = str(exc)
+        except ValidationError as field_exc:
+            detail = describe(field_exc)
+    return FAILED, error_body("taskell.PayloadError", f"{spec.name}: result does not fit its type: {detail}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return {name: _plain(item) for name, item in value.__dict__.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+def encode_progress(spec: TaskSpec[Any, Any, Any], value: Any) -> bytes:
+    """JSON of a progress value; raises ValueError (or ValidationError) if it does not fit."""
+    return spec.progress.dump_json(spec.progress.validate_python(value, strict=True), warnings="error")

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -108,7 +109,9 @@ def _worker(args: argparse.Namespace) -> int:
     from .registry import Registry
     from .worker import Worker
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     config = _load_config(args, parallelism=args.parallelism, queues=args.queues)
     module_name, _, attr = args.target.partition(":")
     if not module_name or not attr:
@@ -131,10 +134,13 @@ def _call(args: argparse.Namespace) -> int:
     from .codegen import load_specs
     from .connection import Connection
 
-    specs = load_specs(args.schema)
+    specs = load_specs(args.schema)  # SchemaError: reported by main(), exit 1
     spec = specs.get(args.task)
     if spec is None:
-        print(f"taskell call: no task {args.task!r} in {args.schema} (tasks: {', '.join(specs)})", file=sys.stderr)
+        print(
+            f"taskell call: no task {args.task!r} in {args.schema} (tasks: {', '.join(specs)})",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
     config = _load_config(args)
     with Connection(config) as conn:
@@ -143,11 +149,13 @@ def _call(args: argparse.Namespace) -> int:
             conn.flush(config.connect_timeout)
             print(handle.id)
             return EXIT_OK
+        deadline = None if args.timeout is None else time.monotonic() + args.timeout
         if args.follow:
             from ._progress_bar import follow
 
             follow(handle, args.timeout)
-        value = handle.result(timeout=args.timeout)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        value = handle.result(timeout=remaining)
         print(spec.result.dump_json(value).decode())
     return EXIT_OK
 

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, wait
 from types import TracebackType
 from typing import Any, TypeVar
@@ -222,7 +222,9 @@ class Connection:
             content_type=_wire.JSON,
         )
         try:
-            self._transport.publish(exchange, "", message, mandatory=False).result(self.config.connect_timeout)
+            self._transport.publish(exchange, "", message, mandatory=False).result(
+                self.config.connect_timeout
+            )
             if wait > 0:
                 time.sleep(wait)
         finally:
@@ -248,7 +250,7 @@ class Connection:
         if kind == "progress":
             handle._on_progress(message.body)
             return
-        del self._handles[task_id]  # type: ignore[arg-type]
+        self._handles.pop(task_id, None)  # type: ignore[arg-type]
         if kind == "result":
             handle._on_outcome(message.body)
         else:

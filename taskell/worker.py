@@ -27,11 +27,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import _wire
+from ._process_pool import Child, ChildDied
 from ._transport import Delivery, Message, Transport
 from .config import Config
 from .connection import open_transport
 from .context import Context
-from ._process_pool import Child, ChildDied
 from .registry import Binding, Registry
 
 __all__ = ["Worker"]
@@ -134,7 +134,7 @@ class _Progress:
     def _send(self, value: Any) -> Future[None] | None:
         adapter = self._binding.spec.progress
         try:
-            body = value if self._encoded else adapter.dump_json(adapter.validate_python(value, strict=True))
+            body = value if self._encoded else _wire.encode_progress(self._binding.spec, value)
         except (ValidationError, ValueError) as exc:
             log.error(
                 "%s [%s]: progress value does not fit its type: %s",
@@ -178,6 +178,7 @@ class Worker:
         self.parallelism = parallelism or self.config.parallelism
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._transport: Transport
+        self._control: Transport
         self._executor: ThreadPoolExecutor | None = None
         self._running: dict[str, _Running] = {}
         self._aborted: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -187,6 +188,8 @@ class Worker:
         self._stopping = False
         self._stopped = threading.Event()
         self._local = threading.local()
+        self._settling = threading.Condition()
+        self._settling_count = 0  # finished tasks whose replies are not yet confirmed
         self._children: list[Child] = []
         if not self.queues:
             raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
@@ -203,24 +206,35 @@ class Worker:
     def start(self) -> None:
         """Connect, declare what the worker needs and start consuming (returns at once)."""
         config = self.config
-        self._transport = open_transport(config, name="taskell-worker")
-        transport = self._transport
+        # Two connections: one for tasks (its channel's prefetch counts only tasks) and one
+        # for control messages (abort, inspect), which must flow while every slot is busy.
+        self._control = open_transport(config, name="taskell-control")
+        try:
+            self._transport = open_transport(config, name="taskell-worker")
+        except BaseException:
+            self._control.close()
+            raise
+        transport, control = self._transport, self._control
         try:
             transport.declare_queue(config.dead_letter_queue, durable=True).result()
             for queue in self.queues:
                 transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
-            transport.declare_fanout(config.abort_exchange).result()
-            control = transport.declare_queue("", durable=False, exclusive=True, auto_delete=True).result()
-            transport.bind(control, config.abort_exchange).result()
-            transport.consume(control, self._on_control, auto_ack=True).result()
+            control.declare_fanout(config.abort_exchange).result()
+            control_queue = control.declare_queue(
+                "", durable=False, exclusive=True, auto_delete=True
+            ).result()
+            control.bind(control_queue, config.abort_exchange).result()
+            control.consume(control_queue, self._on_control, auto_ack=True).result()
             self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="taskell-task")
             transport.set_prefetch(config.prefetch or self.parallelism).result()
             for queue in self.queues:
                 self._consumer_tags.append(transport.consume(queue, self._on_delivery).result())
         except BaseException:
             transport.close()
+            control.close()
             raise
         transport.add_on_lost(self._on_lost)
+        control.add_on_lost(self._on_lost)
         log.info("worker %s consuming %s with parallelism %d", self.name, self.queues, self.parallelism)
 
     def stop(self, timeout: float | None = None) -> None:
@@ -240,7 +254,12 @@ class Worker:
             done.join(timeout)
         for child in self._children:
             child.close()
+        # Finished tasks are acknowledged once their replies are confirmed: wait for that, so
+        # a graceful stop does not hand them to another worker again.
+        with self._settling:
+            self._settling.wait_for(lambda: self._settling_count == 0, timeout=10)
         self._transport.close()
+        self._control.close()
         self._stopped.set()
 
     def run(self) -> int:
@@ -272,10 +291,14 @@ class Worker:
     def _execute(self, delivery: Delivery) -> None:
         try:
             self._execute_unguarded(delivery)
-        except BaseException:
-            # Never lose a task to a bug here: requeue it and keep serving.
-            log.exception("internal error on delivery %s; requeueing", delivery.message.message_id)
-            self._transport.reject(delivery.tag, requeue=True)
+        except Exception as exc:
+            # Never lose a task to a bug here, and never loop on it: requeue it once, then
+            # dead-letter it with the reason.
+            log.exception("internal error on delivery %s", delivery.message.message_id)
+            if delivery.redelivered:
+                self._dead_letter(delivery, f"internal error: {type(exc).__name__}: {exc}")
+            else:
+                self._transport.reject(delivery.tag, requeue=True)
 
     def _execute_unguarded(self, delivery: Delivery) -> None:
         message = delivery.message
@@ -342,11 +365,7 @@ class Worker:
         except Exception as exc:
             tb = traceback.format_exc()
             return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), tb)
-        try:
-            return _wire.RESULT, spec.result.dump_json(spec.result.validate_python(value, strict=True))
-        except ValidationError as exc:
-            detail = f"{spec.name}: result does not fit its type: {_wire.describe(exc)}"
-            return _wire.FAILED, _wire.error_body("taskell.PayloadError", detail)
+        return _wire.encode_result(spec, value)
 
     def _child(self) -> Child:
         # One child process per pool thread, replaced when an abort (or a crash) ended it.
@@ -402,22 +421,29 @@ class Worker:
         self._ack_when_confirmed(delivery, futures)
 
     def _ack_when_confirmed(self, delivery: Delivery, futures: list[Future[None]]) -> None:
+        if not futures:
+            self._transport.ack(delivery.tag)
+            return
         remaining = [len(futures)]
         lock = threading.Lock()
+        with self._settling:
+            self._settling_count += 1
 
         def on_done(future: Future[None]) -> None:
-            if future.exception() is not None:
-                # Not acknowledged: the broker redelivers the task after the connection drops.
-                log.error("reply for %s not confirmed: %s", delivery.message.message_id, future.exception())
-                return
+            error = future.exception()
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
-            if last:
+            if error is not None:
+                # Not acknowledged: the broker redelivers the task after the connection drops.
+                log.error("reply for %s not confirmed: %s", delivery.message.message_id, error)
+            elif last:
                 self._transport.ack(delivery.tag)
+            if last:
+                with self._settling:
+                    self._settling_count -= 1
+                    self._settling.notify_all()
 
-        if not futures:
-            self._transport.ack(delivery.tag)
         for future in futures:
             future.add_done_callback(on_done)
 
@@ -454,7 +480,7 @@ class Worker:
                 correlation_id=message.message_id,
                 content_type=_wire.JSON,
             )
-            self._transport.publish("", message.reply_to, reply, mandatory=False)
+            self._control.publish("", message.reply_to, reply, mandatory=False)
 
     def _abort(self, task_id: str) -> dict[str, Any]:
         running = self._running.get(task_id)
