@@ -268,19 +268,25 @@ class AmqpTransport(Transport):
 
         return self._rpc(start)
 
-    def declare_fanout(self, name: str) -> Future[None]:
+    def declare_exchange(self, name: str, kind: str) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            channel.exchange_declare(
-                name, "fanout", durable=True, callback=lambda _f: future.set_result(None)
+            channel.exchange_declare(name, kind, durable=True, callback=lambda _f: future.set_result(None))
+
+        return self._rpc(start)
+
+    def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
+        def start(channel: Channel, future: Future[Any]) -> None:
+            channel.queue_bind(
+                queue, exchange, routing_key or None, callback=lambda _f: future.set_result(None)
             )
 
         return self._rpc(start)
 
-    def bind(self, queue: str, exchange: str) -> Future[None]:
+    def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         def start(channel: Channel, future: Future[Any]) -> None:
-            channel.queue_bind(queue, exchange, callback=lambda _f: future.set_result(None))
+            channel.queue_unbind(queue, exchange, routing_key, callback=lambda _f: future.set_result(None))
 
-        return self._rpc(start)
+        self._rpc(start)
 
     def set_prefetch(self, count: int) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:

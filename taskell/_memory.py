@@ -29,6 +29,7 @@ class _Queue:
     name: str
     owner: MemoryTransport | None  # set for exclusive queues
     auto_delete: bool
+    single_active: bool  # x-single-active-consumer: only the first consumer gets messages
     messages: collections.deque[tuple[Message, bool]] = field(default_factory=collections.deque)
     consumers: list[_Consumer] = field(default_factory=list)
     turn: int = 0  # round-robin position among consumers
@@ -57,7 +58,8 @@ class MemoryBroker:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._queues: dict[str, _Queue] = {}
-        self._fanouts: dict[str, set[str]] = {}
+        # exchange name -> (kind, bindings as (queue, routing key)); "" is the default exchange
+        self._exchanges: dict[str, tuple[str, set[tuple[str, str]]]] = {}
         self._names = itertools.count(1)
 
     def queue_depth(self, name: str) -> int:
@@ -66,34 +68,42 @@ class MemoryBroker:
             q = self._queues.get(name)
             return len(q.messages) if q else 0
 
-    def declare_queue(self, owner: MemoryTransport, name: str, exclusive: bool, auto_delete: bool) -> str:
+    def declare_queue(
+        self, owner: MemoryTransport, name: str, exclusive: bool, auto_delete: bool, single_active: bool
+    ) -> str:
         with self._lock:
             name = name or f"amq.gen-{next(self._names)}"
             existing = self._queues.get(name)
             if existing is None:
-                self._queues[name] = _Queue(name, owner if exclusive else None, auto_delete)
+                self._queues[name] = _Queue(name, owner if exclusive else None, auto_delete, single_active)
             elif existing.owner is not None and existing.owner is not owner:
                 raise BrokerUnavailable(
                     f"RESOURCE_LOCKED - queue {name!r} is exclusive to another connection"
                 )
             return name
 
-    def declare_fanout(self, name: str) -> None:
+    def declare_exchange(self, name: str, kind: str) -> None:
         with self._lock:
-            self._fanouts.setdefault(name, set())
+            self._exchanges.setdefault(name, (kind, set()))
 
-    def bind(self, queue_name: str, exchange: str) -> None:
+    def bind(self, queue_name: str, exchange: str, routing_key: str, add: bool = True) -> None:
         with self._lock:
-            if exchange not in self._fanouts:
+            if exchange not in self._exchanges:
                 raise BrokerUnavailable(f"NOT_FOUND - no exchange {exchange!r}")
-            self._fanouts[exchange].add(queue_name)
+            bindings = self._exchanges[exchange][1]
+            if add:
+                bindings.add((queue_name, routing_key))
+            else:
+                bindings.discard((queue_name, routing_key))
 
     def publish(self, exchange: str, routing_key: str, message: Message, mandatory: bool) -> None:
         with self._lock:
             if exchange == "":
                 targets = [routing_key] if routing_key in self._queues else []
-            elif exchange in self._fanouts:
-                targets = sorted(q for q in self._fanouts[exchange] if q in self._queues)
+            elif exchange in self._exchanges:
+                kind, bindings = self._exchanges[exchange]
+                routed = {q for q, key in bindings if kind == "fanout" or key == routing_key}
+                targets = sorted(q for q in routed if q in self._queues)
             else:
                 raise BrokerUnavailable(f"NOT_FOUND - no exchange {exchange!r}")
             if not targets and mandatory:
@@ -140,8 +150,8 @@ class MemoryBroker:
                 q.consumers = [c for c in q.consumers if c.transport is not transport]
                 if q.owner is transport or (q.auto_delete and not q.consumers):
                     del self._queues[q.name]
-                    for bound in self._fanouts.values():
-                        bound.discard(q.name)
+                    for _, bindings in self._exchanges.values():
+                        bindings.difference_update({b for b in bindings if b[0] == q.name})
             for q in self._queues.values():
                 self._dispatch(q)
 
@@ -153,9 +163,10 @@ class MemoryBroker:
     def _dispatch(self, q: _Queue) -> None:
         # Hand ready messages to consumers with free prefetch slots, round robin.
         while q.messages and q.consumers:
-            n = len(q.consumers)
+            consumers = q.consumers[:1] if q.single_active else q.consumers
+            n = len(consumers)
             for step in range(n):
-                consumer = q.consumers[(q.turn + step) % n]
+                consumer = consumers[(q.turn + step) % n]
                 if consumer.auto_ack or consumer.transport.has_capacity():
                     q.turn = (q.turn + step + 1) % n
                     break
@@ -221,13 +232,19 @@ class MemoryTransport(Transport):
         auto_delete: bool = False,
         arguments: dict[str, Any] | None = None,
     ) -> Future[str]:
-        return self._now(lambda: self._broker.declare_queue(self, name, exclusive, auto_delete))
+        single_active = bool((arguments or {}).get("x-single-active-consumer"))
+        return self._now(
+            lambda: self._broker.declare_queue(self, name, exclusive, auto_delete, single_active)
+        )
 
-    def declare_fanout(self, name: str) -> Future[None]:
-        return self._now(lambda: self._broker.declare_fanout(name))
+    def declare_exchange(self, name: str, kind: str) -> Future[None]:
+        return self._now(lambda: self._broker.declare_exchange(name, kind))
 
-    def bind(self, queue: str, exchange: str) -> Future[None]:
-        return self._now(lambda: self._broker.bind(queue, exchange))
+    def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
+        return self._now(lambda: self._broker.bind(queue, exchange, routing_key))
+
+    def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        self._now(lambda: self._broker.bind(queue, exchange, routing_key, add=False))
 
     def set_prefetch(self, count: int) -> Future[None]:
         def apply() -> None:

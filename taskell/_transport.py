@@ -69,12 +69,16 @@ class Transport(ABC):
         """Declare a queue (``name`` "" asks the broker for one); resolves to its name."""
 
     @abstractmethod
-    def declare_fanout(self, name: str) -> Future[None]:
-        """Declare a durable fanout exchange."""
+    def declare_exchange(self, name: str, kind: str) -> Future[None]:
+        """Declare a durable ``fanout`` or ``direct`` exchange."""
 
     @abstractmethod
-    def bind(self, queue: str, exchange: str) -> Future[None]:
-        """Bind ``queue`` to the fanout ``exchange``."""
+    def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
+        """Bind ``queue`` to ``exchange`` (the key is ignored by fanout exchanges)."""
+
+    @abstractmethod
+    def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
+        """Remove a binding (fire and forget)."""
 
     @abstractmethod
     def set_prefetch(self, count: int) -> Future[None]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import zlib
 from typing import Any
 
 import pika
@@ -116,3 +117,75 @@ def _plain(value: Any) -> Any:
 def encode_progress(spec: TaskSpec[Any, Any, Any], value: Any) -> bytes:
     """JSON of a progress value; raises ValueError (or ValidationError) if it does not fit."""
     return spec.progress.dump_json(spec.progress.validate_python(value, strict=True), warnings="error")
+
+
+# Dependencies (see docs/dependencies.md): outcome events, join partitions.
+
+OUTCOMES_EXCHANGE = "taskell.outcomes"  # direct; routing key = the completed task's id
+JOIN_PARTITIONS = 4
+JOIN, OUTCOME, SYNC = "join", "outcome", "sync"  # AMQP types of join-queue and sync messages
+KIND_HEADER = "taskell-kind"  # an outcome's reply kind: result, failed, aborted, rejected
+TASK_HEADER = "taskell-task"  # wire name of the task a join record or outcome is about
+QUEUE_HEADER = "taskell-queue"  # a join record's task queue
+DEPS_HEADER = "taskell-deps"  # a join record's dependency ids
+REFS_HEADER = "taskell-refs"  # a join record's [[path, dependency id], ...] as JSON
+DEPENDENCY_FAILED = "taskell.DependencyFailed"
+
+
+def join_queue(task_id: str) -> str:
+    """The join partition that holds task ``task_id``'s record until its dependencies end."""
+    return f"taskell.join.{zlib.crc32(task_id.encode()) % JOIN_PARTITIONS}"
+
+
+def join_queues() -> list[str]:
+    """Every join partition queue."""
+    return [f"taskell.join.{n}" for n in range(JOIN_PARTITIONS)]
+
+
+def join_queue_arguments(config: Config) -> dict[str, Any]:
+    """Join partitions: one active consumer each, so one joiner holds a partition's state."""
+    return {**queue_arguments(config), "x-single-active-consumer": True}
+
+
+def outcome(task_id: str, task: str, kind: str, body: bytes) -> Message:
+    """The event that task ``task_id`` ended (``kind``), for joiners waiting on it."""
+    return Message(
+        body=body,
+        type=OUTCOME,
+        correlation_id=task_id,
+        content_type=JSON,
+        persistent=True,
+        headers={KIND_HEADER: kind, TASK_HEADER: task},
+    )
+
+
+def dependency_failed_body(dependency_id: str, dependency_task: str, kind: str, body: bytes) -> bytes:
+    """The failure of a task whose dependency ``dependency_id`` ended with ``kind``/``body``;
+    a failure that was itself a dependency failure keeps its root cause."""
+    try:
+        info = json.loads(body)
+    except ValueError:
+        info = {}
+    if not isinstance(info, dict):
+        info = {}
+    if info.get("error_type") == DEPENDENCY_FAILED and isinstance(info.get("cause"), dict):
+        root_id, cause = str(info.get("dependency_id")), info["cause"]
+    else:
+        root_id = dependency_id
+        cause = {
+            "kind": kind,
+            "task": dependency_task,
+            "error_type": str(info.get("error_type", "")),
+            "message": str(info.get("message", "")),
+            "traceback": str(info.get("traceback", "")),
+        }
+    message = f"dependency {root_id} ({cause.get('task')}) {cause.get('kind')}: {cause.get('message')}"
+    return json.dumps(
+        {
+            "error_type": DEPENDENCY_FAILED,
+            "message": message,
+            "traceback": "",
+            "dependency_id": root_id,
+            "cause": cause,
+        }
+    ).encode()

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from . import _wire
+from . import _deps, _wire
 from ._transport import Delivery, Message, Transport
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
@@ -86,6 +86,9 @@ class Connection:
         self._unconfirmed: set[Future[None]] = set()
         self._declared: set[str] = set()
         self._answers: dict[str | None, list[dict[str, Any]]] = {}
+        self._syncs: dict[str | None, threading.Event] = {}
+        self._watched: list[TaskHandle[Any, Any]] = []  # dependencies whose outcome we forward
+        self._join_declared = False
         self._declare_lock = threading.Lock()
         self._closed = False
         try:
@@ -123,8 +126,9 @@ class Connection:
             PayloadError: ``args`` do not validate against the task's model.
             BrokerUnavailable: the connection is closed or lost.
         """
-        if after or any(_holds_ref(value) for value in args.values()):
-            raise NotImplementedError("task dependencies (Ref arguments, after=) are not available yet")
+        refs = _deps.find_refs(args)
+        if refs or after:
+            return _deps.submit(self, spec, args, refs, after)
         try:
             body = spec.args.model_validate(args).model_dump_json().encode()
         except ValidationError as exc:
@@ -145,14 +149,20 @@ class Connection:
         if len(body) > self.config.max_payload_bytes:
             raise PayloadError(spec.name, f"args are {len(body)} bytes, over max_payload_bytes")
         self._declare_task_queue(spec.queue)
-        task_id = str(uuid.uuid4())
-        handle: TaskHandle[P, R] = TaskHandle(self, spec, task_id)
-        self._handles[task_id] = handle
-        message = _wire.task_message(spec, task_id, body, self.reply_queue)
-        confirmed = self._transport.publish("", spec.queue, message, mandatory=True)
+        handle = self._new_handle(spec)
+        self._publish(spec.queue, _wire.task_message(spec, handle.id, body, self.reply_queue), handle.id)
+        return handle
+
+    def _new_handle(self, spec: TaskSpec[Any, P, R]) -> TaskHandle[P, R]:
+        handle: TaskHandle[P, R] = TaskHandle(self, spec, str(uuid.uuid4()))
+        self._handles[handle.id] = handle
+        return handle
+
+    def _publish(self, queue: str, message: Message, task_id: str | None) -> None:
+        """Publish (mandatory) in the background; a refusal fails task ``task_id``'s handle."""
+        confirmed = self._transport.publish("", queue, message, mandatory=True)
         self._unconfirmed.add(confirmed)
         confirmed.add_done_callback(lambda f: self._on_confirmed(f, task_id))
-        return handle
 
     def _declare_task_queue(self, queue: str) -> None:
         if queue in self._declared:
@@ -164,15 +174,16 @@ class Connection:
                 ).result()
                 self._declared.add(queue)
 
-    def _on_confirmed(self, future: Future[None], task_id: str) -> None:
+    def _on_confirmed(self, future: Future[None], task_id: str | None) -> None:
         self._unconfirmed.discard(future)
         error = future.exception()
-        if error is not None:
-            handle = self._handles.pop(task_id, None)
-            if handle is not None:
-                handle._on_outcome(
-                    error if isinstance(error, TaskellError) else BrokerUnavailable(str(error))
-                )
+        if error is None:
+            return
+        handle = self._handles.pop(task_id, None) if task_id else None
+        if handle is not None:
+            _fail(handle, error if isinstance(error, TaskellError) else BrokerUnavailable(str(error)))
+        else:
+            log.error("a message was not confirmed by the broker: %s (%s)", error, future)
 
     def flush(self, timeout: float | None = None) -> None:
         """Wait until every submission so far is confirmed by the broker.
@@ -208,7 +219,7 @@ class Connection:
     def _broadcast(self, kind: str, body: Mapping[str, Any], wait: float) -> list[dict[str, Any]]:
         exchange = self.config.abort_exchange
         if exchange not in self._declared:
-            self._transport.declare_fanout(exchange).result()
+            self._transport.declare_exchange(exchange, "fanout").result()
             self._declared.add(exchange)
         message_id = str(uuid.uuid4())
         answers: list[dict[str, Any]] = []
@@ -236,6 +247,11 @@ class Connection:
     def _on_reply(self, delivery: Delivery) -> None:
         message = delivery.message
         task_id = message.correlation_id
+        if message.type == _wire.SYNC:
+            synced = self._syncs.pop(task_id, None)
+            if synced is not None:
+                synced.set()
+            return
         if task_id in self._answers:
             try:
                 self._answers[task_id].append(json.loads(message.body))
@@ -251,10 +267,11 @@ class Connection:
             handle._on_progress(message.body)
             return
         self._handles.pop(task_id, None)  # type: ignore[arg-type]
-        if kind == "result":
-            handle._on_outcome(message.body)
+        raw = (kind or _wire.FAILED, message.body)
+        if kind == _wire.RESULT:
+            handle._on_outcome(message.body, raw)
         else:
-            handle._on_outcome(_reply_error(kind, handle, message.body))
+            handle._on_outcome(_reply_error(kind, handle, message.body), raw)
 
     def _on_lost(self, error: BaseException) -> None:
         lost = error if isinstance(error, BrokerUnavailable) else BrokerUnavailable(str(error))
@@ -263,7 +280,7 @@ class Connection:
     def _fail_pending(self, error: TaskellError) -> None:
         handles, self._handles = list(self._handles.values()), {}
         for handle in handles:
-            handle._on_outcome(error)
+            _fail(handle, error)
 
     def close(self, *, flush: bool = True) -> None:
         """Wait for unconfirmed submissions (unless ``flush`` is False), then close.
@@ -274,6 +291,7 @@ class Connection:
             return
         try:
             if flush and self._transport.is_open:
+                _deps.settle_watched(self)
                 self.flush(self.config.connect_timeout)
         finally:
             self._closed = True
@@ -281,12 +299,9 @@ class Connection:
             self._fail_pending(BrokerUnavailable("connection closed before the task ended"))
 
 
-def _holds_ref(value: object) -> bool:
-    if isinstance(value, Ref):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(isinstance(item, Ref) for item in value)
-    return False
+def _fail(handle: TaskHandle[Any, Any], error: TaskellError) -> None:
+    """End ``handle`` with a local error (also forwarded to dependents as a failure)."""
+    handle._on_outcome(error, (_wire.FAILED, _wire.error_body(_wire.type_name(type(error)), str(error))))
 
 
 def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) -> TaskellError:
@@ -295,6 +310,8 @@ def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) ->
         error_type, text, traceback = str(info["error_type"]), str(info["message"]), str(info["traceback"])
     except (ValueError, KeyError, TypeError):
         error_type, text, traceback = "taskell.PayloadError", f"malformed {kind} reply", ""
+    if error_type == _wire.DEPENDENCY_FAILED:
+        return _deps.dependency_failed(handle.id, info)
     if kind == "aborted":
         return TaskAborted(handle.id, text)
     if kind == "rejected":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import ValidationError
@@ -44,7 +44,18 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     (the task goes on).
     """
 
-    __slots__ = ("_cond", "_conn", "_id", "_outcome", "_progress", "_raw_progress", "_spec", "_value")
+    __slots__ = (
+        "_callbacks",
+        "_cond",
+        "_conn",
+        "_id",
+        "_outcome",
+        "_progress",
+        "_raw",
+        "_raw_progress",
+        "_spec",
+        "_value",
+    )
 
     def __init__(self, conn: Connection, spec: TaskSpec[Any, P_co, R_co], task_id: str) -> None:
         self._conn = conn
@@ -55,6 +66,8 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         self._progress: list[P_co] = []  # decoded prefix of _raw_progress
         self._outcome: bytes | TaskellError | None = None
         self._value: Any = _PENDING
+        self._raw: tuple[str, bytes] | None = None  # the final reply's (kind, body)
+        self._callbacks: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
@@ -135,11 +148,23 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
                 self._raw_progress.append(body)
                 self._cond.notify_all()
 
-    def _on_outcome(self, outcome: bytes | TaskellError) -> None:
+    def _on_outcome(self, outcome: bytes | TaskellError, raw: tuple[str, bytes]) -> None:
         with self._cond:
-            if self._outcome is None:  # a duplicate reply (redelivery) is absorbed
-                self._outcome = outcome
-                self._cond.notify_all()
+            if self._outcome is not None:  # a duplicate reply (redelivery) is absorbed
+                return
+            self._outcome, self._raw = outcome, raw
+            callbacks, self._callbacks = self._callbacks, []
+            self._cond.notify_all()
+        for callback in callbacks:
+            callback()
+
+    def _add_done_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the outcome is known (at once if it is already)."""
+        with self._cond:
+            if self._outcome is None:
+                self._callbacks.append(callback)
+                return
+        callback()
 
     def _decoded_progress(self, index: int) -> P_co:
         with self._cond:

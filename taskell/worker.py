@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import _wire
+from ._joiner import Joiner
 from ._process_pool import Child, ChildDied
 from ._transport import Delivery, Message, Transport
 from .config import Config
@@ -178,6 +179,7 @@ class Worker:
         self.parallelism = parallelism or self.config.parallelism
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._transport: Transport
+        self._joiner: Joiner | None = None
         self._control: Transport
         self._executor: ThreadPoolExecutor | None = None
         self._running: dict[str, _Running] = {}
@@ -217,14 +219,17 @@ class Worker:
         transport, control = self._transport, self._control
         try:
             transport.declare_queue(config.dead_letter_queue, durable=True).result()
+            transport.declare_exchange(_wire.OUTCOMES_EXCHANGE, "direct").result()
             for queue in self.queues:
                 transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
-            control.declare_fanout(config.abort_exchange).result()
+            control.declare_exchange(config.abort_exchange, "fanout").result()
             control_queue = control.declare_queue(
                 "", durable=False, exclusive=True, auto_delete=True
             ).result()
             control.bind(control_queue, config.abort_exchange).result()
             control.consume(control_queue, self._on_control, auto_ack=True).result()
+            self._joiner = Joiner(control, config, lambda task_id: task_id in self._aborted)
+            self._joiner.start()
             self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="taskell-task")
             transport.set_prefetch(config.prefetch or self.parallelism).result()
             for queue in self.queues:
@@ -390,14 +395,14 @@ class Worker:
             return _wire.FAILED, _wire.error_body("taskell.WorkerCrashed", str(exc))
 
     def _reply_final(
-        self, delivery: Delivery, kind: str, body: bytes, before: list[Future[None]] = []
+        self, delivery: Delivery, kind: str, body: bytes, before: Sequence[Future[None]] = ()
     ) -> None:
         message = delivery.message
         futures = list(before)
         if message.reply_to:
             reply = _wire.reply(kind, message.message_id or "", body)
             futures.append(self._transport.publish("", message.reply_to, reply, mandatory=False))
-        self._ack_when_confirmed(delivery, futures)
+        self._ack_when_confirmed(delivery, futures, (kind, body))
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         log.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
@@ -418,10 +423,19 @@ class Worker:
                 _wire.REJECTED, message.message_id, _wire.error_body("taskell.PayloadError", reason)
             )
             futures.append(self._transport.publish("", message.reply_to, rejected, mandatory=False))
-        self._ack_when_confirmed(delivery, futures)
+        self._ack_when_confirmed(
+            delivery, futures, (_wire.REJECTED, _wire.error_body("taskell.PayloadError", reason))
+        )
 
-    def _ack_when_confirmed(self, delivery: Delivery, futures: list[Future[None]]) -> None:
+    def _ack_when_confirmed(
+        self, delivery: Delivery, futures: list[Future[None]], outcome: tuple[str, bytes]
+    ) -> None:
+        """Once the replies are confirmed: publish the outcome event for joiners waiting on this
+        task, then acknowledge it (on the same channel, so the event is routed first). Publishing
+        the event only after the reply is confirmed is what lets a client close safely: see
+        docs/dependencies.md."""
         if not futures:
+            self._publish_outcome(delivery, outcome)
             self._transport.ack(delivery.tag)
             return
         remaining = [len(futures)]
@@ -438,6 +452,7 @@ class Worker:
                 # Not acknowledged: the broker redelivers the task after the connection drops.
                 log.error("reply for %s not confirmed: %s", delivery.message.message_id, error)
             elif last:
+                self._publish_outcome(delivery, outcome)
                 self._transport.ack(delivery.tag)
             if last:
                 with self._settling:
@@ -446,6 +461,12 @@ class Worker:
 
         for future in futures:
             future.add_done_callback(on_done)
+
+    def _publish_outcome(self, delivery: Delivery, outcome: tuple[str, bytes]) -> None:
+        message = delivery.message
+        if message.message_id:
+            event = _wire.outcome(message.message_id, message.type or "", *outcome)
+            self._transport.publish(_wire.OUTCOMES_EXCHANGE, message.message_id, event, mandatory=False)
 
     def _check_fingerprint(self, name: str, expected: str, message: Message) -> None:
         got = message.headers.get(_wire.FINGERPRINT_HEADER)
@@ -486,6 +507,8 @@ class Worker:
         running = self._running.get(task_id)
         if running is not None:
             running.abort()
+            state = "aborting"
+        elif self._joiner is not None and self._joiner.abort(task_id):
             state = "aborting"
         elif task_id in self._finished:
             state = "finished"
