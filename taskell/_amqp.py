@@ -3,6 +3,12 @@
 pika connections are not thread-safe, so every operation from another thread is queued into
 ``_outbox`` and the I/O loop is woken once per batch (``add_callback_threadsafe``): many
 publishes from many threads go out in one loop turn, and confirms come back with ``multiple``.
+
+When the connection is lost, the transport reconnects by itself (capped, jittered backoff,
+trying each configured broker in turn), replays what it declared, bound and consumed, and
+republishes every message the broker had not confirmed (at-least-once). Deliveries carry the
+connection's generation in their tag, so an ack meant for a dead channel is dropped instead of
+acknowledging a different message on the new one (the broker requeued the old ones anyway).
 """
 
 from __future__ import annotations
@@ -10,16 +16,18 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
+import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
 import pika.frame
 import pika.spec
-from pika.adapters.select_connection import SelectConnection
+from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.channel import Channel
 
 from ._transport import Delivery, Message, OnMessage, Transport
@@ -29,36 +37,82 @@ __all__ = ["AmqpTransport"]
 
 log = logging.getLogger("taskell.amqp")
 
-# pika logs every connection failure at ERROR with a traceback; taskell raises instead.
+# pika logs every connection failure at ERROR with a traceback; taskell reports them itself.
 for _name in (
     "pika.adapters.base_connection",
+    "pika.adapters.blocking_connection",
     "pika.adapters.utils.connection_workflow",
     "pika.adapters.utils.io_services_utils",
 ):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 _PERSISTENT = pika.DeliveryMode.Persistent.value
+_TAG_BITS = 40  # delivery tag = generation << _TAG_BITS | the channel's own tag
+_BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
+
+
+@dataclass(slots=True)
+class _Publish:
+    future: Future[None]
+    exchange: str
+    routing_key: str
+    body: bytes
+    properties: pika.BasicProperties
+    mandatory: bool
+
+    @property
+    def message_id(self) -> str | None:
+        return self.properties.message_id if self.mandatory else None
+
+
+@dataclass(slots=True)
+class _Consumer:
+    queue: str
+    on_message: OnMessage
+    auto_ack: bool
 
 
 class AmqpTransport(Transport):
-    """One pika ``SelectConnection`` with one confirm-mode channel, driven by its own thread."""
+    """One pika ``SelectConnection`` with one confirm-mode channel, driven by its own thread.
+
+    Args:
+        params: brokers to try in turn (the first that answers is used).
+        name: prefix of the I/O thread's name.
+        timeout: seconds to wait for the first connection.
+        reconnect: reconnect when the connection is lost (else fail everything pending).
+    """
 
     def __init__(
-        self, params: pika.ConnectionParameters, *, name: str = "taskell", timeout: float = 10.0
+        self,
+        params: Sequence[pika.ConnectionParameters],
+        *,
+        name: str = "taskell",
+        timeout: float = 10.0,
+        reconnect: bool = True,
     ) -> None:
-        self._params = params
+        self._params = list(params)
+        self._reconnect = reconnect
         self._outbox: collections.deque[Callable[[], None]] = collections.deque()
         self._wakeup_pending = False
-        self._unconfirmed: dict[int, tuple[Future[None], str | None]] = {}
+        self._unconfirmed: dict[int, _Publish] = {}
         self._returned: set[str] = set()
         self._rpcs: set[Future[Any]] = set()
         self._next_tag = 1
+        self._generation = 0
+        self._attempt = 0  # failed connection attempts in a row
+        self._host_index = 0
+        self._ready = False  # the channel is open and in confirm mode
+        self._ever_opened = False
+        self._topology: list[tuple[Any, ...]] = []  # replayed, in order, after a reconnect
+        self._consumers: dict[str, _Consumer] = {}
         self._consumer_numbers = itertools.count(1)
         self._on_lost: list[Callable[[BaseException], None]] = []
+        self._on_reconnect: list[Callable[[], None]] = []
         self._lost: BaseException | None = None
         self._closing = False
         self._conn: SelectConnection | None = None
         self._channel: Channel | None = None
+        self._ioloop = IOLoop()
         self._opened: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name=f"{name}-io", daemon=True)
         self._thread.start()
@@ -66,127 +120,228 @@ class AmqpTransport(Transport):
             self._opened.result(timeout)
         except TimeoutError:
             self.close()
-            raise BrokerUnavailable(
-                f"no answer from {params.host}:{params.port} within {timeout} s"
-            ) from None
+            raise BrokerUnavailable(f"no answer from {self._describe()} within {timeout} s") from None
         except BrokerUnavailable:
             self._thread.join(timeout)
             raise
 
-    # I/O thread
+    def _describe(self) -> str:
+        return ", ".join(f"{p.host}:{p.port}" for p in self._params)
+
+    # I/O thread: connecting, reconnecting
 
     def _run(self) -> None:
+        self._connect()
         try:
-            self._conn = SelectConnection(
-                self._params,
-                on_open_callback=self._on_connection_open,
-                on_open_error_callback=self._on_open_error,
-                on_close_callback=self._on_connection_closed,
-            )
-            self._conn.ioloop.start()
+            self._ioloop.start()
         except Exception as exc:  # pragma: no cover - only if pika itself breaks
             log.exception("taskell I/O thread crashed")
-            self._fail_all(BrokerUnavailable(f"I/O thread crashed: {exc}"))
+            self._give_up(BrokerUnavailable(f"I/O thread crashed: {exc}"))
+        finally:
+            self._ioloop.close()
+
+    def _connect(self) -> None:
+        if self._closing:
+            self._give_up(BrokerUnavailable("connection closed"))
+            return
+        params = self._params[self._host_index % len(self._params)]
+        self._conn = SelectConnection(
+            params,
+            on_open_callback=self._on_connection_open,
+            on_open_error_callback=self._on_open_error,
+            on_close_callback=self._on_connection_closed,
+            custom_ioloop=self._ioloop,
+        )
 
     def _on_connection_open(self, conn: Any) -> None:
         conn.channel(on_open_callback=self._on_channel_open)
 
     def _on_open_error(self, conn: Any, error: BaseException) -> None:
-        target = f"{self._params.host}:{self._params.port}"
-        self._fail_all(BrokerUnavailable(f"cannot connect to {target}: {str(error) or repr(error)}"))
-        assert self._conn is not None
-        self._conn.ioloop.stop()
+        params = self._params[self._host_index % len(self._params)]
+        reason = f"cannot connect to {params.host}:{params.port}: {str(error) or repr(error)}"
+        self._host_index += 1
+        if not self._ever_opened:
+            if self._host_index < len(self._params):
+                self._connect()  # the next configured broker
+            else:
+                self._give_up(BrokerUnavailable(reason))
+            return
+        log.warning("%s; retrying", reason)
+        self._retry_later()
 
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.add_on_cancel_callback(self._on_broker_cancel)
-        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._opened.set_result(None))
+        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._on_ready())
+
+    def _on_ready(self) -> None:
+        self._attempt = 0
+        if not self._ever_opened:
+            self._ever_opened = True
+            self._ready = True
+            self._opened.set_result(None)
+        else:
+            log.warning("reconnected to the broker (generation %d)", self._generation)
+            for callback in self._on_reconnect:
+                _call_safely(callback)
+            self._replay()
+            self._ready = True
+        self._drain()
+
+    def _replay(self) -> None:
+        channel = self._channel
+        assert channel is not None
+        for op, *args in self._topology:
+            if op == "queue":
+                name, durable, exclusive, auto_delete, arguments = args
+                channel.queue_declare(
+                    name, durable=durable, exclusive=exclusive, auto_delete=auto_delete, arguments=arguments
+                )
+            elif op == "exchange":
+                channel.exchange_declare(args[0], args[1], durable=True)
+            elif op == "bind":
+                channel.queue_bind(args[0], args[1], args[2] or None)
+            elif op == "qos":
+                channel.basic_qos(prefetch_count=args[0], global_qos=True)
+        for tag, consumer in self._consumers.items():
+            self._start_consumer(channel, tag, consumer)
+        pending = sorted(self._unconfirmed.items())
+        self._unconfirmed.clear()
+        for _, publish in pending:  # the broker may or may not have them: at-least-once
+            self._basic_publish(channel, publish)
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         self._channel = None
-        if self._closing:
-            assert self._conn is not None
-            if self._conn.is_open:
-                self._conn.close()
-            return
-        # The broker closes the channel on an error (e.g. a queue re-declared with other
-        # arguments); taskell treats that as the connection being lost, with the reason.
-        self._fail_all(BrokerUnavailable(f"channel closed by the broker: {reason}"))
-        assert self._conn is not None
-        if self._conn.is_open:
+        self._ready = False
+        if not self._closing:
+            # The broker closes the channel on an error (e.g. a queue re-declared with other
+            # arguments); start over on a fresh connection.
+            log.warning("channel closed by the broker: %s", reason)
+            self._fail_rpcs(BrokerUnavailable(f"channel closed by the broker: {reason}"))
+        if self._conn is not None and self._conn.is_open:
             self._conn.close()
 
     def _on_connection_closed(self, conn: Any, reason: BaseException) -> None:
-        if not self._closing:
-            self._fail_all(BrokerUnavailable(f"connection lost: {reason}"))
-        else:
-            self._fail_all(BrokerUnavailable("connection closed"))
-        conn.ioloop.stop()
+        self._channel = None
+        self._ready = False
+        if self._closing:
+            self._give_up(BrokerUnavailable("connection closed"))
+            return
+        self._generation += 1
+        error = BrokerUnavailable(f"connection lost: {reason}")
+        if not self._reconnect:
+            self._give_up(error)
+            return
+        log.warning("%s; reconnecting", error)
+        self._fail_rpcs(error)
+        self._retry_later()
 
-    def _fail_all(self, error: BrokerUnavailable) -> None:
+    def _retry_later(self) -> None:
+        delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**self._attempt) * random.uniform(0.5, 1.0)
+        self._attempt += 1
+        self._ioloop.call_later(delay, self._connect)
+
+    def _fail_rpcs(self, error: BrokerUnavailable) -> None:
+        rpcs, self._rpcs = list(self._rpcs), set()
+        for future in rpcs:
+            if not future.done():
+                future.set_exception(error)
+
+    def _give_up(self, error: BrokerUnavailable) -> None:
         first = self._lost is None
         if first:
             self._lost = error
         if not self._opened.done():
             self._opened.set_exception(error)
-        pending = [f for f, _ in self._unconfirmed.values()] + list(self._rpcs)
+        pending = [p.future for p in self._unconfirmed.values()]
         self._unconfirmed.clear()
-        self._rpcs.clear()
+        self._fail_rpcs(error)
         for future in pending:
             if not future.done():
                 future.set_exception(error)
+        self._ioloop.stop()
         if first and not self._closing:
             for callback in self._on_lost:
-                try:
-                    callback(error)
-                except Exception:
-                    log.exception("on_lost callback failed")
+                _call_safely(lambda: callback(error))
+
+    # I/O thread: traffic
 
     def _drain(self) -> None:
         self._wakeup_pending = False
         outbox = self._outbox
-        while outbox:
+        while outbox and (self._ready or self._lost is not None):
             try:
                 outbox.popleft()()
             except pika.exceptions.AMQPError as exc:
-                # The channel or connection is closing: the close callbacks fail what is pending.
+                # The channel or connection is closing: its close callback takes over.
                 log.debug("dropped an operation on a closing connection: %r", exc)
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         ok = isinstance(method, pika.spec.Basic.Ack)
         tag: int = method.delivery_tag
-        if method.multiple:
-            tags = [t for t in self._unconfirmed if t <= tag]
-        else:
-            tags = [tag]
+        tags = [t for t in self._unconfirmed if t <= tag] if method.multiple else [tag]
         for t in tags:
-            entry = self._unconfirmed.pop(t, None)
-            if entry is None:
+            publish = self._unconfirmed.pop(t, None)
+            if publish is None:
                 continue
-            future, message_id = entry
+            message_id = publish.message_id
             if message_id is not None and message_id in self._returned:
                 self._returned.discard(message_id)
-                future.set_exception(BrokerUnavailable(f"message {message_id} is unroutable (no such queue)"))
+                publish.future.set_exception(
+                    BrokerUnavailable(f"message {message_id} is unroutable (no such queue)")
+                )
             elif ok:
-                future.set_result(None)
+                publish.future.set_result(None)
             else:
-                future.set_exception(BrokerUnavailable(f"the broker refused message {message_id}"))
+                publish.future.set_exception(BrokerUnavailable(f"the broker refused message {message_id}"))
 
     def _on_broker_cancel(self, frame: pika.frame.Method) -> None:
-        # The broker cancels a consumer when its queue is deleted (or a quorum queue's leader
-        # moves away); consuming silently nothing would be worse than reporting a lost link.
-        error = BrokerUnavailable(
-            f"the broker cancelled consumer {frame.method.consumer_tag} (queue deleted?)"
-        )
+        # The broker cancels a consumer when its queue is deleted; consuming silently nothing
+        # would be worse than reporting it.
+        tag = frame.method.consumer_tag
+        self._consumers.pop(tag, None)
+        error = BrokerUnavailable(f"the broker cancelled consumer {tag} (queue deleted?)")
         for callback in self._on_lost:
-            callback(error)
+            _call_safely(lambda: callback(error))
 
     def _on_return(self, channel: Channel, method: Any, properties: Any, body: bytes) -> None:
         if properties.message_id is not None:
             self._returned.add(properties.message_id)
+
+    def _basic_publish(self, channel: Channel, publish: _Publish) -> None:
+        channel.basic_publish(
+            publish.exchange, publish.routing_key, publish.body, publish.properties, publish.mandatory
+        )
+        self._unconfirmed[self._next_tag] = publish
+        self._next_tag += 1
+
+    def _start_consumer(
+        self, channel: Channel, tag: str, consumer: _Consumer, future: Future[Any] | None = None
+    ) -> None:
+        generation = self._generation << _TAG_BITS
+
+        def deliver(channel: Channel, method: Any, props: Any, body: bytes) -> None:
+            message = Message(
+                body=body,
+                type=props.type,
+                message_id=props.message_id,
+                correlation_id=props.correlation_id,
+                reply_to=props.reply_to,
+                content_type=props.content_type,
+                persistent=props.delivery_mode == _PERSISTENT,
+                headers=props.headers or {},
+            )
+            consumer.on_message(
+                Delivery(message, generation | method.delivery_tag, method.redelivered, consumer.queue)
+            )
+
+        callback = None if future is None else (lambda _f: future.set_result(tag))
+        channel.basic_consume(
+            consumer.queue, deliver, auto_ack=consumer.auto_ack, consumer_tag=tag, callback=callback
+        )
 
     # Any thread
 
@@ -194,12 +349,9 @@ class AmqpTransport(Transport):
         self._outbox.append(fn)
         if not self._wakeup_pending:
             self._wakeup_pending = True
-            conn = self._conn
-            if conn is None or self._lost is not None:
-                return
             try:
-                conn.ioloop.add_callback_threadsafe(self._drain)
-            except Exception:  # the loop is gone: the connection was lost or closed
+                self._ioloop.add_callback_threadsafe(self._drain)
+            except Exception:  # the loop is closed: the transport is closed
                 pass
 
     def _rpc(self, start: Callable[[Channel, Future[Any]], None]) -> Future[Any]:
@@ -219,6 +371,18 @@ class AmqpTransport(Transport):
         self.call_soon(run)
         return future
 
+    def _remembered(
+        self, op: tuple[Any, ...], future: Future[Any], result: Any = None
+    ) -> Callable[[Any], None]:
+        """A pika callback that records ``op`` for replay, then resolves ``future``."""
+
+        def done(_frame: Any) -> None:
+            if op not in self._topology:
+                self._topology.append(op)
+            future.set_result(result if result is not None else getattr(_frame.method, "queue", None))
+
+        return done
+
     def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
         future: Future[None] = Future()
         if self._lost is not None:
@@ -233,16 +397,13 @@ class AmqpTransport(Transport):
             type=message.type,
             headers=message.headers or None,
         )
-        message_id = message.message_id if mandatory else None
+        publish = _Publish(future, exchange, routing_key, message.body, properties, mandatory)
 
         def run() -> None:
-            channel = self._channel
-            if channel is None:
+            if self._channel is None:  # lost meanwhile: the outbox is drained once reconnected
                 future.set_exception(self._lost or BrokerUnavailable("channel is closed"))
                 return
-            channel.basic_publish(exchange, routing_key, message.body, properties, mandatory)
-            self._unconfirmed[self._next_tag] = (future, message_id)
-            self._next_tag += 1
+            self._basic_publish(self._channel, publish)
 
         self.call_soon(run)
         return future
@@ -257,95 +418,91 @@ class AmqpTransport(Transport):
         arguments: dict[str, Any] | None = None,
     ) -> Future[str]:
         def start(channel: Channel, future: Future[Any]) -> None:
+            # Server-named queues cannot be re-declared after a reconnect, so are not replayed.
+            op = ("queue", name, durable, exclusive, auto_delete, arguments) if name else ("unnamed",)
             channel.queue_declare(
                 name,
                 durable=durable,
                 exclusive=exclusive,
                 auto_delete=auto_delete,
                 arguments=arguments,
-                callback=lambda frame: future.set_result(frame.method.queue),
+                callback=self._remembered(op, future),
             )
 
         return self._rpc(start)
 
     def declare_exchange(self, name: str, kind: str) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            channel.exchange_declare(name, kind, durable=True, callback=lambda _f: future.set_result(None))
+            channel.exchange_declare(
+                name, kind, durable=True, callback=self._remembered(("exchange", name, kind), future)
+            )
 
         return self._rpc(start)
 
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            channel.queue_bind(
-                queue, exchange, routing_key or None, callback=lambda _f: future.set_result(None)
-            )
+            op = ("bind", queue, exchange, routing_key)
+            channel.queue_bind(queue, exchange, routing_key or None, callback=self._remembered(op, future))
 
         return self._rpc(start)
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         def start(channel: Channel, future: Future[Any]) -> None:
+            op = ("bind", queue, exchange, routing_key)
+            if op in self._topology:
+                self._topology.remove(op)
             channel.queue_unbind(queue, exchange, routing_key, callback=lambda _f: future.set_result(None))
 
         self._rpc(start)
 
     def set_prefetch(self, count: int) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
+            self._topology = [op for op in self._topology if op[0] != "qos"]
             # global: one limit for all the channel's consumers, not one per queue consumed.
             channel.basic_qos(
-                prefetch_count=count, global_qos=True, callback=lambda _f: future.set_result(None)
+                prefetch_count=count, global_qos=True, callback=self._remembered(("qos", count), future)
             )
 
         return self._rpc(start)
 
     def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:
-        def deliver(channel: Channel, method: Any, props: Any, body: bytes) -> None:
-            message = Message(
-                body=body,
-                type=props.type,
-                message_id=props.message_id,
-                correlation_id=props.correlation_id,
-                reply_to=props.reply_to,
-                content_type=props.content_type,
-                persistent=props.delivery_mode == _PERSISTENT,
-                headers=props.headers or {},
-            )
-            on_message(Delivery(message, method.delivery_tag, method.redelivered, queue))
-
         def start(channel: Channel, future: Future[Any]) -> None:
             tag = f"taskell-{next(self._consumer_numbers)}"
-            channel.basic_consume(
-                queue,
-                deliver,
-                auto_ack=auto_ack,
-                consumer_tag=tag,
-                callback=lambda _f: future.set_result(tag),
-            )
+            consumer = self._consumers[tag] = _Consumer(queue, on_message, auto_ack)
+            self._start_consumer(channel, tag, consumer, future)
 
         return self._rpc(start)
 
     def cancel(self, consumer_tag: str) -> None:
-        self.call_soon(
-            lambda: (
-                self._channel.basic_cancel(consumer_tag) if self._channel and self._channel.is_open else None
-            )
-        )
+        def run() -> None:
+            self._consumers.pop(consumer_tag, None)
+            if self._channel is not None and self._channel.is_open:
+                self._channel.basic_cancel(consumer_tag)
+
+        self.call_soon(run)
+
+    def _settle(self, tag: int, action: Callable[[Channel, int], None]) -> None:
+        def run() -> None:
+            channel = self._channel
+            # A tag of an earlier connection would name another message on this channel.
+            if channel is not None and channel.is_open and tag >> _TAG_BITS == self._generation:
+                action(channel, tag & ((1 << _TAG_BITS) - 1))
+
+        self.call_soon(run)
 
     def ack(self, tag: int) -> None:
-        self.call_soon(
-            lambda: self._channel.basic_ack(tag) if self._channel and self._channel.is_open else None
-        )
+        self._settle(tag, lambda channel, t: channel.basic_ack(t))
 
     def reject(self, tag: int, *, requeue: bool) -> None:
-        self.call_soon(
-            lambda: (
-                self._channel.basic_reject(tag, requeue=requeue)
-                if self._channel and self._channel.is_open
-                else None
-            )
-        )
+        self._settle(tag, lambda channel, t: channel.basic_reject(t, requeue=requeue))
 
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         self._on_lost.append(callback)
+
+    def add_on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` on the I/O thread after a reconnect, before anything is replayed
+        (deliveries of the old connection are void by then: the broker requeued them)."""
+        self._on_reconnect.append(callback)
 
     @property
     def is_open(self) -> bool:
@@ -364,10 +521,18 @@ class AmqpTransport(Transport):
                 self._channel.close()
             elif self._conn is not None and self._conn.is_open:
                 self._conn.close()
-            elif self._conn is not None:
-                self._conn.ioloop.stop()
+            else:
+                self._give_up(BrokerUnavailable("connection closed"))
 
-        if self._lost is None and self._conn is not None:
-            self._wakeup_pending = False  # force a fresh wakeup for the shutdown
+        if self._lost is None:
+            self._ready = True  # let queued work fail and the shutdown run, even while reconnecting
+            self._wakeup_pending = False
             self.call_soon(shut)
         self._thread.join(10)
+
+
+def _call_safely(callback: Callable[[], None]) -> None:
+    try:
+        callback()
+    except Exception:
+        log.exception("transport callback failed")

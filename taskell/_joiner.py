@@ -72,6 +72,13 @@ class Joiner:
             ).result()
             transport.consume(name, self._on_message).result()
 
+    def reset(self) -> None:
+        """Forget everything held: after a reconnect the broker redelivers it all."""
+        self._records.clear()
+        self._outcomes.clear()
+        self._waiting.clear()
+        self._bound.clear()
+
     @property
     def pending(self) -> int:
         """Join records held, not yet fired."""

@@ -104,6 +104,10 @@ class Transport(ABC):
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         """Call ``callback`` (on the transport's thread) if the connection is lost."""
 
+    def add_on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the transport's thread) after the connection was re-established,
+        before consumers are restarted; deliveries of the old connection are void by then."""
+
     @abstractmethod
     def close(self) -> None:
         """Close the channel then the connection, and join the thread. Idempotent."""

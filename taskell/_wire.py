@@ -59,8 +59,11 @@ def task_message(spec: TaskSpec[Any, Any, Any], task_id: str, body: bytes, reply
 
 
 def reply(kind: str, task_id: str, body: bytes) -> Message:
-    """A progress/result/failed/aborted/rejected notice for task ``task_id``."""
-    return Message(body=body, type=kind, correlation_id=task_id, content_type=JSON)
+    """A progress/result/failed/aborted/rejected notice for task ``task_id``; all but progress
+    are persistent, so a confirmed final reply survives a broker restart."""
+    return Message(
+        body=body, type=kind, correlation_id=task_id, content_type=JSON, persistent=kind != PROGRESS
+    )
 
 
 def error_body(error_type: str, message: str, traceback: str = "") -> bytes:

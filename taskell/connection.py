@@ -29,6 +29,8 @@ __all__ = ["Connection", "connect", "open_transport"]
 
 log = logging.getLogger("taskell.client")
 
+REPLY_QUEUE_EXPIRES_MS = 10 * 60 * 1000  # a reply queue unused this long is deleted
+
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -43,17 +45,11 @@ def open_transport(config: Config, *, name: str = "taskell") -> Transport:
     from ._amqp import AmqpTransport
     from ._memory import MemoryBroker, MemoryTransport
 
-    errors: list[str] = []
-    for url in config.broker_urls():
-        if url.startswith("memory://"):
-            return MemoryTransport(MemoryBroker.named(url[len("memory://") :]), name=name)
-        try:
-            return AmqpTransport(
-                _wire.pika_parameters(url, config), name=name, timeout=config.connect_timeout
-            )
-        except BrokerUnavailable as exc:
-            errors.append(str(exc))
-    raise BrokerUnavailable("; ".join(errors))
+    urls = config.broker_urls()
+    if urls[0].startswith("memory://"):
+        return MemoryTransport(MemoryBroker.named(urls[0][len("memory://") :]), name=name)
+    params = [_wire.pika_parameters(url, config) for url in urls]
+    return AmqpTransport(params, name=name, timeout=config.connect_timeout)
 
 
 def connect(url: str | None = None, *, config: Config | None = None) -> Connection:
@@ -92,10 +88,13 @@ class Connection:
         self._declare_lock = threading.Lock()
         self._closed = False
         try:
-            self.reply_queue = self._transport.declare_queue(
-                "", durable=False, exclusive=True, auto_delete=True
+            # Named, durable, and removed only after some unused minutes: replies survive a
+            # reconnect and a broker restart (final replies are persistent).
+            self.reply_queue = f"taskell.reply.{uuid.uuid4().hex}"
+            self._transport.declare_queue(
+                self.reply_queue, durable=True, arguments={"x-expires": REPLY_QUEUE_EXPIRES_MS}
             ).result()
-            self._transport.consume(self.reply_queue, self._on_reply, auto_ack=True).result()
+            self._transport.consume(self.reply_queue, self._on_reply).result()
         except BaseException:
             self._transport.close()
             raise
@@ -245,6 +244,14 @@ class Connection:
     # Replies (on the transport's thread)
 
     def _on_reply(self, delivery: Delivery) -> None:
+        # Acknowledged once handled (not auto-ack): a reply in flight when the connection
+        # drops is redelivered after the reconnect instead of being lost.
+        try:
+            self._handle_reply(delivery)
+        finally:
+            self._transport.ack(delivery.tag)
+
+    def _handle_reply(self, delivery: Delivery) -> None:
         message = delivery.message
         task_id = message.correlation_id
         if message.type == _wire.SYNC:

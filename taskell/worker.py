@@ -223,13 +223,15 @@ class Worker:
             for queue in self.queues:
                 transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
             control.declare_exchange(config.abort_exchange, "fanout").result()
+            # Named (not server-named) so a reconnect can declare and bind it again.
             control_queue = control.declare_queue(
-                "", durable=False, exclusive=True, auto_delete=True
+                f"taskell.control.{uuid.uuid4().hex}", durable=False, auto_delete=True
             ).result()
             control.bind(control_queue, config.abort_exchange).result()
             control.consume(control_queue, self._on_control, auto_ack=True).result()
             self._joiner = Joiner(control, config, lambda task_id: task_id in self._aborted)
             self._joiner.start()
+            control.add_on_reconnect(self._joiner.reset)
             self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="taskell-task")
             transport.set_prefetch(config.prefetch or self.parallelism).result()
             for queue in self.queues:
