@@ -204,7 +204,7 @@ class AmqpTransport(Transport):
             elif op == "bind":
                 channel.queue_bind(args[0], args[1], args[2] or None)
             elif op == "qos":
-                channel.basic_qos(prefetch_count=args[0], global_qos=True)
+                channel.basic_qos(prefetch_count=args[0], global_qos=args[1])
         for tag, consumer in self._consumers.items():
             self._start_consumer(channel, tag, consumer)
         pending = sorted(self._unconfirmed.items())
@@ -455,12 +455,12 @@ class AmqpTransport(Transport):
 
         self._rpc(start)
 
-    def set_prefetch(self, count: int) -> Future[None]:
+    def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
             self._topology = [op for op in self._topology if op[0] != "qos"]
-            # global: one limit for all the channel's consumers, not one per queue consumed.
+            op = ("qos", count, not per_consumer)
             channel.basic_qos(
-                prefetch_count=count, global_qos=True, callback=self._remembered(("qos", count), future)
+                prefetch_count=count, global_qos=not per_consumer, callback=self._remembered(op, future)
             )
 
         return self._rpc(start)

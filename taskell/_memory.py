@@ -246,7 +246,7 @@ class MemoryTransport(Transport):
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         self._now(lambda: self._broker.bind(queue, exchange, routing_key, add=False))
 
-    def set_prefetch(self, count: int) -> Future[None]:
+    def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
         def apply() -> None:
             self._prefetch = count
 

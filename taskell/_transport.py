@@ -81,8 +81,9 @@ class Transport(ABC):
         """Remove a binding (fire and forget)."""
 
     @abstractmethod
-    def set_prefetch(self, count: int) -> Future[None]:
-        """Limit unacknowledged deliveries on this connection's channel."""
+    def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
+        """Limit unacknowledged deliveries on this connection's channel (or, with
+        ``per_consumer``, for each consumer started after this call)."""
 
     @abstractmethod
     def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:

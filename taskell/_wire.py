@@ -16,6 +16,7 @@ from .spec import TaskSpec
 
 FINGERPRINT_HEADER = "taskell-fingerprint"
 REASON_HEADER = "taskell-reason"
+DELIVERIES_HEADER = "taskell-redeliveries"  # classic queues: times the task was redelivered
 JSON = "application/json"
 
 # Reply types (AMQP ``type`` of messages sent to ``reply_to``).
@@ -41,8 +42,19 @@ def pika_parameters(url: str, config: Config) -> pika.URLParameters:
 
 
 def queue_arguments(config: Config) -> dict[str, Any]:
-    """Arguments every task queue is declared with, identical on clients and workers."""
-    return {"x-queue-type": config.queue_type}
+    """Arguments every task queue is declared with, identical on clients and workers.
+
+    Quorum queues count deliveries: a message delivered ``delivery_limit`` times (its worker
+    died on it each time) is dead-lettered to the dead-letter queue by the broker itself.
+    """
+    if config.queue_type == "quorum":
+        return {
+            "x-queue-type": "quorum",
+            "x-delivery-limit": config.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": config.dead_letter_queue,
+        }
+    return {"x-queue-type": "classic"}
 
 
 def task_message(spec: TaskSpec[Any, Any, Any], task_id: str, body: bytes, reply_to: str | None) -> Message:

@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     _config_option(abort)
     abort.set_defaults(command=_abort)
 
+    dead = sub.add_parser("dead-letters", help="list dead-lettered messages (JSON lines); --requeue one")
+    dead.add_argument("--requeue", metavar="TASK_ID", help="send this message back to its queue")
+    dead.add_argument("--limit", type=int, default=100)
+    _config_option(dead)
+    dead.set_defaults(command=_dead_letters)
+
     inspect = sub.add_parser("inspect", help="list live workers, their running tasks and progress")
     inspect.add_argument("--wait", type=float, default=1.0)
     _config_option(inspect)
@@ -183,4 +189,13 @@ def _inspect(args: argparse.Namespace) -> int:
     with Connection(_load_config(args)) as conn:
         answers = conn.inspect(wait=args.wait)
     print(json.dumps(sorted(answers, key=lambda a: str(a.get("worker"))), indent=2))
+    return EXIT_OK
+
+
+def _dead_letters(args: argparse.Namespace) -> int:
+    from ._dead_letters import dead_letters, format_entries
+
+    entries = dead_letters(_load_config(args), limit=args.limit, requeue=args.requeue)
+    if entries:
+        print(format_entries(entries))
     return EXIT_OK

@@ -113,6 +113,8 @@ class Config(BaseModel):
         dead_letter_queue: Where undecodable, unknown or poison messages go.
         pool: Run handlers in a ``"thread"`` or ``"process"`` pool.
         queue_type: Declare task queues as ``"classic"`` or ``"quorum"`` queues.
+        delivery_limit: Quorum queues dead-letter a task delivered this many times (a poison
+            message that keeps killing its worker).
         prefetch: AMQP prefetch count; ``None`` means ``parallelism``.
         max_payload_bytes: Largest message body accepted or sent.
         connect_timeout: Seconds to wait for a broker connection.
@@ -128,6 +130,7 @@ class Config(BaseModel):
     dead_letter_queue: str = Field(default="taskell.dead", min_length=1, max_length=255)
     pool: Literal["thread", "process"] = "thread"
     queue_type: Literal["classic", "quorum"] = "classic"
+    delivery_limit: int = Field(default=5, ge=1)
     prefetch: int | None = Field(default=None, ge=1)
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)

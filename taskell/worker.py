@@ -9,6 +9,7 @@ that dies mid-task leaves it to be redelivered.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import ctypes
 import json
 import logging
@@ -233,7 +234,10 @@ class Worker:
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
             self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="taskell-task")
-            transport.set_prefetch(config.prefetch or self.parallelism).result()
+            # One limit for the whole channel, so a worker on several queues holds at most
+            # `prefetch` tasks; quorum queues only support a limit per consumer.
+            per_consumer = config.queue_type == "quorum"
+            transport.set_prefetch(config.prefetch or self.parallelism, per_consumer=per_consumer).result()
             for queue in self.queues:
                 self._consumer_tags.append(transport.consume(queue, self._on_delivery).result())
         except BaseException:
@@ -330,6 +334,8 @@ class Worker:
             self._reply_final(
                 delivery, _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted before it started")
             )
+            return
+        if self._poisoned(delivery, spec.name):
             return
         try:
             args = spec.args.model_validate_json(message.body)
@@ -469,6 +475,38 @@ class Worker:
         if message.message_id:
             event = _wire.outcome(message.message_id, message.type or "", *outcome)
             self._transport.publish(_wire.OUTCOMES_EXCHANGE, message.message_id, event, mandatory=False)
+
+    def _poisoned(self, delivery: Delivery, name: str) -> bool:
+        """Enforce ``delivery_limit``: a task whose worker died on it that many times is
+        dead-lettered instead of started again. True if the delivery was taken care of.
+
+        Quorum queues count deliveries themselves (``x-delivery-count``). A classic queue does
+        not, so a redelivered task is first republished with the count in a header (and the
+        redelivery acked once that copy is confirmed); the copy is what runs.
+        """
+        message = delivery.message
+        limit = self.config.delivery_limit
+        count = message.headers.get("x-delivery-count")
+        if count is None:
+            count = message.headers.get(_wire.DELIVERIES_HEADER, 0)
+            if delivery.redelivered:
+                count = int(count) + 1
+                if count < limit:
+                    copy = dataclasses.replace(
+                        message, headers={**message.headers, _wire.DELIVERIES_HEADER: count}
+                    )
+                    future = self._transport.publish("", delivery.queue, copy, mandatory=True)
+                    future.add_done_callback(
+                        lambda f: None if f.exception() else self._transport.ack(delivery.tag)
+                    )
+                    return True
+        if int(count) < limit:
+            return False
+        self._dead_letter(
+            delivery,
+            f"{name}: delivered {int(count) + 1} times, over delivery_limit ({limit}): its worker died on it each time",
+        )
+        return True
 
     def _check_fingerprint(self, name: str, expected: str, message: Message) -> None:
         got = message.headers.get(_wire.FINGERPRINT_HEADER)

@@ -1,0 +1,178 @@
+"""Issue 6 on a real RabbitMQ: quorum queues, poison messages under a delivery limit (quorum and
+classic), the dead-letters command, reconnecting after the broker drops connections, heartbeats
+while a handler blocks, and a client user that cannot consume task queues.
+
+Each test runs in a vhost of its own, created here with rabbitmqctl."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+import taskell
+from examples.worker import Impl
+from generated.demo import Client, registry
+from tests.integration.conftest import RESULT_TIMEOUT, ROOT, TASKELL, cli_env
+
+BASE = "amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
+
+
+def rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def vhost(broker: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh vhost named after the test, deleted afterwards."""
+    name = f"taskell-{request.node.name}"[:60]
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60, check=False)
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60, check=False)
+
+
+def url_for(vhost: str, user: str = "guest", password: str = "guest") -> str:
+    return BASE.format(user=user, password=password, vhost=vhost)
+
+
+def supervise(url: str, target: str, env: dict[str, str], until: threading.Event, restarts: list[int]) -> None:
+    """Run ``taskell worker TARGET`` and restart it whenever it dies, until ``until`` is set."""
+    while not until.is_set() and len(restarts) < 20:
+        proc = subprocess.Popen(
+            [TASKELL, "worker", target, "--log-level", "WARNING"],
+            cwd=ROOT,
+            env={**cli_env(url), **env},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        while proc.poll() is None and not until.is_set():
+            time.sleep(0.05)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(15)
+        else:
+            restarts.append(proc.returncode)
+
+
+@pytest.mark.parametrize("queue_type", ["quorum", "classic"])
+def test_poison_task_is_dead_lettered_after_the_delivery_limit(vhost: str, queue_type: str) -> None:
+    url = url_for(vhost)
+    env = {"TASKELL_QUEUE_TYPE": queue_type, "TASKELL_DELIVERY_LIMIT": "3"}
+    config = taskell.Config.load(None, env=env, url=url)
+    stop, restarts = threading.Event(), list[int]()
+    with taskell.connect(config=config) as conn:
+        demo = Client(conn)
+        poison = demo.fail(message="crash")
+        healthy = demo.square(x=7)
+        target = "tests.integration.crash_handlers:handlers"
+        thread = threading.Thread(target=supervise, args=(url, target, env, stop, restarts))
+        thread.start()
+        try:
+            with pytest.raises(taskell.PayloadError) as info:
+                poison.result(timeout=RESULT_TIMEOUT)
+            assert healthy.result(timeout=RESULT_TIMEOUT) == 49
+        finally:
+            stop.set()
+            thread.join(30)
+    assert "delivery_limit" in info.value.detail
+    assert restarts == [3, 3, 3]  # it started (and killed its worker) exactly delivery_limit times
+    listed = subprocess.run(
+        [TASKELL, "dead-letters"], cwd=ROOT, env=cli_env(url), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert listed.returncode == 0, listed.stderr
+    entries = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert [e["task_id"] for e in entries] == [poison.id]
+    assert "delivery_limit" in entries[0]["reason"]
+
+
+def test_quorum_queues_are_declared_and_work(vhost: str) -> None:
+    config = taskell.Config.load(None, env={}, url=url_for(vhost), queue_type="quorum")
+    with taskell.Worker(registry(Impl()), config, parallelism=2), taskell.connect(config=config) as conn:
+        assert Client(conn).square(x=12).result(timeout=RESULT_TIMEOUT) == 144
+    queues = rabbitmqctl("list_queues", "-p", vhost, "name", "type")
+    assert "taskell.q1\tquorum" in queues
+
+
+def test_clients_and_workers_reconnect_when_the_broker_drops_their_connections(vhost: str) -> None:
+    config = taskell.Config.load(None, env={}, url=url_for(vhost))
+    handles = []
+    with taskell.Worker(registry(Impl()), config, parallelism=4), taskell.connect(config=config) as conn:
+        demo = Client(conn)
+
+        def submit() -> None:
+            for i in range(1500):
+                handles.append((i, demo.square(x=i)))
+                if i % 100 == 0:
+                    time.sleep(0.03)
+
+        submitter = threading.Thread(target=submit)
+        submitter.start()
+        closed = 0
+        for _ in range(3):
+            time.sleep(0.3)
+            for line in rabbitmqctl("list_connections", "pid", "vhost").splitlines():
+                pid, _, where = line.partition("\t")
+                if where == vhost:
+                    subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], capture_output=True, timeout=60, check=False)
+                    closed += 1
+        submitter.join(60)
+        assert closed >= 3
+        wrong = [i for i, handle in handles if handle.result(timeout=RESULT_TIMEOUT) != i * i]
+    assert len(handles) == 1500 and wrong == []
+
+
+def test_heartbeats_flow_while_a_handler_blocks(vhost: str) -> None:
+    # A one-second heartbeat: a blocked I/O thread would be disconnected within ~2 s.
+    config = taskell.Config.load(None, env={}, url=url_for(vhost), heartbeat=1)
+
+    class Blocking(Impl):
+        def sleep(self, ctx: taskell.Context[float], seconds: float) -> float:
+            time.sleep(seconds)  # in C, holding nothing but its thread
+            return seconds
+
+    worker = taskell.Worker(registry(Blocking()), config, parallelism=1)
+    with worker, taskell.connect(config=config) as conn:
+        assert Client(conn).sleep(seconds=5.0).result(timeout=RESULT_TIMEOUT) == 5.0
+        transport: Any = worker._transport
+        assert transport._generation == 0, "the worker's connection was dropped and re-established"
+
+
+def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
+    user, password = "taskell-client-test", "s3cret-pw"
+    subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False)
+    rabbitmqctl("add_user", user, password)
+    try:
+        # The client permissions documented in the README.
+        rabbitmqctl(
+            "set_permissions", "-p", vhost, user,
+            r"^taskell\.(reply\..*|q1|q2|default|join\..*|outcomes|abort)$",
+            r"^(amq\.default|taskell\.(reply\..*|q1|q2|default|join\..*|abort))$",
+            r"^(taskell\.reply\..*|taskell\.outcomes)$",
+        )  # fmt: skip
+        worker_config = taskell.Config.load(None, env={}, url=url_for(vhost))
+        client_config = taskell.Config.load(None, env={}, url=url_for(vhost, user, password))
+        with taskell.Worker(registry(Impl()), worker_config), taskell.connect(config=client_config) as conn:
+            assert Client(conn).square(x=5).result(timeout=RESULT_TIMEOUT) == 25
+            assert password not in repr(conn) and password not in repr(client_config)
+        params = pika.URLParameters(url_for(vhost, user, password))
+        connection = pika.BlockingConnection(params)
+        try:
+            with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="ACCESS_REFUSED"):
+                channel = connection.channel()
+                channel.basic_consume("taskell.q1", lambda *args: None)
+        finally:
+            if connection.is_open:
+                connection.close()
+    finally:
+        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False)
