@@ -26,7 +26,9 @@ BASE = "amqp://{user}:{password}@127.0.0.1:5672/{vhost}"
 
 
 def rabbitmqctl(*args: str) -> str:
-    done = subprocess.run(["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -46,7 +48,9 @@ def url_for(vhost: str, user: str = "guest", password: str = "guest") -> str:
     return BASE.format(user=user, password=password, vhost=vhost)
 
 
-def supervise(url: str, target: str, env: dict[str, str], until: threading.Event, restarts: list[int]) -> None:
+def supervise(
+    url: str, target: str, env: dict[str, str], until: threading.Event, restarts: list[int]
+) -> None:
     """Run ``taskell worker TARGET`` and restart it whenever it dies, until ``until`` is set."""
     while not until.is_set() and len(restarts) < 20:
         proc = subprocess.Popen(
@@ -88,7 +92,13 @@ def test_poison_task_is_dead_lettered_after_the_delivery_limit(vhost: str, queue
     assert "delivery_limit" in info.value.detail
     assert restarts == [3, 3, 3]  # it started (and killed its worker) exactly delivery_limit times
     listed = subprocess.run(
-        [TASKELL, "dead-letters"], cwd=ROOT, env=cli_env(url), capture_output=True, text=True, timeout=60, check=False
+        [TASKELL, "dead-letters"],
+        cwd=ROOT,
+        env=cli_env(url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert listed.returncode == 0, listed.stderr
     entries = [json.loads(line) for line in listed.stdout.splitlines()]
@@ -124,7 +134,12 @@ def test_clients_and_workers_reconnect_when_the_broker_drops_their_connections(v
             for line in rabbitmqctl("list_connections", "pid", "vhost").splitlines():
                 pid, _, where = line.partition("\t")
                 if where == vhost:
-                    subprocess.run(["rabbitmqctl", "-q", "close_connection", pid, "test"], capture_output=True, timeout=60, check=False)
+                    subprocess.run(
+                        ["rabbitmqctl", "-q", "close_connection", pid, "test"],
+                        capture_output=True,
+                        timeout=60,
+                        check=False,
+                    )
                     closed += 1
         submitter.join(60)
         assert closed >= 3
@@ -160,7 +175,21 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             r"^(amq\.default|taskell\.(reply\..*|q1|q2|default|join\..*|abort))$",
             r"^(taskell\.reply\..*|taskell\.outcomes)$",
         )  # fmt: skip
-        worker_config = taskell.Config.load(None, env={}, url=url_for(vhost))
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_user", "taskell-worker-test"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        rabbitmqctl("add_user", "taskell-worker-test", password)
+        # The worker permissions documented in the README.
+        rabbitmqctl(
+            "set_permissions", "-p", vhost, "taskell-worker-test",
+            r"^taskell\..*$",
+            r"^(amq\.default|taskell\.(control\..*|dead|outcomes|q1|q2|default))$",
+            r"^taskell\.(control\..*|join\..*|abort|q1|q2|default)$",
+        )  # fmt: skip
+        worker_config = taskell.Config.load(None, env={}, url=url_for(vhost, "taskell-worker-test", password))
         client_config = taskell.Config.load(None, env={}, url=url_for(vhost, user, password))
         with taskell.Worker(registry(Impl()), worker_config), taskell.connect(config=client_config) as conn:
             assert Client(conn).square(x=5).result(timeout=RESULT_TIMEOUT) == 25
@@ -175,4 +204,7 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             if connection.is_open:
                 connection.close()
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False)
+        for name in (user, "taskell-worker-test"):
+            subprocess.run(
+                ["rabbitmqctl", "-q", "delete_user", name], capture_output=True, timeout=60, check=False
+            )
