@@ -345,7 +345,13 @@ class AmqpTransport(Transport):
 
     # Any thread
 
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        self._ioloop.call_later(delay, fn)
+
     def call_soon(self, fn: Callable[[], None]) -> None:
+        if threading.current_thread() is self._thread and self._ready and not self._outbox:
+            fn()  # already on the I/O thread with nothing queued before it: no wake-up needed
+            return
         self._outbox.append(fn)
         if not self._wakeup_pending:
             self._wakeup_pending = True

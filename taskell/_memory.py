@@ -209,6 +209,11 @@ class MemoryTransport(Transport):
     def call_soon(self, fn: Callable[[], None]) -> None:
         self._calls.put(fn)
 
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(delay, self.call_soon, args=(fn,))
+        timer.daemon = True
+        timer.start()
+
     def _now(self, action: Callable[[], Any]) -> Future[Any]:
         future: Future[Any] = Future()
         if self._closed:

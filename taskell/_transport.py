@@ -52,6 +52,10 @@ class Transport(ABC):
         """Run ``fn`` on the transport's thread (in submission order)."""
 
     @abstractmethod
+    def call_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the transport's thread after ``delay`` seconds (call it on that thread)."""
+
+    @abstractmethod
     def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
         """Publish; the future resolves when the broker confirms, and fails if it refuses,
         returns (unroutable with ``mandatory``) or the connection is lost."""

@@ -41,6 +41,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("taskell.worker")
 
 _REMEMBERED_IDS = 100_000  # aborted / finished task ids kept to answer late aborts
+PROGRESS_INTERVAL = 0.01  # seconds between two progress messages of one task
 _NOTHING: Any = object()
 
 
@@ -89,8 +90,12 @@ class _Running:
 
 
 class _Progress:
-    """Latest-value slot between a handler and the I/O thread: ``report`` never blocks on the
-    network; values coming faster than they are sent are coalesced, in order."""
+    """Latest-value slot between a handler and the I/O thread.
+
+    ``report`` only stores the value and bumps a counter (no lock, no I/O); the I/O thread sends
+    the latest value at most every ``PROGRESS_INTERVAL`` seconds, so values reported faster are
+    coalesced, in order, and ``flush`` sends the last one before the final reply.
+    """
 
     def __init__(
         self, worker: Worker, binding: Binding, task_id: str, reply_to: str | None, *, encoded: bool
@@ -100,41 +105,48 @@ class _Progress:
         self._binding = binding
         self._task_id = task_id
         self._reply_to = reply_to
-        self._lock = threading.Lock()
-        self._pending: Any = _NOTHING
+        self._lock = threading.Lock()  # orders sends between the I/O thread and flush()
+        self._reported = 0  # written by the handler's thread only
+        self._sent = 0
         self._scheduled = False
+        self._next_send = 0.0
         self.latest: Any = _NOTHING
 
     def report(self, value: Any) -> None:
-        if self._reply_to is None:
-            self.latest = value
-            return
-        with self._lock:
-            self._pending = value
-            self.latest = value
-            if self._scheduled:
-                return
+        self.latest = value  # before the counter: whoever sees the count sees this value
+        self._reported += 1
+        if not self._scheduled and self._reply_to is not None:
             self._scheduled = True
-        self._transport.call_soon(self._send_pending)
+            self._transport.call_soon(self._tick)
 
-    def _send_pending(self) -> None:
-        # Publishing while holding the lock keeps sends in the order values were taken.
+    def _tick(self) -> None:  # on the I/O thread
+        now = time.monotonic()
+        if now < self._next_send:
+            self._transport.call_later(self._next_send - now, self._tick)
+            return
+        self._send_latest()
+        self._next_send = now + PROGRESS_INTERVAL
+        self._scheduled = False
+        if self._reported > self._sent:  # reported meanwhile: the handler saw _scheduled set
+            self._scheduled = True
+            self._transport.call_later(PROGRESS_INTERVAL, self._tick)
+
+    def _send_latest(self) -> Future[None] | None:
         with self._lock:
-            self._scheduled = False
-            value, self._pending = self._pending, _NOTHING
-            if value is not _NOTHING:
-                self._send(value)
+            reported = self._reported
+            if reported <= self._sent:
+                return None
+            self._sent = reported
+            return self._send(self.latest)
 
     def flush(self) -> list[Future[None]]:
         """Send the last unsent value now; called before the final reply."""
-        with self._lock:
-            value, self._pending = self._pending, _NOTHING
-            if value is not _NOTHING:
-                return [f for f in [self._send(value)] if f is not None]
-        return []
+        if self._reply_to is None:
+            return []
+        future = self._send_latest()
+        return [] if future is None else [future]
 
     def _send(self, value: Any) -> Future[None] | None:
-        adapter = self._binding.spec.progress
         try:
             body = value if self._encoded else _wire.encode_progress(self._binding.spec, value)
         except (ValidationError, ValueError) as exc:
