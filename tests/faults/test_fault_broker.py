@@ -1,0 +1,146 @@
+"""Broker faults on the private node: a restart mid-run, and a stall longer than the heartbeat."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import taskell
+from generated.demo import Client
+from tests.faults._rabbit import RabbitNode
+from tests.faults._support import (
+    Handle,
+    Report,
+    client_config,
+    collect,
+    duplicates,
+    queue_depth,
+    submit_paced,
+    task_count,
+    wait_progress,
+    worker_env,
+)
+from tests.faults.conftest import MakeWorkers
+
+HEARTBEAT = 2  # seconds; pika declares a connection dead after heartbeat + 5 s of silence
+STALL = 15.0  # seconds the broker is frozen: over two of pika's checks (7 s each)
+
+
+def _client_reconnects(caplog: pytest.LogCaptureFixture) -> int:
+    return sum(1 for r in caplog.records if "reconnected to the broker" in r.getMessage())
+
+
+@pytest.mark.parametrize("how", ["stop_app", "node"])
+def test_broker_restart_mid_run(
+    how: str,
+    private_broker: RabbitNode,
+    vhost: str,
+    workers: MakeWorkers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Restart the broker (the rabbit app, or the whole node) while tasks are being submitted
+    and run: clients and workers reconnect by themselves; every task completes."""
+    n = task_count()
+    group = workers(worker_env([vhost], parallelism=4, connect_timeout=5), sleep=0.002)
+    procs = [group.spawn("a"), group.spawn("b")]
+    for proc in procs:
+        proc.wait_ready()
+    started = time.monotonic()
+    handles: list[tuple[int, Handle]] = []
+    with taskell.connect(config=client_config([vhost], connect_timeout=5)) as conn:
+        # Submissions go on through the outage (they wait in the outbox, then are published).
+        submitter = threading.Thread(target=submit_paced, args=(Client(conn), n, 6.0, handles), daemon=True)
+        submitter.start()
+        done_before = wait_progress(handles, n // 4, timeout=60)
+        down = time.monotonic()
+        start_attempts = 1
+        if how == "stop_app":
+            private_broker.stop_app()
+            time.sleep(2)
+            start_attempts = private_broker.start_app()
+        else:
+            private_broker.restart_node()
+        outage = time.monotonic() - down
+        submitter.join(60)
+        assert not submitter.is_alive(), "submitting hung"
+        outcome = collect(handles, timeout=60 + n * 0.01)
+        seconds = time.monotonic() - started
+        client_reconnects = _client_reconnects(caplog)
+    counts = group.executions()
+    Report(
+        fault=f"broker restarted mid-run ({'stop_app/start_app' if how == 'stop_app' else 'node stop/start'})",
+        load=f"{n} tasks submitted over ~6 s, 2 workers x parallelism 4",
+        submitted=n,
+        lost=outcome.not_ok,
+        duplicated=duplicates(counts),
+        dead_lettered=queue_depth(vhost, "taskell.dead"),
+        seconds=round(seconds, 1),
+        details={
+            "outage_s": round(outage, 1),
+            "start_app_attempts": start_attempts,
+            "done_before_restart": done_before,
+            "client_reconnects": client_reconnects,
+            "worker_reconnects": group.reconnects(),
+            "executions": sum(counts.values()),
+            "outcome": outcome.describe(),
+        },
+    ).emit()
+    assert len(handles) == n
+    assert outcome.not_ok == 0, outcome.describe()
+    assert all(p.popen.poll() is None for p in procs), "a worker exited instead of reconnecting"
+    assert client_reconnects >= 1 and group.reconnects() >= 2
+
+
+def test_broker_stall_over_heartbeat(
+    private_broker: RabbitNode,
+    vhost: str,
+    workers: MakeWorkers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """SIGSTOP the broker for longer than the heartbeat timeout (heartbeat=2), then SIGCONT:
+    the run recovers and completes."""
+    n = task_count()
+    settings = {"heartbeat": HEARTBEAT, "connect_timeout": 3}
+    group = workers(worker_env([vhost], parallelism=4, **settings), sleep=0.002)
+    procs = [group.spawn("a"), group.spawn("b")]
+    for proc in procs:
+        proc.wait_ready()
+    started = time.monotonic()
+    handles: list[tuple[int, Handle]] = []
+    with taskell.connect(config=client_config([vhost], heartbeat=HEARTBEAT, connect_timeout=3)) as conn:
+        submitter = threading.Thread(target=submit_paced, args=(Client(conn), n, 4.0, handles), daemon=True)
+        submitter.start()
+        done_before = wait_progress(handles, n // 4, timeout=60)
+        private_broker.pause()
+        try:
+            time.sleep(STALL)
+        finally:
+            private_broker.resume()
+        submitter.join(60)
+        assert not submitter.is_alive(), "submitting hung"
+        outcome = collect(handles, timeout=90 + n * 0.01)
+        seconds = time.monotonic() - started
+        client_reconnects = _client_reconnects(caplog)
+    counts = group.executions()
+    lost_lines = sum(p.log().count("connection lost") for p in group.started)
+    Report(
+        fault=f"broker frozen (SIGSTOP) {STALL:.0f} s, heartbeat {HEARTBEAT} s",
+        load=f"{n} tasks submitted over ~4 s, 2 workers x parallelism 4",
+        submitted=n,
+        lost=outcome.not_ok,
+        duplicated=duplicates(counts),
+        dead_lettered=queue_depth(vhost, "taskell.dead"),
+        seconds=round(seconds, 1),
+        details={
+            "done_before_stall": done_before,
+            "client_reconnects": client_reconnects,
+            "worker_connection_lost_lines": lost_lines,
+            "worker_reconnects": group.reconnects(),
+            "executions": sum(counts.values()),
+            "outcome": outcome.describe(),
+        },
+    ).emit()
+    assert outcome.not_ok == 0, outcome.describe()
+    assert all(p.popen.poll() is None for p in procs), "a worker exited instead of reconnecting"

@@ -1,0 +1,114 @@
+"""Worker faults: SIGKILL every second under load, and SIGTERM (graceful stop) under load."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import taskell
+from generated.demo import Client
+from tests.faults._support import (
+    Report,
+    collect,
+    done_count,
+    duplicates,
+    queue_depth,
+    submit_squares,
+    task_count,
+    wait_progress,
+    worker_env,
+)
+from tests.faults.conftest import MakeWorkers
+
+KILL_PERIOD = 1.0  # seconds between SIGKILLs
+SLEEP = 0.01  # seconds per task: kills land mid-task, and the run outlasts a few kills
+
+
+def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
+    """Two workers; one is SIGKILLed and restarted every second until the run is done:
+    every task gets its correct result (killed tasks are redelivered)."""
+    n = task_count()
+    group = workers(worker_env([vhost], parallelism=4), sleep=SLEEP)
+    steady, victim = group.spawn("steady"), group.spawn("victim")
+    steady.wait_ready()
+    victim.wait_ready()
+    started = time.monotonic()
+    kills = 0
+    with taskell.connect(config=taskell.Config.from_url(vhost)) as conn:
+        handles = submit_squares(Client(conn), n)
+        deadline = started + 60 + n * 0.01  # bounded: at most this long, whatever happens
+        while done_count(handles) < n and time.monotonic() < deadline:
+            time.sleep(KILL_PERIOD)
+            if done_count(handles) >= n:
+                break
+            victim.kill()
+            kills += 1
+            victim = group.spawn(f"victim{kills}")
+            # The next kill comes a period after this one consumes (else it never would).
+            victim.wait_ready()
+        outcome = collect(handles, timeout=max(30.0, deadline - time.monotonic()))
+        seconds = time.monotonic() - started
+    counts = group.executions()
+    Report(
+        fault="worker SIGKILLed + restarted every second",
+        load=f"{n} tasks, 2 workers x parallelism 4",
+        submitted=n,
+        lost=outcome.not_ok,
+        duplicated=duplicates(counts),
+        dead_lettered=queue_depth(vhost, "taskell.dead"),
+        seconds=round(seconds, 1),
+        details={
+            "kills": kills,
+            "executions": sum(counts.values()),
+            "redelivered_executions": group.redelivered_executions(),
+            "outcome": outcome.describe(),
+        },
+    ).emit()
+    assert kills >= 2, f"the run ended before the fault: {kills} kills"
+    assert outcome.not_ok == 0, outcome.describe()
+    assert steady.popen.poll() is None, "the steady worker died"
+
+
+def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
+    """SIGTERM a worker mid-run: it finishes its running tasks and exits 0; the others (and
+    its restarted self) do the rest; nothing is lost."""
+    n = task_count()
+    group = workers(worker_env([vhost], parallelism=4), sleep=0.005)
+    first, other = group.spawn("first"), group.spawn("other")
+    first.wait_ready()
+    other.wait_ready()
+    started = time.monotonic()
+    with taskell.connect(config=taskell.Config.from_url(vhost)) as conn:
+        handles = submit_squares(Client(conn), n)
+        done_at_signal = wait_progress(handles, 0.3, timeout=60)
+        first.signal(signal.SIGTERM)
+        stop_started = time.monotonic()
+        status = first.wait(30)
+        stop_seconds = time.monotonic() - stop_started
+        restarted = group.spawn("restarted")
+        outcome = collect(handles, timeout=60 + n * 0.01)
+        seconds = time.monotonic() - started
+    counts = group.executions()
+    by_first = sum(1 for line in group.exec_log.read_text().splitlines() if line.endswith(f" {first.pid}"))
+    Report(
+        fault="SIGTERM (graceful stop) of a worker under load",
+        load=f"{n} tasks, 2 workers x parallelism 4, then a restarted one",
+        submitted=n,
+        lost=outcome.not_ok,
+        duplicated=duplicates(counts),
+        dead_lettered=queue_depth(vhost, "taskell.dead"),
+        seconds=round(seconds, 1),
+        details={
+            "exit_status": status,
+            "stop_seconds": round(stop_seconds, 2),
+            "done_at_signal": done_at_signal,
+            "run_by_stopped_worker": by_first,
+            "executions": sum(counts.values()),
+            "outcome": outcome.describe(),
+        },
+    ).emit()
+    assert status == 0, f"graceful stop exited {status}:\n{first.log()[-3000:]}"
+    assert outcome.not_ok == 0, outcome.describe()
+    # A graceful stop acknowledges what it finished: nothing it ran is run again.
+    assert duplicates(counts) == 0, f"{duplicates(counts)} tasks ran twice after a graceful stop"
+    assert restarted.popen.poll() is None and other.popen.poll() is None
