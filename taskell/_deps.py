@@ -13,6 +13,7 @@ unacknowledged until the record fires. See docs/dependencies.md for why no join 
 from __future__ import annotations
 
 import functools
+import logging
 import json
 import threading
 import uuid
@@ -27,6 +28,8 @@ from .spec import TaskSpec
 
 if TYPE_CHECKING:
     from .connection import Connection
+
+log = logging.getLogger("taskell.client")
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -155,9 +158,12 @@ def settle_watched(conn: Connection) -> None:
     """
     # Also for dependencies already done: their forwards run on the reply thread right after
     # the outcome is set, and the sync message is handled after that.
-    owners = {id(dep._conn): dep._conn for dep in conn._watched}
+    owners = {id(dep._conn): dep._conn for dep in conn._watched if not dep._conn._closed}
     for owner in owners.values():
-        sync_replies(owner, conn.config.connect_timeout)
+        try:
+            sync_replies(owner, conn.config.connect_timeout)
+        except (TaskellError, TimeoutError) as exc:  # closing must still flush what it can
+            log.warning("could not sync the replies of %r: %s", owner, exc)
     conn._watched.clear()
 
 

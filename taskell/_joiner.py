@@ -170,23 +170,31 @@ class Joiner:
         self._when_confirmed(record, [self._transport.publish("", queue, task, mandatory=True)])
 
     def _finish(self, record: _Record, kind: str, body: bytes) -> None:
-        """End a record without running its task: tell its client and its own dependents."""
+        """End a record without running its task: tell its client, then its own dependents
+        (the event only once the reply is confirmed, as workers do: docs/dependencies.md)."""
         message = record.delivery.message
         task_id = message.message_id or ""
-        task = str(message.headers.get(_wire.TASK_HEADER, ""))
+        event = _wire.outcome(task_id, str(message.headers.get(_wire.TASK_HEADER, "")), kind, body)
         record.fired = True
-        futures = [
-            self._transport.publish(
-                _wire.OUTCOMES_EXCHANGE, task_id, _wire.outcome(task_id, task, kind, body), mandatory=False
-            )
-        ]
-        if message.reply_to:
-            futures.append(
-                self._transport.publish(
-                    "", message.reply_to, _wire.reply(kind, task_id, body), mandatory=False
-                )
-            )
-        self._when_confirmed(record, futures)
+
+        def publish_event() -> None:
+            future = self._transport.publish(_wire.OUTCOMES_EXCHANGE, task_id, event, mandatory=False)
+            self._when_confirmed(record, [future])
+
+        if not message.reply_to:
+            publish_event()
+            return
+        reply = self._transport.publish(
+            "", message.reply_to, _wire.reply(kind, task_id, body), mandatory=False
+        )
+
+        def on_reply(future: Future[None]) -> None:
+            if future.exception() is not None:  # left unacknowledged: fired again after a reconnect
+                log.error("reply for join %s not confirmed: %s", task_id, future.exception())
+            else:
+                self._transport.call_soon(publish_event)
+
+        reply.add_done_callback(on_reply)
 
     def _when_confirmed(self, record: _Record, futures: list[Future[None]]) -> None:
         remaining = [len(futures)]
@@ -219,9 +227,10 @@ class Joiner:
     def _release(self, dep: str) -> None:
         # The dependency has ended, so no new outcome event for it will come: drop the bindings.
         outcome = self._outcomes.pop(dep, None)
-        if outcome is not None:
-            for tag in outcome.tags:
-                self._transport.ack(tag)
+        if outcome is None:
+            return  # not ended (its waiters ended otherwise): a new record may rely on the binding
+        for tag in outcome.tags:
+            self._transport.ack(tag)
         for queue in sorted(self._bound.pop(dep, ())):
             self._transport.unbind(queue, _wire.OUTCOMES_EXCHANGE, dep)
 
@@ -229,9 +238,7 @@ class Joiner:
         now = self._last_sweep = time.monotonic()
         for dep, outcome in list(self._outcomes.items()):
             if dep not in self._waiting and now - outcome.received > ORPHAN_TTL:
-                del self._outcomes[dep]
-                for tag in outcome.tags:
-                    self._transport.ack(tag)
+                self._release(dep)
 
 
 def _put(args: Any, path: list[str | int], value: Any) -> None:

@@ -9,6 +9,7 @@ reply out.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -90,9 +91,17 @@ class Child:
             self.kill()
             self.process.join(2)
         self._pipe.close()
+        self.process.close()
 
 
 def _child_main(pipe: Pipe, registry: Registry) -> None:
+    _die_with_parent()
+    # Forked from a process holding broker connections: close every inherited descriptor but
+    # the pipe and stdio, or the broker would keep a killed worker's tasks unacknowledged
+    # for as long as the child lives.
+    keep = pipe.fileno()
+    os.closerange(3, keep)
+    os.closerange(keep + 1, _max_fd())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while (job := pipe.recv()) is not None:
@@ -132,3 +141,21 @@ def _run_one(
     if state["pending"] is not None:
         send(state["pending"][0])  # the last value before the result is always delivered
     return _wire.encode_result(spec, value)
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 65536
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this child when its parent dies (a SIGKILLed worker included)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)

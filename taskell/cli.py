@@ -175,10 +175,15 @@ def _abort(args: argparse.Namespace) -> int:
         print(f"aborting {args.task_id}")
     elif any(a.get("state") == "finished" for a in answers):
         print(f"{args.task_id} already finished: nothing to abort")
+    elif not answers:
+        print(
+            f"no live worker answered: the abort of {args.task_id} reached nobody, so a queued copy "
+            "will still run when a worker starts"
+        )
     else:
         print(
             f"{args.task_id} is not running on any of {len(answers)} live worker(s): it is finished, "
-            "unknown, or still queued (then it will not start)"
+            "unknown, or still queued (then it will not start while these workers are up)"
         )
     return EXIT_OK
 

@@ -61,6 +61,9 @@ def _mask(url: str) -> str:
     return f"{scheme}://{user}:***@{tail}"
 
 
+PREFETCH_PER_SLOT = 4  # default prefetch per unit of parallelism
+
+
 class RabbitMQ(BaseModel):
     """The ``[taskell.rabbitmq]`` table: where the broker is and how to log in.
 
@@ -115,7 +118,9 @@ class Config(BaseModel):
         queue_type: Declare task queues as ``"classic"`` or ``"quorum"`` queues.
         delivery_limit: Quorum queues dead-letter a task delivered this many times (a poison
             message that keeps killing its worker).
-        prefetch: AMQP prefetch count; ``None`` means ``parallelism``.
+        prefetch: AMQP prefetch count; ``None`` means ``PREFETCH_PER_SLOT × parallelism`` (a
+            few tasks wait on the worker, so it never idles while a reply is being confirmed;
+            set it to ``parallelism`` for long tasks, so none waits behind another).
         max_payload_bytes: Largest message body accepted or sent.
         connect_timeout: Seconds to wait for a broker connection.
         heartbeat: AMQP heartbeat in seconds (0 disables it).
@@ -151,8 +156,8 @@ class Config(BaseModel):
 
     @property
     def effective_prefetch(self) -> int:
-        """The prefetch count to use: ``prefetch``, or ``parallelism`` when unset."""
-        return self.prefetch if self.prefetch is not None else self.parallelism
+        """The prefetch count to use: ``prefetch``, or ``PREFETCH_PER_SLOT × parallelism``."""
+        return self.prefetch if self.prefetch is not None else PREFETCH_PER_SLOT * self.parallelism
 
     @classmethod
     def from_url(cls, url: str) -> Self:

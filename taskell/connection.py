@@ -287,7 +287,7 @@ class Connection:
     def _fail_pending(self, error: TaskellError) -> None:
         handles, self._handles = list(self._handles.values()), {}
         for handle in handles:
-            _fail(handle, error)
+            handle._on_outcome(error, None)  # the task itself may still succeed: nothing to forward
 
     def close(self, *, flush: bool = True) -> None:
         """Wait for unconfirmed submissions (unless ``flush`` is False), then close.

@@ -148,7 +148,9 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
                 self._raw_progress.append(body)
                 self._cond.notify_all()
 
-    def _on_outcome(self, outcome: bytes | TaskellError, raw: tuple[str, bytes]) -> None:
+    def _on_outcome(self, outcome: bytes | TaskellError, raw: tuple[str, bytes] | None) -> None:
+        """Set the outcome; ``raw`` is the final reply's (kind, body), None for a local error
+        (e.g. the connection closed) that says nothing about how the task itself ended."""
         with self._cond:
             if self._outcome is not None:  # a duplicate reply (redelivery) is absorbed
                 return

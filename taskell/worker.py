@@ -31,7 +31,7 @@ from . import _wire
 from ._joiner import Joiner
 from ._process_pool import Child, ChildDied
 from ._transport import Delivery, Message, Transport
-from .config import Config
+from .config import PREFETCH_PER_SLOT, Config
 from .connection import open_transport
 from .context import Context
 from .registry import Binding, Registry
@@ -249,7 +249,8 @@ class Worker:
             # One limit for the whole channel, so a worker on several queues holds at most
             # `prefetch` tasks; quorum queues only support a limit per consumer.
             per_consumer = config.queue_type == "quorum"
-            transport.set_prefetch(config.prefetch or self.parallelism, per_consumer=per_consumer).result()
+            prefetch = config.prefetch or PREFETCH_PER_SLOT * self.parallelism
+            transport.set_prefetch(prefetch, per_consumer=per_consumer).result()
             for queue in self.queues:
                 self._consumer_tags.append(transport.consume(queue, self._on_delivery).result())
         except BaseException:
@@ -361,11 +362,13 @@ class Worker:
         ctx: Context[Any] = Context(
             task_id,
             progress.report,
-            redelivered=delivery.redelivered,
+            redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
         running = _Running(binding, ctx, progress, child)
         self._running[task_id] = running
+        if task_id in self._aborted:  # an abort that came between the check above and now
+            running.ctx._aborted.set()
         try:
             if child is None:
                 kind, body = self._run_handler(running, args)
@@ -396,6 +399,9 @@ class Worker:
         # One child process per pool thread, replaced when an abort (or a crash) ended it.
         child: Child | None = getattr(self._local, "child", None)
         if child is None or not child.alive:
+            if child is not None:
+                child.close()  # reap it and release its pipe
+                self._children.remove(child)
             child = self._local.child = Child(self.registry)
             self._children.append(child)
         return child
@@ -403,6 +409,8 @@ class Worker:
     def _run_in_child(self, running: _Running, child: Child, delivery: Delivery) -> tuple[str, bytes]:
         message = delivery.message
         spec = running.binding.spec
+        if running.ctx.aborted:
+            return _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted before it started")
         try:
             return child.run(
                 spec.name, running.ctx.task_id, message.body, delivery.redelivered, running.progress.report

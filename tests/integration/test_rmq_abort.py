@@ -449,7 +449,8 @@ def test_thread_mode_cannot_interrupt_c_sleep(conn: taskell.Connection, spawn: S
 def test_aborted_queued_task_never_starts(
     conn: taskell.Connection, config: taskell.Config, spawn: Spawn, markers: Path, amqp: Any
 ) -> None:
-    workers = spawn(Spec(), Spec())
+    # prefetch 1: the third task stays in the broker's queue instead of waiting on a worker
+    workers = spawn(Spec(env={"TASKELL_PREFETCH": "1"}), Spec(env={"TASKELL_PREFETCH": "1"}))
     client = Client(conn)
     busy = [client.sleep(seconds=60.0) for _ in workers]
     running = {started_on(markers, h.id) for h in busy}
