@@ -612,6 +612,11 @@ def test_abort_stops_only_its_own_task(
 # 7. Gaps: these failed on the runtime they were written against (see each docstring)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limit (issue 4 asks 'while workers are up'): aborts are broadcast to live workers "
+    "only; a durable abort log (e.g. a stream bound to the abort exchange) would close it",
+)
 def test_abort_while_no_worker_is_up_still_stops_the_queued_task(
     conn: taskell.Connection, spawn: Spawn, markers: Path, amqp: Any, taskell_cli: Cli
 ) -> None:
