@@ -65,7 +65,7 @@ def test_broker_restart_mid_run(
         outage = time.monotonic() - down
         submitter.join(60)
         assert not submitter.is_alive(), "submitting hung"
-        outcome = collect(handles, timeout=60 + n * 0.01)
+        outcome = collect(handles, timeout=30 + n * 0.01)
         seconds = time.monotonic() - started
         client_reconnects = _client_reconnects(caplog)
     counts = group.executions()
@@ -120,7 +120,7 @@ def test_broker_stall_over_heartbeat(
             private_broker.resume()
         submitter.join(60)
         assert not submitter.is_alive(), "submitting hung"
-        outcome = collect(handles, timeout=90 + n * 0.01)
+        outcome = collect(handles, timeout=45 + n * 0.01)
         seconds = time.monotonic() - started
         client_reconnects = _client_reconnects(caplog)
     counts = group.executions()

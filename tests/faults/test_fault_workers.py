@@ -86,7 +86,7 @@ def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
         status = first.wait(30)
         stop_seconds = time.monotonic() - stop_started
         restarted = group.spawn("restarted")
-        outcome = collect(handles, timeout=60 + n * 0.01)
+        outcome = collect(handles, timeout=30 + n * 0.01)
         seconds = time.monotonic() - started
     counts = group.executions()
     by_first = sum(1 for line in group.exec_log.read_text().splitlines() if line.endswith(f" {first.pid}"))
