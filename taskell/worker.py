@@ -502,7 +502,7 @@ class Worker:
 
         Quorum queues count deliveries themselves (``x-delivery-count``). A classic queue does
         not, so a redelivered task is first republished with the count in a header (and the
-        redelivery acked once that copy is confirmed); the copy is what runs.
+        redelivery acked right behind it); the copy is what runs.
         """
         message = delivery.message
         limit = self.config.delivery_limit
@@ -515,10 +515,11 @@ class Worker:
                     copy = dataclasses.replace(
                         message, headers={**message.headers, _wire.DELIVERIES_HEADER: count}
                     )
-                    future = self._transport.publish("", delivery.queue, copy, mandatory=True)
-                    future.add_done_callback(
-                        lambda f: None if f.exception() else self._transport.ack(delivery.tag)
-                    )
+                    # Ack right behind the copy on the same channel, not after its confirm: the
+                    # broker handles both in order, so the copy cannot run (and kill this worker
+                    # again) while the original is still unacknowledged.
+                    self._transport.publish("", delivery.queue, copy, mandatory=True)
+                    self._transport.ack(delivery.tag)
                     return True
         if int(count) < limit:
             return False
