@@ -5,7 +5,7 @@ Declare tasks once in ``tasks.schema.yaml``, run ``taskell gen`` and use the gen
 """
 
 from .config import Config
-from .connection import Connection, connect
+from .connection import Connection, attach, connect
 from .context import Context
 from .errors import (
     BrokerUnavailable,
@@ -26,6 +26,7 @@ __all__ = [
     # Client side
     "Config",
     "Connection",
+    "attach",
     "connect",
     "Ref",
     "TaskHandle",

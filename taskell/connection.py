@@ -29,7 +29,9 @@ __all__ = ["Connection", "connect", "open_transport"]
 
 log = logging.getLogger("taskell.client")
 
-REPLY_QUEUE_EXPIRES_MS = 10 * 60 * 1000  # a reply queue unused this long is deleted
+REPLY_QUEUE_EXPIRES_MS = 10 * 60 * 1000  # a private reply queue unused this long is deleted
+RESULTS_RETENTION_MS = 24 * 60 * 60 * 1000  # replies kept in a named results queue at most
+MAX_UNCLAIMED = 100_000  # tasks whose replies a connection holds for a later attach
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -52,7 +54,9 @@ def open_transport(config: Config, *, name: str = "taskell") -> Transport:
     return AmqpTransport(params, name=name, timeout=config.connect_timeout)
 
 
-def connect(url: str | None = None, *, config: Config | None = None) -> Connection:
+def connect(
+    url: str | None = None, *, config: Config | None = None, results: str | None = None
+) -> Connection:
     """Connect to the broker at ``url`` (or as ``config`` says, or from ``TASKELL_*`` variables).
 
     Use it as a context manager; leaving it waits until every submission is confirmed::
@@ -60,6 +64,14 @@ def connect(url: str | None = None, *, config: Config | None = None) -> Connecti
         with taskell.connect("amqp://guest:guest@localhost:5672/%2F") as conn:
             handle = Client(conn).sum(numbers=[1, 2, 3])
             print(handle.result(timeout=30))
+
+    Args:
+        url: the broker URL; or give ``config``.
+        config: a loaded ``Config``.
+        results: a durable results queue to use, by name, instead of a private one. Replies
+            wait there (24 hours at most) while no client consumes it, so a later connection
+            with the same ``results`` can re-attach to tasks by id: ``taskell.attach``. One
+            connection consumes it at a time.
 
     Raises:
         BrokerUnavailable: the broker cannot be reached.
@@ -69,14 +81,31 @@ def connect(url: str | None = None, *, config: Config | None = None) -> Connecti
         config = Config.from_url(url) if url is not None else Config.load()
     elif url is not None:
         raise ValueError("give a url or a config, not both")
-    return Connection(config)
+    return Connection(config, results=results)
+
+
+def attach(conn: Connection, spec: TaskSpec[Any, P, R], task_id: str) -> TaskHandle[P, R]:
+    """A handle for task ``task_id`` of type ``spec`` (e.g. ``generated.demo.SUM``), submitted
+    earlier through a connection that used the same ``results`` queue as ``conn``.
+
+    The handle replays the progress and result the queue still holds for the task, then
+    follows it live::
+
+        with taskell.connect(results="taskell.reply.myapp") as conn:
+            total = taskell.attach(conn, demo.SUM, task_id).result(timeout=60)
+    """
+    return conn.attach(spec, task_id)
 
 
 class Connection:
     """A client connection: submits tasks and routes their replies to ``TaskHandle``s."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, results: str | None = None) -> None:
         self.config = config
+        self._named_results = results is not None
+        # Replies for tasks nobody attached to yet (named results queue only): held, not
+        # acknowledged, so they stay in the queue if this connection ends without claiming them.
+        self._unclaimed: dict[str, list[Delivery]] = {}
         self._transport = open_transport(config, name="taskell-client")
         self._handles: dict[str, TaskHandle[Any, Any]] = {}
         self._unconfirmed: set[Future[None]] = set()
@@ -90,10 +119,13 @@ class Connection:
         try:
             # Named, durable, and removed only after some unused minutes: replies survive a
             # reconnect and a broker restart (final replies are persistent).
-            self.reply_queue = f"taskell.reply.{uuid.uuid4().hex}"
-            self._transport.declare_queue(
-                self.reply_queue, durable=True, arguments={"x-expires": REPLY_QUEUE_EXPIRES_MS}
-            ).result()
+            if results is None:
+                self.reply_queue = f"taskell.reply.{uuid.uuid4().hex}"
+                arguments: dict[str, Any] = {"x-expires": REPLY_QUEUE_EXPIRES_MS}
+            else:
+                self.reply_queue = results
+                arguments = {"x-message-ttl": RESULTS_RETENTION_MS, "x-single-active-consumer": True}
+            self._transport.declare_queue(self.reply_queue, durable=True, arguments=arguments).result()
             self._transport.consume(self.reply_queue, self._on_reply).result()
         except BaseException:
             self._transport.close()
@@ -246,39 +278,70 @@ class Connection:
     def _on_reply(self, delivery: Delivery) -> None:
         # Acknowledged once handled (not auto-ack): a reply in flight when the connection
         # drops is redelivered after the reconnect instead of being lost.
+        held = False
         try:
-            self._handle_reply(delivery)
+            held = self._handle_reply(delivery)
         finally:
-            self._transport.ack(delivery.tag)
+            if not held:
+                self._transport.ack(delivery.tag)
 
-    def _handle_reply(self, delivery: Delivery) -> None:
+    def _handle_reply(self, delivery: Delivery) -> bool:
+        """Route one reply; True if it is held (unclaimed) instead of acknowledged."""
         message = delivery.message
         task_id = message.correlation_id
         if message.type == _wire.SYNC:
             synced = self._syncs.pop(task_id, None)
             if synced is not None:
                 synced.set()
-            return
+            return False
         if task_id in self._answers:
             try:
                 self._answers[task_id].append(json.loads(message.body))
             except ValueError:
                 log.warning("malformed %s from a worker", message.type)
-            return
+            return False
         handle = self._handles.get(task_id) if task_id else None
         if handle is None:
+            if self._named_results and task_id and len(self._unclaimed) < MAX_UNCLAIMED:
+                self._unclaimed.setdefault(task_id, []).append(delivery)
+                return True
             log.debug("reply %s for unknown task %s", message.type, task_id)
-            return
+            return False
+        self._deliver(handle, delivery)
+        return False
+
+    def _deliver(self, handle: TaskHandle[Any, Any], delivery: Delivery) -> None:
+        message = delivery.message
+        task_id = handle.id
         kind = message.type
         if kind == "progress":
             handle._on_progress(message.body)
             return
-        self._handles.pop(task_id, None)  # type: ignore[arg-type]
+        self._handles.pop(task_id, None)
         raw = (kind or _wire.FAILED, message.body)
         if kind == _wire.RESULT:
             handle._on_outcome(message.body, raw)
         else:
             handle._on_outcome(_reply_error(kind, handle, message.body), raw)
+
+    def attach(self, spec: TaskSpec[Any, P, R], task_id: str) -> TaskHandle[P, R]:
+        """See ``taskell.attach``."""
+        if not self._named_results:
+            raise ValueError("attach needs a connection opened with a named results queue (results=...)")
+        handle: TaskHandle[P, R] = TaskHandle(self, spec, task_id)
+        claimed = threading.Event()
+
+        def claim() -> None:  # on the transport's thread, in order with arriving replies
+            self._handles[task_id] = handle
+            for delivery in self._unclaimed.pop(task_id, []):
+                self._deliver(handle, delivery)
+                self._transport.ack(delivery.tag)
+            claimed.set()
+
+        self._transport.call_soon(claim)
+        if not claimed.wait(self.config.connect_timeout):
+            raise TimeoutError("attach: the connection's thread did not answer")
+        return handle
 
     def _on_lost(self, error: BaseException) -> None:
         lost = error if isinstance(error, BrokerUnavailable) else BrokerUnavailable(str(error))

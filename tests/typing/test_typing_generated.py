@@ -69,6 +69,11 @@ CLIENT_SNIPPETS = {
         demo.square(x=handle())  # E: arg-type
         demo.total(parts=[1, handle()])  # E: list-item
         """,
+    "attach_typed_from_the_spec": """
+        sum_again = taskell.attach(conn(), models.SUM, "some-task-id")
+        again: int = sum_again.result()
+        wrong: str = taskell.attach(conn(), models.SQUARE, "id").result()  # E: assignment
+        """,
     "client_wrong_result": """
         s: str = demo.sum(numbers=[1]).result()  # E: assignment
         p: str | None = demo.sum(numbers=[1]).latest_progress  # E: assignment

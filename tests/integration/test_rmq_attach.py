@@ -1,0 +1,39 @@
+"""Issue 5, point 7: re-attaching to tasks by id through a named results queue, after the
+connection that submitted them has closed: one still running, one already finished."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+import taskell
+from generated.demo import SLEEP, SQUARE, SUM, Client
+from tests.integration.conftest import RESULT_TIMEOUT
+
+
+def test_attach_to_running_and_finished_tasks_after_the_submitter_left(
+    config: taskell.Config, worker: taskell.Worker
+) -> None:
+    results = f"taskell.reply.test-attach-{time.time_ns()}"
+    with taskell.connect(config=config, results=results) as first:
+        finished = Client(first).sleep(seconds=0.3).id
+        running = Client(first).sleep(seconds=2.0).id
+    time.sleep(1.0)  # the first ends while no connection listens; the second still runs
+    with taskell.connect(config=config, results=results) as second:
+        done = taskell.attach(second, SLEEP, finished)
+        assert done.result(timeout=RESULT_TIMEOUT) == 0.3
+        assert list(done.progress())  # its progress was kept too
+        live = taskell.attach(second, SLEEP, running)
+        values = list(live.progress())
+        assert live.result(timeout=RESULT_TIMEOUT) == 2.0
+        assert values == sorted(values) and values
+        # Replies of tasks nobody attached to stay in the queue for a later connection.
+        leftover = Client(second).square(x=3).id
+    with taskell.connect(config=config, results=results) as third:
+        assert taskell.attach(third, SQUARE, leftover).result(timeout=RESULT_TIMEOUT) == 9
+
+
+def test_attach_needs_a_named_results_queue(conn: taskell.Connection) -> None:
+    with pytest.raises(ValueError, match="results"):
+        taskell.attach(conn, SUM, "any")
