@@ -111,9 +111,20 @@ class RabbitNode:
 
     def start(self, timeout: float = 90.0) -> None:
         """Boot the node (its data directory is kept across restarts) and wait until it runs."""
-        for port in (self.port, self.dist_port):
-            if not port_free(port):
-                raise NodeError(f"port {port} of {self.node} is in use (a leftover node?)")
+        # A port just closed can stay unbindable a while (TIME_WAIT, under gVisor even with
+        # SO_REUSEADDR): wait for the AMQP port (clients need that one), and take any free
+        # distribution port near the preferred one (the CLI finds it through epmd).
+        deadline = time.monotonic() + 75
+        while not port_free(self.port):
+            if time.monotonic() > deadline:
+                raise NodeError(f"port {self.port} of {self.node} is in use (a leftover node?)")
+            time.sleep(0.5)
+        preferred = self.port + 20000
+        # Steps of 100: nodes on neighbouring AMQP ports never pick the same one.
+        free = [p for p in range(preferred, preferred + 2000, 100) if port_free(p)]
+        if not free:
+            raise NodeError(f"no free distribution port among {preferred}, {preferred + 100}, ...")
+        self.dist_port = free[0]
         self.pid_file.unlink(missing_ok=True)
         subprocess.run(
             [str(RABBIT_BIN / "rabbitmq-server"), "-detached"],

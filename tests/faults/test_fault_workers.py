@@ -21,7 +21,7 @@ from tests.faults._support import (
 from tests.faults.conftest import MakeWorkers
 
 KILL_PERIOD = 1.0  # seconds between SIGKILLs
-SLEEP = 0.01  # seconds per task: kills land mid-task, and the run outlasts a few kills
+SLEEP = 0.03  # seconds per task: kills land mid-task, and the run outlasts a few kills
 
 
 def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
