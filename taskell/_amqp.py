@@ -49,6 +49,7 @@ for _name in (
 _PERSISTENT = pika.DeliveryMode.Persistent.value
 _TAG_BITS = 40  # delivery tag = generation << _TAG_BITS | the channel's own tag
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
+_STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
 
 
 @dataclass(slots=True)
@@ -171,13 +172,18 @@ class AmqpTransport(Transport):
 
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
+        self._next_tag = 1  # confirm numbers restart on every channel (replayed publishes first)
+        self._returned.clear()
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.add_on_cancel_callback(self._on_broker_cancel)
         channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._on_ready())
 
     def _on_ready(self) -> None:
-        self._attempt = 0
+        # Back off from scratch only once the connection has stayed up a while: a replay that
+        # fails at once (say, a queue whose node is down) must not reconnect in a hot loop.
+        generation = self._generation
+        self._ioloop.call_later(_STABLE_AFTER, lambda: self._reset_backoff(generation))
         if not self._ever_opened:
             self._ever_opened = True
             self._ready = True
@@ -189,6 +195,10 @@ class AmqpTransport(Transport):
             self._replay()
             self._ready = True
         self._drain()
+
+    def _reset_backoff(self, generation: int) -> None:
+        if generation == self._generation and self._ready:
+            self._attempt = 0
 
     def _replay(self) -> None:
         channel = self._channel

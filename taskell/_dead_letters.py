@@ -35,7 +35,9 @@ def dead_letters(config: Config, *, limit: int = 100, requeue: str | None = None
     try:
         channel = connection.channel()
         channel.confirm_delivery()
-        channel.queue_declare(config.dead_letter_queue, durable=True)
+        channel.queue_declare(
+            config.dead_letter_queue, durable=True, arguments=_wire.dead_letter_queue_arguments(config)
+        )
         listed: list[dict[str, Any]] = []
         found = False
         for _ in range(limit):

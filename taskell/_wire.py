@@ -57,6 +57,16 @@ def queue_arguments(config: Config) -> dict[str, Any]:
     return {"x-queue-type": "classic"}
 
 
+def dead_letter_queue_arguments(config: Config) -> dict[str, Any]:
+    """The dead-letter queue is replicated like the task queues (quorum when configured)."""
+    return {"x-queue-type": "quorum"} if config.queue_type == "quorum" else {}
+
+
+def reply_queue_arguments(config: Config, extra: dict[str, Any]) -> dict[str, Any]:
+    """Reply queues too: a classic queue whose node is down cannot even be declared again."""
+    return {"x-queue-type": "quorum", **extra} if config.queue_type == "quorum" else dict(extra)
+
+
 def task_message(spec: TaskSpec[Any, Any, Any], task_id: str, body: bytes, reply_to: str | None) -> Message:
     """The one AMQP message of a task submission."""
     return Message(

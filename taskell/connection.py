@@ -125,6 +125,7 @@ class Connection:
             else:
                 self.reply_queue = results
                 arguments = {"x-message-ttl": RESULTS_RETENTION_MS, "x-single-active-consumer": True}
+            arguments = _wire.reply_queue_arguments(config, arguments)
             self._transport.declare_queue(self.reply_queue, durable=True, arguments=arguments).result()
             self._transport.consume(self.reply_queue, self._on_reply).result()
         except BaseException:

@@ -34,6 +34,7 @@ from ._transport import Delivery, Message, Transport
 from .config import PREFETCH_PER_SLOT, Config
 from .connection import open_transport
 from .context import Context
+from .errors import BrokerUnavailable
 from .registry import Binding, Registry
 
 __all__ = ["Worker"]
@@ -41,6 +42,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("taskell.worker")
 
 _REMEMBERED_IDS = 100_000  # aborted / finished task ids kept to answer late aborts
+START_ATTEMPTS = 3
 PROGRESS_INTERVAL = 0.01  # seconds between two progress messages of one task
 _NOTHING: Any = object()
 
@@ -231,7 +233,9 @@ class Worker:
             raise
         transport, control = self._transport, self._control
         try:
-            transport.declare_queue(config.dead_letter_queue, durable=True).result()
+            transport.declare_queue(
+                config.dead_letter_queue, durable=True, arguments=_wire.dead_letter_queue_arguments(config)
+            ).result()
             transport.declare_exchange(_wire.OUTCOMES_EXCHANGE, "direct").result()
             for queue in self.queues:
                 transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
@@ -287,8 +291,21 @@ class Worker:
         self._stopped.set()
 
     def run(self) -> int:
-        """Start, then block until SIGTERM/SIGINT (graceful stop) and return an exit status."""
-        self.start()
+        """Start, then block until SIGTERM/SIGINT (graceful stop) and return an exit status.
+
+        Starting is tried a few times: a broker may refuse a declare while it is still busy
+        creating the same replicated queue for another worker.
+        """
+        for attempt in range(START_ATTEMPTS):
+            try:
+                self.start()
+                break
+            except BrokerUnavailable as exc:
+                if attempt == START_ATTEMPTS - 1:
+                    raise
+                log.warning("starting failed (%s); trying again", exc)
+                self._consumer_tags.clear()
+                time.sleep(1.0 + attempt)
 
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if self._stopping:  # second signal: stop at once; unacked tasks are redelivered
