@@ -8,7 +8,7 @@ import time
 import pytest
 
 import taskell
-from generated.demo import SLEEP, SQUARE, SUM, Client
+from generated.demo import SLEEP, SUM, Client
 from tests.integration.conftest import RESULT_TIMEOUT
 
 
@@ -28,10 +28,10 @@ def test_attach_to_running_and_finished_tasks_after_the_submitter_left(
         values = list(live.progress())
         assert live.result(timeout=RESULT_TIMEOUT) == 2.0
         assert values == sorted(values) and values
-        # Replies of tasks nobody attached to stay in the queue for a later connection.
-        leftover = Client(second).square(x=3).id
+        # A reply that arrives after its submitter left stays in the queue for the next one.
+        leftover = Client(second).sleep(seconds=0.5).id
     with taskell.connect(config=config, results=results) as third:
-        assert taskell.attach(third, SQUARE, leftover).result(timeout=RESULT_TIMEOUT) == 9
+        assert taskell.attach(third, SLEEP, leftover).result(timeout=RESULT_TIMEOUT) == 0.5
 
 
 def test_attach_needs_a_named_results_queue(conn: taskell.Connection) -> None:
