@@ -471,6 +471,25 @@ class AmqpTransport(Transport):
 
         self._rpc(start)
 
+    @property
+    def supports_leases(self) -> bool:
+        return True
+
+    def purge(self, queue: str) -> None:
+        def start(channel: Channel, future: Future[Any]) -> None:
+            channel.queue_purge(queue, callback=lambda _f: future.set_result(None))
+
+        self._rpc(start)
+
+    def delete_queue(self, queue: str) -> None:
+        def start(channel: Channel, future: Future[Any]) -> None:
+            self._topology = [
+                op for op in self._topology if not (op[0] in ("queue", "bind") and op[1] == queue)
+            ]
+            channel.queue_delete(queue, callback=lambda _f: future.set_result(None))
+
+        self._rpc(start)
+
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
         def start(channel: Channel, future: Future[Any]) -> None:
             self._topology = [op for op in self._topology if op[0] != "qos"]

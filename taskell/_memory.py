@@ -112,6 +112,14 @@ class MemoryBroker:
                 self._queues[name].messages.append((message, False))
                 self._dispatch(self._queues[name])
 
+    def purge(self, name: str, delete: bool = False) -> None:
+        with self._lock:
+            q = self._queues.get(name)
+            if q is not None:
+                q.messages.clear()
+                if delete:
+                    del self._queues[name]
+
     def consume(self, consumer: _Consumer) -> None:
         with self._lock:
             q = self._queues.get(consumer.queue)
@@ -250,6 +258,12 @@ class MemoryTransport(Transport):
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         self._now(lambda: self._broker.bind(queue, exchange, routing_key, add=False))
+
+    def purge(self, queue: str) -> None:
+        self._now(lambda: self._broker.purge(queue))
+
+    def delete_queue(self, queue: str) -> None:
+        self._now(lambda: self._broker.purge(queue, delete=True))
 
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
         def apply() -> None:

@@ -85,6 +85,19 @@ class Transport(ABC):
         """Remove a binding (fire and forget)."""
 
     @abstractmethod
+    def purge(self, queue: str) -> None:
+        """Drop every ready message of ``queue`` (fire and forget)."""
+
+    @abstractmethod
+    def delete_queue(self, queue: str) -> None:
+        """Delete ``queue`` and what it holds (fire and forget); it is no longer re-declared."""
+
+    @property
+    def supports_leases(self) -> bool:
+        """Message TTLs and dead-lettering, which leases rely on (RabbitMQ: yes)."""
+        return False
+
+    @abstractmethod
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
         """Limit unacknowledged deliveries on this connection's channel (or, with
         ``per_consumer``, for each consumer started after this call)."""

@@ -121,6 +121,9 @@ class Config(BaseModel):
         prefetch: AMQP prefetch count; ``None`` means ``PREFETCH_PER_SLOT × parallelism`` (a
             few tasks wait on the worker, so it never idles while a reply is being confirmed;
             set it to ``parallelism`` for long tasks, so none waits behind another).
+        lease_after: Seconds a task runs before its worker leases it (acknowledges it and keeps
+            a self-renewing copy), so the broker's ``consumer_timeout`` never applies to it.
+        lease_ttl: Seconds after which a leased task whose worker died is delivered again.
         max_payload_bytes: Largest message body accepted or sent.
         connect_timeout: Seconds to wait for a broker connection.
         heartbeat: AMQP heartbeat in seconds (0 disables it).
@@ -136,6 +139,8 @@ class Config(BaseModel):
     pool: Literal["thread", "process"] = "thread"
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = Field(default=5, ge=1)
+    lease_after: float = Field(default=600.0, gt=0)
+    lease_ttl: float = Field(default=60.0, gt=0)
     prefetch: int | None = Field(default=None, ge=1)
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)

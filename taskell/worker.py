@@ -29,6 +29,7 @@ from pydantic import ValidationError
 
 from . import _wire
 from ._joiner import Joiner
+from ._lease import Lease
 from ._process_pool import Child, ChildDied
 from ._transport import Delivery, Message, Transport
 from .config import PREFETCH_PER_SLOT, Config
@@ -67,6 +68,7 @@ class _Running:
         self.ctx = ctx
         self.progress = progress
         self.child = child
+        self.lease: Lease | None = None
         self.thread_id = threading.get_ident()
         self.started = time.time()
         self._lock = threading.Lock()
@@ -383,6 +385,10 @@ class Worker:
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
         running = _Running(binding, ctx, progress, child)
+        if self._transport.supports_leases:
+            lease = running.lease = Lease(self._transport, self.config, delivery)
+            after = self.config.lease_after
+            self._transport.call_soon(lambda: self._transport.call_later(after, lease.start))
         self._running[task_id] = running
         if task_id in self._aborted:  # an abort that came between the check above and now
             running.ctx._aborted.set()
@@ -394,7 +400,7 @@ class Worker:
         finally:
             del self._running[task_id]
         self._remember(self._finished, task_id)
-        self._reply_final(delivery, kind, body, progress.flush())
+        self._reply_final(delivery, kind, body, progress.flush(), running.lease)
 
     def _run_handler(self, running: _Running, args: Any) -> tuple[str, bytes]:
         spec = running.binding.spec
@@ -440,14 +446,19 @@ class Worker:
             return _wire.FAILED, _wire.error_body("taskell.WorkerCrashed", str(exc))
 
     def _reply_final(
-        self, delivery: Delivery, kind: str, body: bytes, before: Sequence[Future[None]] = ()
+        self,
+        delivery: Delivery,
+        kind: str,
+        body: bytes,
+        before: Sequence[Future[None]] = (),
+        lease: Lease | None = None,
     ) -> None:
         message = delivery.message
         futures = list(before)
         if message.reply_to:
             reply = _wire.reply(kind, message.message_id or "", body)
             futures.append(self._transport.publish("", message.reply_to, reply, mandatory=False))
-        self._ack_when_confirmed(delivery, futures, (kind, body))
+        self._ack_when_confirmed(delivery, futures, (kind, body), lease)
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         log.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
@@ -473,15 +484,24 @@ class Worker:
         )
 
     def _ack_when_confirmed(
-        self, delivery: Delivery, futures: list[Future[None]], outcome: tuple[str, bytes]
+        self,
+        delivery: Delivery,
+        futures: list[Future[None]],
+        outcome: tuple[str, bytes],
+        lease: Lease | None = None,
     ) -> None:
         """Once the replies are confirmed: publish the outcome event for joiners waiting on this
         task, then acknowledge it (on the same channel, so the event is routed first). Publishing
         the event only after the reply is confirmed is what lets a client close safely: see
         docs/dependencies.md."""
-        if not futures:
+
+        def settle() -> None:  # on the transport's thread, where the lease lives too
             self._publish_outcome(delivery, outcome)
-            self._transport.ack(delivery.tag)
+            if lease is None or lease.finish():
+                self._transport.ack(delivery.tag)
+
+        if not futures:
+            self._transport.call_soon(settle)
             return
         remaining = [len(futures)]
         lock = threading.Lock()
@@ -497,8 +517,7 @@ class Worker:
                 # Not acknowledged: the broker redelivers the task after the connection drops.
                 log.error("reply for %s not confirmed: %s", delivery.message.message_id, error)
             elif last:
-                self._publish_outcome(delivery, outcome)
-                self._transport.ack(delivery.tag)
+                settle()
             if last:
                 with self._settling:
                     self._settling_count -= 1

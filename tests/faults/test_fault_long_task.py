@@ -1,0 +1,134 @@
+"""Issue 6, point 6: tasks longer than the broker's consumer acknowledgement timeout.
+
+A private node runs with ``consumer_timeout`` lowered to 3 s (checked every second). A task of
+8 s completes once, without its worker's channel being closed, because the worker leases it
+after ``lease_after`` = 1 s; and a leased task whose worker is SIGKILLed comes back after
+``lease_ttl`` and completes on another worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pika
+import pika.exceptions
+import pytest
+
+import taskell
+from examples.worker import Impl
+from generated.demo import Client, registry
+from tests.faults import _rabbit
+from tests.faults._rabbit import RabbitNode
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT = int(os.environ.get("TASKELL_FAULT_LEASE_PORT", "5731"))
+CONSUMER_TIMEOUT_MS = 3000
+
+
+class ShortTimeoutNode(RabbitNode):
+    """A node whose consumer timeout is 3 s, evaluated every second (default: every minute)."""
+
+    def env(self) -> dict[str, str]:
+        advanced = self.base / "advanced.config"
+        advanced.write_text(
+            f"[{{rabbit, [{{consumer_timeout, {CONSUMER_TIMEOUT_MS}}}, {{channel_tick_interval, 1000}}]}}].\n"
+        )
+        return {**super().env(), "RABBITMQ_ADVANCED_CONFIG_FILE": str(advanced)}
+
+
+@pytest.fixture(scope="module")
+def short_timeout_broker(fault_dir: Path) -> Iterator[RabbitNode]:
+    if _rabbit.available():
+        pytest.fail(str(_rabbit.available()))
+    node = ShortTimeoutNode(f"taskell-lease-{os.getpid()}", PORT, fault_dir / "lease", fault_dir / "home")
+    try:
+        node.start()
+    except _rabbit.NodeError as exc:
+        node.stop()
+        pytest.fail(f"cannot start a private RabbitMQ node: {exc}\n{node.log_tail()}")
+    yield node
+    node.stop()
+
+
+def test_the_lowered_timeout_does_close_a_channel_holding_a_delivery(
+    short_timeout_broker: RabbitNode,
+) -> None:
+    # The control: without a lease, holding a delivery unacknowledged past the timeout is fatal.
+    connection = pika.BlockingConnection(pika.URLParameters(short_timeout_broker.url()))
+    try:
+        channel = connection.channel()
+        channel.queue_declare("lease-control", durable=True)
+        channel.basic_publish("", "lease-control", b"x")
+        held: list[Any] = []
+        channel.basic_consume("lease-control", lambda ch, method, props, body: held.append(method))
+        deadline = time.monotonic() + 20
+        while channel.is_open and time.monotonic() < deadline:  # never acknowledged
+            connection.process_data_events(time_limit=0.5)
+        assert held, "the message was never delivered"
+        assert channel.is_closed, "the broker did not close the channel after the consumer timeout"
+    finally:
+        if connection.is_open:
+            connection.close()
+
+
+def test_a_task_longer_than_the_consumer_timeout_completes_once(short_timeout_broker: RabbitNode) -> None:
+    config = taskell.Config.load(None, env={}, url=short_timeout_broker.url(), lease_after=1.0, lease_ttl=3.0)
+    runs: list[bool] = []
+
+    class Counting(Impl):
+        def sleep(self, ctx: taskell.Context[float], seconds: float) -> float:
+            runs.append(ctx.redelivered)
+            return super().sleep(ctx, seconds)
+
+    worker = taskell.Worker(registry(Counting()), config, parallelism=1)
+    with worker, taskell.connect(config=config) as conn:
+        assert Client(conn).sleep(seconds=8.0).result(timeout=60) == 8.0
+        transport: Any = worker._transport
+        assert transport._generation == 0, "the worker's channel was closed (consumer timeout?)"
+    assert runs == [False]
+    queues = short_timeout_broker.ctl("list_queues", "name", "messages")
+    assert "taskell.lease." not in queues, "the lease queues were not dropped"
+
+
+def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_broker: RabbitNode) -> None:
+    url = short_timeout_broker.url()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKELL_")}
+    env.update(TASKELL_URL=url, TASKELL_LEASE_AFTER="1", TASKELL_LEASE_TTL="2", PYTHONPATH=str(ROOT))
+    command = [
+        sys.executable,
+        "-m",
+        "taskell",
+        "worker",
+        "examples.worker:handlers",
+        "--log-level",
+        "WARNING",
+    ]
+    config = taskell.Config.load(None, env={}, url=url)
+    with taskell.connect(config=config) as conn:
+        handle = Client(conn).sleep(seconds=6.0)
+        first = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        second = None
+        try:
+            deadline = time.monotonic() + 30
+            while (handle.latest_progress or 0.0) < 2.0 and time.monotonic() < deadline:
+                time.sleep(0.05)  # leased after 1 s; give it a renewal too
+            assert (handle.latest_progress or 0.0) >= 2.0, "the task never ran on the first worker"
+            os.kill(first.pid, signal.SIGKILL)
+            first.wait(10)
+            second = subprocess.Popen(
+                command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            assert handle.result(timeout=60) == 6.0
+        finally:
+            for proc in (first, second):
+                if proc is not None and proc.poll() is None:
+                    os.kill(proc.pid, signal.SIGKILL)
+                    proc.wait(10)
