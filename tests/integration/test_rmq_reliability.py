@@ -189,8 +189,8 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
         rabbitmqctl(
             "set_permissions", "-p", vhost, "taskell-worker-test",
             r"^taskell\..*$",
-            r"^(amq\.default|taskell\.(control\..*|dead|outcomes|q1|q2|default))$",
-            r"^taskell\.(control\..*|join\..*|abort|q1|q2|default)$",
+            r"^(amq\.default|taskell\.(control\..*|lease\..*|dead|outcomes|q1|q2|default))$",
+            r"^taskell\.(control\..*|lease\..*|join\..*|abort|q1|q2|default)$",
         )  # fmt: skip
         worker_config = taskell.Config.load(None, env={}, url=url_for(vhost, "taskell-worker-test", password))
         client_config = taskell.Config.load(None, env={}, url=url_for(vhost, user, password))
