@@ -121,6 +121,8 @@ class Config(BaseModel):
         prefetch: AMQP prefetch count; ``None`` means ``PREFETCH_PER_SLOT × parallelism`` (a
             few tasks wait on the worker, so it never idles while a reply is being confirmed;
             set it to ``parallelism`` for long tasks, so none waits behind another).
+        shutdown_grace: Seconds a stopping worker (SIGTERM) lets running tasks finish before it
+            aborts and requeues them.
         lease_after: Seconds a task runs before its worker leases it (acknowledges it and keeps
             a self-renewing copy), so the broker's ``consumer_timeout`` never applies to it.
         lease_ttl: Seconds after which a leased task whose worker died is delivered again.
@@ -139,6 +141,7 @@ class Config(BaseModel):
     pool: Literal["thread", "process"] = "thread"
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = Field(default=5, ge=1)
+    shutdown_grace: float = Field(default=60.0, ge=0)
     lease_after: float = Field(default=600.0, gt=0)
     lease_ttl: float = Field(default=60.0, gt=0)
     prefetch: int | None = Field(default=None, ge=1)

@@ -207,6 +207,7 @@ class Worker:
         self._stopping = False
         self._stopped = threading.Event()
         self._local = threading.local()
+        self._requeue_aborted = False  # set when a graceful stop aborts what still runs
         self._settling = threading.Condition()
         self._settling_count = 0  # finished tasks whose replies are not yet confirmed
         self._children: list[Child] = []
@@ -268,10 +269,10 @@ class Worker:
         log.info("worker %s consuming %s with parallelism %d", self.name, self.queues, self.parallelism)
 
     def stop(self, timeout: float | None = None) -> None:
-        """Stop taking tasks, let running ones finish (up to ``timeout`` s), then disconnect.
+        """Stop taking tasks, let running ones finish, then disconnect.
 
-        Deliveries received but not started are requeued; a task still running when the
-        connection closes is redelivered to another worker.
+        Deliveries received but not started are requeued. Tasks still running after ``timeout``
+        seconds (None: no limit) are aborted and requeued, for another worker to run.
         """
         if self._stopping:
             return
@@ -282,6 +283,11 @@ class Worker:
             done = threading.Thread(target=self._executor.shutdown, kwargs={"wait": True}, daemon=True)
             done.start()
             done.join(timeout)
+            if done.is_alive():  # the grace period is over
+                self._requeue_aborted = True
+                for running in list(self._running.values()):
+                    running.abort()
+                done.join(10)
         for child in self._children:
             child.close()
         # Finished tasks are acknowledged once their replies are confirmed: wait for that, so
@@ -312,7 +318,8 @@ class Worker:
         def on_signal(signum: int, frame: FrameType | None) -> None:
             if self._stopping:  # second signal: stop at once; unacked tasks are redelivered
                 os._exit(1)
-            threading.Thread(target=self.stop, name="taskell-stop", daemon=True).start()
+            grace = self.config.shutdown_grace
+            threading.Thread(target=self.stop, args=(grace,), name="taskell-stop", daemon=True).start()
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -399,6 +406,9 @@ class Worker:
                 kind, body = self._run_in_child(running, child, delivery)
         finally:
             del self._running[task_id]
+        if kind == _wire.ABORTED and self._requeue_aborted:  # stopped by a graceful stop's end
+            self._transport.reject(delivery.tag, requeue=True)
+            return
         self._remember(self._finished, task_id)
         self._reply_final(delivery, kind, body, progress.flush(), running.lease)
 

@@ -211,3 +211,21 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             subprocess.run(
                 ["rabbitmqctl", "-q", "delete_user", name], capture_output=True, timeout=60, check=False
             )
+
+
+def test_a_graceful_stop_requeues_what_outlives_the_grace_period(vhost: str) -> None:
+    config = taskell.Config.load(None, env={}, url=url_for(vhost), shutdown_grace=0.5)
+    with taskell.connect(config=config) as conn:
+        first = taskell.Worker(registry(Impl()), config, parallelism=1)
+        first.start()
+        handle = Client(conn).sleep(seconds=3.0)
+        deadline = time.monotonic() + 20
+        while handle.latest_progress is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert handle.latest_progress is not None, "the task never started"
+        started = time.monotonic()
+        first.stop(timeout=config.shutdown_grace)
+        assert time.monotonic() - started < 5, "the stop waited for the task instead of requeueing it"
+        assert not handle.done()
+        with taskell.Worker(registry(Impl()), config, parallelism=1):
+            assert handle.result(timeout=RESULT_TIMEOUT) == 3.0
