@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import ctypes
 import json
 import logging
 import os
@@ -31,12 +30,13 @@ from . import _wire
 from ._joiner import Joiner
 from ._lease import Lease
 from ._process_pool import Child, ChildDied
+from ._running import NOTHING, AbortInterrupt, Progress, Running, json_form
 from ._transport import Delivery, Message, Transport
 from .config import PREFETCH_PER_SLOT, Config
 from .connection import open_transport
 from .context import Context
 from .errors import BrokerUnavailable
-from .registry import Binding, Registry
+from .registry import Registry
 
 __all__ = ["Worker"]
 
@@ -44,126 +44,6 @@ log = logging.getLogger("taskell.worker")
 
 _REMEMBERED_IDS = 100_000  # aborted / finished task ids kept to answer late aborts
 START_ATTEMPTS = 3
-PROGRESS_INTERVAL = 0.01  # seconds between two progress messages of one task
-_NOTHING: Any = object()
-
-
-class _AbortInterrupt(BaseException):
-    """Raised inside a handler's thread to stop it; a BaseException so ``except Exception``
-    in user code does not swallow it."""
-
-
-def _raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
-    # The mechanism dramatiq uses for time limits; None clears a pending exception.
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None
-    )
-
-
-class _Running:
-    """A task on a pool thread; ``abort()`` may come from the I/O thread at any time."""
-
-    def __init__(self, binding: Binding, ctx: Context[Any], progress: _Progress, child: Child | None) -> None:
-        self.binding = binding
-        self.ctx = ctx
-        self.progress = progress
-        self.child = child
-        self.lease: Lease | None = None
-        self.thread_id = threading.get_ident()
-        self.started = time.time()
-        self._lock = threading.Lock()
-        self._in_handler = True
-        self._injected = False
-
-    def abort(self) -> None:
-        self.ctx._aborted.set()
-        if self.child is not None:
-            self.child.kill()
-            return
-        with self._lock:
-            if self._in_handler and not self._injected:
-                self._injected = True
-                _raise_in_thread(self.thread_id, _AbortInterrupt)
-
-    def leave_handler(self) -> None:
-        """Called by the task's own thread once the handler returned or raised."""
-        with self._lock:
-            self._in_handler = False
-            if self._injected:
-                _raise_in_thread(self.thread_id, None)
-
-
-class _Progress:
-    """Latest-value slot between a handler and the I/O thread.
-
-    ``report`` only stores the value and bumps a counter (no lock, no I/O); the I/O thread sends
-    the latest value at most every ``PROGRESS_INTERVAL`` seconds, so values reported faster are
-    coalesced, in order, and ``flush`` sends the last one before the final reply.
-    """
-
-    def __init__(
-        self, worker: Worker, binding: Binding, task_id: str, reply_to: str | None, *, encoded: bool
-    ) -> None:
-        self._transport = worker._transport
-        self._encoded = encoded  # values arrive as JSON bytes (from a child process)
-        self._binding = binding
-        self._task_id = task_id
-        self._reply_to = reply_to
-        self._lock = threading.Lock()  # orders sends between the I/O thread and flush()
-        self._reported = 0  # written by the handler's thread only
-        self._sent = 0
-        self._scheduled = False
-        self._next_send = 0.0
-        self.latest: Any = _NOTHING
-
-    def report(self, value: Any) -> None:
-        self.latest = value  # before the counter: whoever sees the count sees this value
-        self._reported += 1
-        if not self._scheduled and self._reply_to is not None:
-            self._scheduled = True
-            self._transport.call_soon(self._tick)
-
-    def _tick(self) -> None:  # on the I/O thread
-        now = time.monotonic()
-        if now < self._next_send:
-            self._transport.call_later(self._next_send - now, self._tick)
-            return
-        self._send_latest()
-        self._next_send = now + PROGRESS_INTERVAL
-        self._scheduled = False
-        if self._reported > self._sent:  # reported meanwhile: the handler saw _scheduled set
-            self._scheduled = True
-            self._transport.call_later(PROGRESS_INTERVAL, self._tick)
-
-    def _send_latest(self) -> Future[None] | None:
-        with self._lock:
-            reported = self._reported
-            if reported <= self._sent:
-                return None
-            self._sent = reported
-            return self._send(self.latest)
-
-    def flush(self) -> list[Future[None]]:
-        """Send the last unsent value now; called before the final reply."""
-        if self._reply_to is None:
-            return []
-        future = self._send_latest()
-        return [] if future is None else [future]
-
-    def _send(self, value: Any) -> Future[None] | None:
-        try:
-            body = value if self._encoded else _wire.encode_progress(self._binding.spec, value)
-        except (ValidationError, ValueError) as exc:
-            log.error(
-                "%s [%s]: progress value does not fit its type: %s",
-                self._binding.spec.name,
-                self._task_id,
-                exc,
-            )
-            return None
-        assert self._reply_to is not None
-        message = _wire.reply(_wire.PROGRESS, self._task_id, body)
-        return self._transport.publish("", self._reply_to, message, mandatory=False)
 
 
 class Worker:
@@ -199,7 +79,7 @@ class Worker:
         self._joiner: Joiner | None = None
         self._control: Transport
         self._executor: ThreadPoolExecutor | None = None
-        self._running: dict[str, _Running] = {}
+        self._running: dict[str, Running] = {}
         self._aborted: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._consumer_tags: list[str] = []
@@ -384,14 +264,14 @@ class Worker:
         self._check_fingerprint(spec.name, spec.fingerprint, message)
 
         child = self._child() if self.config.pool == "process" else None
-        progress = _Progress(self, binding, task_id, message.reply_to, encoded=child is not None)
+        progress = Progress(self._transport, binding, task_id, message.reply_to, encoded=child is not None)
         ctx: Context[Any] = Context(
             task_id,
             progress.report,
             redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
-        running = _Running(binding, ctx, progress, child)
+        running = Running(binding, ctx, progress, child)
         if self._transport.supports_leases:
             lease = running.lease = Lease(self._transport, self.config, delivery)
             after = self.config.lease_after
@@ -412,16 +292,16 @@ class Worker:
         self._remember(self._finished, task_id)
         self._reply_final(delivery, kind, body, progress.flush(), running.lease)
 
-    def _run_handler(self, running: _Running, args: Any) -> tuple[str, bytes]:
+    def _run_handler(self, running: Running, args: Any) -> tuple[str, bytes]:
         spec = running.binding.spec
         try:
             try:
                 if running.ctx.aborted:
-                    raise _AbortInterrupt
+                    raise AbortInterrupt
                 value = running.binding.run(running.ctx, args)
             finally:
                 running.leave_handler()
-        except _AbortInterrupt:
+        except AbortInterrupt:
             return _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted while running")
         except Exception as exc:
             tb = traceback.format_exc()
@@ -439,7 +319,7 @@ class Worker:
             self._children.append(child)
         return child
 
-    def _run_in_child(self, running: _Running, child: Child, delivery: Delivery) -> tuple[str, bytes]:
+    def _run_in_child(self, running: Running, child: Child, delivery: Delivery) -> tuple[str, bytes]:
         message = delivery.message
         spec = running.binding.spec
         if running.ctx.aborted:
@@ -636,7 +516,7 @@ class Worker:
                     "task_id": task_id,
                     "task": task.binding.spec.name,
                     "seconds": round(now - task.started, 3),
-                    "progress": None if latest is _NOTHING else _json_form(task, latest),
+                    "progress": None if latest is NOTHING else json_form(task, latest),
                 }
             )
         return {
@@ -651,9 +531,3 @@ class Worker:
         ids[task_id] = None
         if len(ids) > _REMEMBERED_IDS:
             ids.popitem(last=False)
-
-
-def _json_form(task: _Running, value: Any) -> Any:
-    if task.child is not None:  # progress from a child process is already JSON
-        return json.loads(value)
-    return task.binding.spec.progress.dump_python(value, mode="json")

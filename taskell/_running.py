@@ -1,0 +1,152 @@
+"""A task while it runs on a worker: its abort switch (``Running``) and its progress slot
+(``Progress``)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import threading
+import time
+from concurrent.futures import Future
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from . import _wire
+from ._process_pool import Child
+from ._transport import Transport
+from .context import Context
+from .registry import Binding
+
+if TYPE_CHECKING:
+    from ._lease import Lease
+
+log = logging.getLogger("taskell.worker")
+
+PROGRESS_INTERVAL = 0.01  # seconds between two progress messages of one task
+NOTHING: Any = object()
+
+
+class AbortInterrupt(BaseException):
+    """Raised inside a handler's thread to stop it; a BaseException so ``except Exception``
+    in user code does not swallow it."""
+
+
+def raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
+    # The mechanism dramatiq uses for time limits; None clears a pending exception.
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None
+    )
+
+
+class Running:
+    """A task on a pool thread; ``abort()`` may come from the I/O thread at any time."""
+
+    def __init__(self, binding: Binding, ctx: Context[Any], progress: Progress, child: Child | None) -> None:
+        self.binding = binding
+        self.ctx = ctx
+        self.progress = progress
+        self.child = child
+        self.lease: Lease | None = None
+        self.thread_id = threading.get_ident()
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._in_handler = True
+        self._injected = False
+
+    def abort(self) -> None:
+        self.ctx._aborted.set()
+        if self.child is not None:
+            self.child.kill()
+            return
+        with self._lock:
+            if self._in_handler and not self._injected:
+                self._injected = True
+                raise_in_thread(self.thread_id, AbortInterrupt)
+
+    def leave_handler(self) -> None:
+        """Called by the task's own thread once the handler returned or raised."""
+        with self._lock:
+            self._in_handler = False
+            if self._injected:
+                raise_in_thread(self.thread_id, None)
+
+
+class Progress:
+    """Latest-value slot between a handler and the I/O thread.
+
+    ``report`` only stores the value and bumps a counter (no lock, no I/O); the I/O thread sends
+    the latest value at most every ``PROGRESS_INTERVAL`` seconds, so values reported faster are
+    coalesced, in order, and ``flush`` sends the last one before the final reply.
+    """
+
+    def __init__(
+        self, transport: Transport, binding: Binding, task_id: str, reply_to: str | None, *, encoded: bool
+    ) -> None:
+        self._transport = transport
+        self._encoded = encoded  # values arrive as JSON bytes (from a child process)
+        self._binding = binding
+        self._task_id = task_id
+        self._reply_to = reply_to
+        self._lock = threading.Lock()  # orders sends between the I/O thread and flush()
+        self._reported = 0  # written by the handler's thread only
+        self._sent = 0
+        self._scheduled = False
+        self._next_send = 0.0
+        self.latest: Any = NOTHING
+
+    def report(self, value: Any) -> None:
+        self.latest = value  # before the counter: whoever sees the count sees this value
+        self._reported += 1
+        if not self._scheduled and self._reply_to is not None:
+            self._scheduled = True
+            self._transport.call_soon(self._tick)
+
+    def _tick(self) -> None:  # on the I/O thread
+        now = time.monotonic()
+        if now < self._next_send:
+            self._transport.call_later(self._next_send - now, self._tick)
+            return
+        self._send_latest()
+        self._next_send = now + PROGRESS_INTERVAL
+        self._scheduled = False
+        if self._reported > self._sent:  # reported meanwhile: the handler saw _scheduled set
+            self._scheduled = True
+            self._transport.call_later(PROGRESS_INTERVAL, self._tick)
+
+    def _send_latest(self) -> Future[None] | None:
+        with self._lock:
+            reported = self._reported
+            if reported <= self._sent:
+                return None
+            self._sent = reported
+            return self._send(self.latest)
+
+    def flush(self) -> list[Future[None]]:
+        """Send the last unsent value now; called before the final reply."""
+        if self._reply_to is None:
+            return []
+        future = self._send_latest()
+        return [] if future is None else [future]
+
+    def _send(self, value: Any) -> Future[None] | None:
+        try:
+            body = value if self._encoded else _wire.encode_progress(self._binding.spec, value)
+        except (ValidationError, ValueError) as exc:
+            log.error(
+                "%s [%s]: progress value does not fit its type: %s",
+                self._binding.spec.name,
+                self._task_id,
+                exc,
+            )
+            return None
+        assert self._reply_to is not None
+        message = _wire.reply(_wire.PROGRESS, self._task_id, body)
+        return self._transport.publish("", self._reply_to, message, mandatory=False)
+
+
+def json_form(task: Running, value: Any) -> Any:
+    if task.child is not None:  # progress from a child process is already JSON
+        return json.loads(value)
+    return task.binding.spec.progress.dump_python(value, mode="json")
