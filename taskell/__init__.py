@@ -5,7 +5,7 @@ Declare tasks once in ``tasks.schema.yaml``, run ``taskell gen`` and use the gen
 """
 
 from .config import Config
-from .connection import Connection, attach, connect
+from .connection import Connection, attach, connect, fire
 from .context import Context
 from .errors import (
     BrokerUnavailable,
@@ -28,6 +28,7 @@ __all__ = [
     "Connection",
     "attach",
     "connect",
+    "fire",
     "Ref",
     "TaskHandle",
     # Worker side

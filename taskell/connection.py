@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
@@ -33,6 +33,7 @@ REPLY_QUEUE_EXPIRES_MS = 10 * 60 * 1000  # a private reply queue unused this lon
 RESULTS_RETENTION_MS = 24 * 60 * 60 * 1000  # replies kept in a named results queue at most
 MAX_UNCLAIMED = 100_000  # tasks whose replies a connection holds for a later attach
 
+A = ParamSpec("A")
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -84,6 +85,27 @@ def connect(
     return Connection(config, results=results)
 
 
+def fire(stub: Callable[A, TaskHandle[Any, Any]], /, *args: A.args, **kwargs: A.kwargs) -> str:
+    """Submit a task without asking for any reply (fire and forget); returns its task id.
+
+    ``stub`` is a method of a generated ``Client``, with its arguments type-checked as usual::
+
+        task_id = taskell.fire(demo.square, x=3)
+
+    The task is published persistent and confirmed like any other (leaving ``with connect()``
+    waits for the confirm); the worker acknowledges it as soon as it ran.
+    """
+    conn = getattr(stub, "__self__", None)
+    conn = getattr(conn, "_conn", None)
+    if not isinstance(conn, Connection):
+        raise TypeError("fire() takes a method of a generated Client, e.g. taskell.fire(demo.square, x=3)")
+    conn._local.fire_and_forget = True
+    try:
+        return stub(*args, **kwargs).id
+    finally:
+        conn._local.fire_and_forget = False
+
+
 def attach(conn: Connection, spec: TaskSpec[Any, P, R], task_id: str) -> TaskHandle[P, R]:
     """A handle for task ``task_id`` of type ``spec`` (e.g. ``generated.demo.SUM``), submitted
     earlier through a connection that used the same ``results`` queue as ``conn``.
@@ -114,6 +136,7 @@ class Connection:
         self._syncs: dict[str | None, threading.Event] = {}
         self._watched: list[TaskHandle[Any, Any]] = []  # dependencies whose outcome we forward
         self._join_declared = False
+        self._local = threading.local()  # per-thread submission mode (see taskell.fire)
         self._declare_lock = threading.Lock()
         self._closed = False
         try:
@@ -181,6 +204,10 @@ class Connection:
         if len(body) > self.config.max_payload_bytes:
             raise PayloadError(spec.name, f"args are {len(body)} bytes, over max_payload_bytes")
         self._declare_task_queue(spec.queue)
+        if getattr(self._local, "fire_and_forget", False):
+            handle: TaskHandle[P, R] = TaskHandle(self, spec, str(uuid.uuid4()))  # never completed
+            self._publish(spec.queue, _wire.task_message(spec, handle.id, body, None), None)
+            return handle
         handle = self._new_handle(spec)
         self._publish(spec.queue, _wire.task_message(spec, handle.id, body, self.reply_queue), handle.id)
         return handle

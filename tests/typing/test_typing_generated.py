@@ -74,6 +74,10 @@ CLIENT_SNIPPETS = {
         again: int = sum_again.result()
         wrong: str = taskell.attach(conn(), models.SQUARE, "id").result()  # E: assignment
         """,
+    "fire_is_typed_from_the_stub": """
+        task_id: str = taskell.fire(demo.square, x=3)
+        taskell.fire(demo.square, x="three")  # E: arg-type
+        """,
     "client_wrong_result": """
         s: str = demo.sum(numbers=[1]).result()  # E: assignment
         p: str | None = demo.sum(numbers=[1]).latest_progress  # E: assignment

@@ -140,3 +140,19 @@ def test_mandatory_publish_to_missing_queue_fails() -> None:
     with pytest.raises(taskell.BrokerUnavailable, match="unroutable"):
         transport.publish("", "nowhere", Message(body=b"x", message_id="m"), mandatory=True).result()
     transport.close()
+
+
+def test_fire_and_forget_runs_the_task_without_a_reply(config: taskell.Config) -> None:
+    ran = threading.Event()
+
+    class Recording(Impl):
+        def square(self, ctx: taskell.Context[None], x: int) -> int:
+            ran.set()
+            return x * x
+
+    with taskell.Worker(registry(Recording()), config), taskell.connect(config=config) as conn:
+        task_id = taskell.fire(Client(conn).square, x=3)
+        assert len(task_id) == 36 and ran.wait(5)
+        assert conn._handles == {}  # nothing waits for a reply
+        with pytest.raises(TypeError, match="generated Client"):
+            taskell.fire(lambda: Client(conn).square(x=1))
