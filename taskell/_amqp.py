@@ -387,15 +387,13 @@ class AmqpTransport(Transport):
         self.call_soon(run)
         return future
 
-    def _remembered(
-        self, op: tuple[Any, ...], future: Future[Any], result: Any = None
-    ) -> Callable[[Any], None]:
+    def _remembered(self, op: tuple[Any, ...], future: Future[Any]) -> Callable[[Any], None]:
         """A pika callback that records ``op`` for replay, then resolves ``future``."""
 
         def done(_frame: Any) -> None:
             if op not in self._topology:
                 self._topology.append(op)
-            future.set_result(result if result is not None else getattr(_frame.method, "queue", None))
+            future.set_result(getattr(_frame.method, "queue", None))  # a declared queue's name
 
         return done
 

@@ -86,10 +86,9 @@ def submit(
             pending_refs.append((path, dep.id))
     for dep in deps.values():  # a dependency that already failed fails this task at once
         if dep.id in ended and (dep._raw is None or dep._raw[0] != _wire.RESULT):
-            handle = conn._new_handle(spec)
+            handle: TaskHandle[P, R] = TaskHandle(conn, spec, str(uuid.uuid4()))  # never sent
             kind, body = dep._raw or (_wire.FAILED, b"{}")
             failure = _wire.dependency_failed_body(dep.id, dep.task, kind, body)
-            conn._handles.pop(handle.id, None)
             handle._on_outcome(dependency_failed(handle.id, json.loads(failure)), (_wire.FAILED, failure))
             return handle
     if not pending:
