@@ -45,6 +45,24 @@ def stop_worker(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+def broker_pid() -> int | None:
+    """PID of the local RabbitMQ node (``beam.smp``) when the broker runs on this machine, to
+    count its CPU time too: it shares the cores with the client and the workers."""
+    pidfile = Path("/tmp/taskell-rabbitmq.pid")
+    if pidfile.exists():
+        text = pidfile.read_text().strip()
+        if text.isdigit() and Path(f"/proc/{text}").exists():
+            return int(text)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "beam.smp":
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
 def proc_status(pid: int) -> dict[str, int]:
     """RSS (KiB) and thread count of process ``pid`` from /proc."""
     fields = {}

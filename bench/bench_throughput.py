@@ -56,7 +56,7 @@ import pika
 import pydantic
 
 import taskell
-from bench._common import ROOT, URL, percentile, proc_status, start_worker, stop_worker
+from bench._common import ROOT, URL, broker_pid, percentile, proc_status, start_worker, stop_worker
 from bench.raw_pika import RawClient
 from generated.demo import Client
 
@@ -66,6 +66,7 @@ WORKER_TARGET = "examples.worker:handlers"
 PROGRESS_TARGET = "bench.progress_worker:handlers"
 TIMEOUT = 120.0  # upper bound of any single measurement
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+BROKER_PID = broker_pid()  # None when the broker is not on this machine
 
 
 # Processes
@@ -166,6 +167,7 @@ class Measure:
         self.pids = pids
 
     def __enter__(self) -> Measure:
+        self.cpu_broker = cpu_seconds([BROKER_PID]) if BROKER_PID else 0.0
         self.cpu_server = cpu_seconds(self.pids)
         self.cpu_client = time.process_time()
         self.started = time.perf_counter()
@@ -175,6 +177,7 @@ class Measure:
         self.wall = time.perf_counter() - self.started
         self.cpu_server = cpu_seconds(self.pids) - self.cpu_server
         self.cpu_client = time.process_time() - self.cpu_client
+        self.cpu_broker = (cpu_seconds([BROKER_PID]) if BROKER_PID else 0.0) - self.cpu_broker
 
     def result(self, count: int, **extra: Any) -> dict[str, Any]:
         return {
@@ -183,6 +186,7 @@ class Measure:
             "rate": round(count / self.wall, 1),
             "server_cpu_us_per_task": round(self.cpu_server / count * 1e6, 1),
             "client_cpu_us_per_task": round(self.cpu_client / count * 1e6, 1),
+            **({"broker_cpu_us_per_task": round(self.cpu_broker / count * 1e6, 1)} if BROKER_PID else {}),
             **extra,
         }
 
@@ -335,6 +339,11 @@ def pairwise(
     show(label, results[label])
 
 
+def cpu(side: dict[str, Any]) -> str:
+    keys = ("server_cpu_us_per_task", "client_cpu_us_per_task", "broker_cpu_us_per_task")
+    return "/".join(f"{side[k]:.0f}" for k in keys if k in side)
+
+
 def show(label: str, entry: dict[str, Any]) -> None:
     t = entry["taskell"]
     if "rate" in t:
@@ -343,7 +352,8 @@ def show(label: str, entry: dict[str, Any]) -> None:
             r = entry["raw"]
             text += f"   raw {r['rate']:>8.0f}/s   ratio {t['rate'] / r['rate']:.2f}x"
         each = ", ".join(f"{x['rate']:.0f}" for x in t["runs"])
-        print(f"{text}   [{each}]", flush=True)
+        print(f"{text}   [{each}]   CPU us/task worker/client/broker: {cpu(t)}"
+              + (f" (raw {cpu(entry['raw'])})" if "raw" in entry else ""), flush=True)
     else:
         r = entry["raw"]
         print(f"  {label:<34} taskell p50 {t['p50_ms']:.3f} ms p99 {t['p99_ms']:.3f} ms   "

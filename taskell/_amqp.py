@@ -52,6 +52,31 @@ _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
 
 
+class _CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ships no type information
+    """pika writes every frame with its own ``send`` (three per message); this connection
+    collects the frames of one I/O-loop turn and writes them in one ``send``, which saves
+    system calls here and wake-ups in the broker."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._frames_out: list[bytes] = []
+        super().__init__(*args, **kwargs)
+
+    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
+        if not self._frames_out:
+            # A zero-delay timer runs after this turn's callbacks and socket events.
+            self.ioloop.call_later(0, self._flush_frames)
+        for frame in marshaled_frames:
+            self.bytes_sent += len(frame)
+            self.frames_sent += 1
+            self._frames_out.append(frame)
+
+    def _flush_frames(self) -> None:
+        if self._frames_out:
+            data = b"".join(self._frames_out)
+            self._frames_out.clear()
+            self._adapter_emit_data(data)
+
+
 @dataclass(slots=True)
 class _Publish:
     future: Future[None]
@@ -146,7 +171,7 @@ class AmqpTransport(Transport):
             self._give_up(BrokerUnavailable("connection closed"))
             return
         params = self._params[self._host_index % len(self._params)]
-        self._conn = SelectConnection(
+        self._conn = _CoalescingConnection(
             params,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
