@@ -9,20 +9,20 @@ runs ``examples.worker:handlers`` (``square`` is the no-op task), the baseline s
 ``bench.raw_pika serve`` (json.loads, reply, ack; no confirms, no validation):
 
 1. round trip: submit N ``square`` tasks, then collect every result; 1 worker process at
-   parallelism 1 (raw: prefetch 1), at parallelism 4 (prefetch 4), 2 worker processes at
-   parallelism 4 (2 raw servers, prefetch 4);
+   parallelism 1 and at parallelism 4, 2 worker processes at parallelism 4 (2 raw servers);
+   each raw server uses the taskell worker's default prefetch (16 x parallelism);
 2. drain: N fire-and-forget tasks, from the first publish until the worker processed the last.
    taskell has no fire-and-forget submission: ``submit`` always asks for a reply, so "public"
    submits N and waits until every handle is done without reading the results; "no-reply"
    publishes N-1 task messages without ``reply_to`` through the connection's transport (what a
    fire-and-forget option would do), then one ordinary ``square`` whose result marks the end.
    The raw baseline does the latter (N-1 without ``reply_to``, then one with);
-3. sequential latency p50/p99 over 1,000 calls (parallelism 1 / prefetch 1);
+3. sequential latency p50/p99 over 1,000 calls (parallelism 1);
 4. progress: ``bench/progress_worker.py``: a loop of 1,000,000 ``ctx.progress()`` calls against
    the same loop without them, bare and with some work per iteration; the client must see the
    final value;
 5. payload: round trip of ``demo.total(parts=[...])`` with ~1 KB, 100 KB and 1 MB of JSON args
-   (parallelism 4 / prefetch 4), the same JSON through raw pika;
+   (parallelism 4), the same JSON through raw pika;
 6. memory: worker RSS idle, after a warm-up, and along 100,000 tasks (``--quick``: 20,000);
 7. codegen has its own benchmark: ``bench/bench_codegen.py``.
 
@@ -56,6 +56,7 @@ import pika
 import pydantic
 
 import taskell
+from taskell.config import PREFETCH_PER_SLOT
 from bench._common import ROOT, URL, broker_pid, percentile, proc_status, start_worker, stop_worker
 from bench.raw_pika import RawClient
 from generated.demo import Client
@@ -113,7 +114,7 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
 @contextlib.contextmanager
 def processes(
     conn: taskell.Connection, *, workers: int, parallelism: int, raw_servers: int,
-    target: str = WORKER_TARGET, env: dict[str, str] | None = None,
+    target: str = WORKER_TARGET, env: dict[str, str] | None = None, raw_prefetch: int | None = None,
 ) -> Iterator[tuple[list[subprocess.Popen[bytes]], list[subprocess.Popen[bytes]]]]:
     """``workers`` taskell workers and ``raw_servers`` raw servers, stopped (by PID) on exit."""
     started_workers: list[subprocess.Popen[bytes]] = []
@@ -122,7 +123,8 @@ def processes(
         for _ in range(workers):
             started_workers.append(start_worker(conn, target, parallelism=parallelism, env=env))
         for _ in range(raw_servers):
-            started_raw.append(start_raw_server(parallelism))
+            # The same window as the taskell worker's default prefetch: a like-for-like baseline.
+            started_raw.append(start_raw_server(raw_prefetch or PREFETCH_PER_SLOT * parallelism))
         yield started_workers, started_raw
     finally:
         for process in started_workers:
@@ -402,7 +404,7 @@ def bench_throughput(conn: taskell.Connection, raw: RawClient, admin: Admin, a: 
                  lambda: taskell_drain_public(demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
         pairwise("drain, p4, taskell.fire", results,
                  lambda: taskell_drain_no_reply(conn, demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
-        print("payload (demo.total(parts=[...]), parallelism 4 / prefetch 4):")
+        print("payload (demo.total(parts=[...]), parallelism 4):")
         for size, count in a.payloads:
             parts = parts_for(size)
             actual = len(json.dumps({"parts": parts}))

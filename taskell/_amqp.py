@@ -48,6 +48,7 @@ for _name in (
 
 _PERSISTENT = pika.DeliveryMode.Persistent.value
 _TAG_BITS = 40  # delivery tag = generation << _TAG_BITS | the channel's own tag
+_TAG_MASK = (1 << _TAG_BITS) - 1
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
 
@@ -121,6 +122,12 @@ class AmqpTransport(Transport):
         self._outbox: collections.deque[Callable[[], None]] = collections.deque()
         self._wakeup_pending = False
         self._unconfirmed: dict[int, _Publish] = {}
+        # Acknowledgements: requested from any thread into _acks, sent once per loop turn, as
+        # one `multiple` ack for the longest settled prefix of _unsettled (the channel's
+        # unacknowledged delivery tags, in order; True once an ack is requested).
+        self._acks: collections.deque[int] = collections.deque()
+        self._acks_scheduled = False
+        self._unsettled: dict[int, bool] = {}
         self._returned: set[str] = set()
         self._rpcs: set[Future[Any]] = set()
         self._next_tag = 1
@@ -198,6 +205,7 @@ class AmqpTransport(Transport):
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
         self._next_tag = 1  # confirm numbers restart on every channel (replayed publishes first)
+        self._unsettled.clear()  # deliveries of the old channel were requeued by the broker
         self._returned.clear()
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
@@ -317,7 +325,9 @@ class AmqpTransport(Transport):
         method = frame.method
         ok = isinstance(method, pika.spec.Basic.Ack)
         tag: int = method.delivery_tag
-        tags = [t for t in self._unconfirmed if t <= tag] if method.multiple else [tag]
+        tags = [tag]
+        if method.multiple:  # tags were inserted in increasing order
+            tags = list(itertools.takewhile(lambda t: t <= tag, self._unconfirmed))
         for t in tags:
             publish = self._unconfirmed.pop(t, None)
             if publish is None:
@@ -357,8 +367,11 @@ class AmqpTransport(Transport):
         self, channel: Channel, tag: str, consumer: _Consumer, future: Future[Any] | None = None
     ) -> None:
         generation = self._generation << _TAG_BITS
+        unsettled = None if consumer.auto_ack else self._unsettled
 
         def deliver(channel: Channel, method: Any, props: Any, body: bytes) -> None:
+            if unsettled is not None:
+                unsettled[method.delivery_tag] = False
             message = Message(
                 body=body,
                 type=props.type,
@@ -539,20 +552,46 @@ class AmqpTransport(Transport):
 
         self.call_soon(run)
 
-    def _settle(self, tag: int, action: Callable[[Channel, int], None]) -> None:
-        def run() -> None:
-            channel = self._channel
-            # A tag of an earlier connection would name another message on this channel.
-            if channel is not None and channel.is_open and tag >> _TAG_BITS == self._generation:
-                action(channel, tag & ((1 << _TAG_BITS) - 1))
-
-        self.call_soon(run)
-
     def ack(self, tag: int) -> None:
-        self._settle(tag, lambda channel, t: channel.basic_ack(t))
+        self._acks.append(tag)
+        if not self._acks_scheduled:
+            self._acks_scheduled = True
+            # After this turn's other work, so the acks of one turn go out as one frame.
+            self.call_soon(lambda: self._ioloop.call_later(0, self._flush_acks))
+
+    def _flush_acks(self) -> None:
+        self._acks_scheduled = False  # before draining: an ack added meanwhile schedules anew
+        acks = self._acks
+        tags = set()
+        while acks:
+            tag = acks.popleft()
+            # A tag of an earlier connection would name another message on this channel.
+            if tag >> _TAG_BITS == self._generation:
+                tags.add(tag & _TAG_MASK)
+        channel = self._channel
+        if not tags or channel is None or not channel.is_open:
+            return
+        unsettled = self._unsettled
+        for tag in tags:
+            if tag in unsettled:
+                unsettled[tag] = True
+        prefix = list(itertools.takewhile(unsettled.__getitem__, unsettled))
+        for tag in prefix:
+            del unsettled[tag]
+        if prefix:
+            channel.basic_ack(prefix[-1], multiple=len(prefix) > 1)
+        for tag in sorted(t for t in tags if t in unsettled):  # behind an unsettled one
+            del unsettled[tag]
+            channel.basic_ack(tag)
 
     def reject(self, tag: int, *, requeue: bool) -> None:
-        self._settle(tag, lambda channel, t: channel.basic_reject(t, requeue=requeue))
+        def run() -> None:
+            channel = self._channel
+            if channel is not None and channel.is_open and tag >> _TAG_BITS == self._generation:
+                self._unsettled.pop(tag & _TAG_MASK, None)
+                channel.basic_reject(tag & _TAG_MASK, requeue=requeue)
+
+        self.call_soon(run)
 
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         self._on_lost.append(callback)
@@ -574,6 +613,7 @@ class AmqpTransport(Transport):
             raise RuntimeError("close() called from the transport's own thread")
 
         def shut() -> None:
+            self._flush_acks()  # acks requested before close() still go out
             # Reverse order of opening: the channel first, then the connection.
             if self._channel is not None and self._channel.is_open:
                 self._channel.close()

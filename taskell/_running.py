@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from . import _wire
 from ._process_pool import Child
-from ._transport import Transport
+from ._transport import Delivery, Transport
 from .context import Context
 from .registry import Binding
 
@@ -43,12 +43,15 @@ def raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
 class Running:
     """A task on a pool thread; ``abort()`` may come from the I/O thread at any time."""
 
-    def __init__(self, binding: Binding, ctx: Context[Any], progress: Progress, child: Child | None) -> None:
+    def __init__(
+        self, binding: Binding, ctx: Context[Any], progress: Progress, child: Child | None, delivery: Delivery
+    ) -> None:
         self.binding = binding
+        self.delivery = delivery
         self.ctx = ctx
         self.progress = progress
         self.child = child
-        self.lease: Lease | None = None
+        self.lease: Lease | None = None  # set on the I/O thread once the task runs long
         self.thread_id = threading.get_ident()
         self.started = time.time()
         self._lock = threading.Lock()

@@ -43,6 +43,7 @@ __all__ = ["Worker"]
 log = logging.getLogger("taskell.worker")
 
 _REMEMBERED_IDS = 100_000  # aborted / finished task ids kept to answer late aborts
+LEASE_CHECK_INTERVAL = 1.0  # seconds between two looks for tasks running past lease_after
 START_ATTEMPTS = 3
 
 
@@ -140,6 +141,8 @@ class Worker:
             transport.set_prefetch(prefetch, per_consumer=per_consumer).result()
             for queue in self.queues:
                 self._consumer_tags.append(transport.consume(queue, self._on_delivery).result())
+            if transport.supports_leases:
+                transport.call_soon(self._check_leases)
         except BaseException:
             transport.close()
             control.close()
@@ -207,6 +210,19 @@ class Worker:
             pass
         return 0
 
+    def _check_leases(self) -> None:
+        """Lease every task that has run ``lease_after`` seconds (see ``_lease``); runs on the
+        transport's thread every ``LEASE_CHECK_INTERVAL`` seconds, where tasks settle too, so a
+        task is either leased before its final reply settles or not at all."""
+        if self._stopped.is_set():
+            return
+        started_before = time.time() - self.config.lease_after
+        for running in list(self._running.values()):
+            if running.lease is None and running.started <= started_before:
+                running.lease = Lease(self._transport, self.config, running.delivery)
+                running.lease.start()
+        self._transport.call_later(LEASE_CHECK_INTERVAL, self._check_leases)
+
     def _on_lost(self, error: BaseException) -> None:
         log.error("worker %s lost its broker connection: %s", self.name, error)
         self._stopping = True
@@ -271,11 +287,7 @@ class Worker:
             redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
-        running = Running(binding, ctx, progress, child)
-        if self._transport.supports_leases:
-            lease = running.lease = Lease(self._transport, self.config, delivery)
-            after = self.config.lease_after
-            self._transport.call_soon(lambda: self._transport.call_later(after, lease.start))
+        running = Running(binding, ctx, progress, child, delivery)
         self._running[task_id] = running
         if task_id in self._aborted:  # an abort that came between the check above and now
             running.ctx._aborted.set()
@@ -290,7 +302,7 @@ class Worker:
             self._transport.reject(delivery.tag, requeue=True)
             return
         self._remember(self._finished, task_id)
-        self._reply_final(delivery, kind, body, progress.flush(), running.lease)
+        self._reply_final(delivery, kind, body, progress.flush(), running)
 
     def _run_handler(self, running: Running, args: Any) -> tuple[str, bytes]:
         spec = running.binding.spec
@@ -341,14 +353,14 @@ class Worker:
         kind: str,
         body: bytes,
         before: Sequence[Future[None]] = (),
-        lease: Lease | None = None,
+        running: Running | None = None,
     ) -> None:
         message = delivery.message
         futures = list(before)
         if message.reply_to:
             reply = _wire.reply(kind, message.message_id or "", body)
             futures.append(self._transport.publish("", message.reply_to, reply, mandatory=False))
-        self._ack_when_confirmed(delivery, futures, (kind, body), lease)
+        self._ack_when_confirmed(delivery, futures, (kind, body), running)
 
     def _dead_letter(self, delivery: Delivery, reason: str) -> None:
         log.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
@@ -378,15 +390,16 @@ class Worker:
         delivery: Delivery,
         futures: list[Future[None]],
         outcome: tuple[str, bytes],
-        lease: Lease | None = None,
+        running: Running | None = None,
     ) -> None:
         """Once the replies are confirmed: publish the outcome event for joiners waiting on this
         task, then acknowledge it (on the same channel, so the event is routed first). Publishing
         the event only after the reply is confirmed is what lets a client close safely: see
         docs/dependencies.md."""
 
-        def settle() -> None:  # on the transport's thread, where the lease lives too
+        def settle() -> None:  # on the transport's thread, where leases start too
             self._publish_outcome(delivery, outcome)
+            lease = None if running is None else running.lease
             if lease is None or lease.finish():
                 self._transport.ack(delivery.tag)
 
@@ -418,7 +431,8 @@ class Worker:
 
     def _publish_outcome(self, delivery: Delivery, outcome: tuple[str, bytes]) -> None:
         message = delivery.message
-        if message.message_id:
+        # Only a task with a handle can be a dependency; fire-and-forget ones have none.
+        if message.message_id and message.reply_to:
             event = _wire.outcome(message.message_id, message.type or "", *outcome)
             self._transport.publish(_wire.OUTCOMES_EXCHANGE, message.message_id, event, mandatory=False)
 
