@@ -10,7 +10,7 @@ runs ``examples.worker:handlers`` (``square`` is the no-op task), the baseline s
 
 1. round trip: submit N ``square`` tasks, then collect every result; 1 worker process at
    parallelism 1 and at parallelism 4, 2 worker processes at parallelism 4 (2 raw servers);
-   each raw server uses the taskell worker's default prefetch (16 x parallelism);
+   each raw server uses the taskell worker's default prefetch (32 x parallelism);
 2. drain: N fire-and-forget tasks, from the first publish until the worker processed the last.
    taskell has no fire-and-forget submission: ``submit`` always asks for a reply, so "public"
    submits N and waits until every handle is done without reading the results; "no-reply"

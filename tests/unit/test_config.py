@@ -48,7 +48,7 @@ def test_defaults() -> None:
     assert c.parallelism == 1
     assert c.queues is None  # a worker then consumes its registered tasks' queues
     assert c.dead_letter_queue == "taskell.dead"
-    assert (c.pool, c.queue_type, c.prefetch, c.effective_prefetch) == ("thread", "classic", None, 16)
+    assert (c.pool, c.queue_type, c.prefetch, c.effective_prefetch) == ("thread", "classic", None, 32)
     assert c.max_payload_bytes == 16 * 1024 * 1024
     assert (c.connect_timeout, c.heartbeat) == (10.0, 60)
     mq = c.rabbitmq
@@ -68,7 +68,7 @@ def test_frozen() -> None:
 def test_file_values(tmp_path: Path) -> None:
     c = Config.load(write(tmp_path, FULL), env={})
     assert c.abort_exchange == "x.abort"
-    assert c.parallelism == 3 and c.effective_prefetch == 48
+    assert c.parallelism == 3 and c.effective_prefetch == 96
     assert c.queues == ["taskell.q1", "taskell.q2"]
     assert (c.dead_letter_queue, c.pool, c.queue_type, c.connect_timeout) == (
         "x.dead",
