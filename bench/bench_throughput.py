@@ -189,6 +189,11 @@ class Measure:
             "server_cpu_us_per_task": round(self.cpu_server / count * 1e6, 1),
             "client_cpu_us_per_task": round(self.cpu_client / count * 1e6, 1),
             **({"broker_cpu_us_per_task": round(self.cpu_broker / count * 1e6, 1)} if BROKER_PID else {}),
+            # Share of all the machine's cores used by the processes measured (workers, client,
+            # broker): near 100%, the machine is the bottleneck, not any one process.
+            "cpu_use_pct": round(
+                100 * (self.cpu_server + self.cpu_client + self.cpu_broker) / self.wall / (os.cpu_count() or 1), 1
+            ),
             **extra,
         }
 
@@ -343,7 +348,7 @@ def pairwise(
 
 def cpu(side: dict[str, Any]) -> str:
     keys = ("server_cpu_us_per_task", "client_cpu_us_per_task", "broker_cpu_us_per_task")
-    return "/".join(f"{side[k]:.0f}" for k in keys if k in side)
+    return "/".join(f"{side[k]:.0f}" for k in keys if k in side) + f" ({side['cpu_use_pct']:.0f}% of all cores)"
 
 
 def show(label: str, entry: dict[str, Any]) -> None:

@@ -1,0 +1,141 @@
+"""Where one sequential call's time goes: timestamps along the path of ``demo.square``.
+
+    TASKELL_URL=amqp://guest:guest@127.0.0.1:5672/bench .venv/bin/python -m bench.trace_latency
+
+A worker (parallelism 1) runs in a forked child process; client and worker stamp each step
+with ``time.perf_counter`` (one clock for the whole machine), by wrapping the internal methods
+of each step. It prints the median time between consecutive steps over ``--calls`` calls:
+
+    client    call        the caller enters ``demo.square(...).result()``
+    client    publish     the I/O thread hands the task to pika
+    client    send        the frames of that loop turn are written to the socket
+    worker    deliver     the worker's I/O thread received the task
+    worker    pool        a pool thread started on it
+    worker    replied     the handler returned, the result is encoded
+    worker    publish     the worker's I/O thread hands the reply to pika
+    worker    send        ... and writes it
+    client    deliver     the client's I/O thread received the reply
+    client    done        the caller has the decoded result
+
+A diagnostic, not a figure of merit: the wrappers add a few microseconds per step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from bench._common import URL
+
+Stamps = list[tuple[str, float]]
+
+
+def instrument(stamps: Stamps, side: str) -> None:
+    """Wrap the internal methods that mark each step, appending (step, time) to ``stamps``."""
+    from taskell import _amqp, worker
+
+    def wrap(owner: Any, name: str, step: str) -> None:
+        original: Callable[..., Any] = getattr(owner, name)
+
+        def stamped(*args: Any, **kwargs: Any) -> Any:
+            stamps.append((f"{side} {step}", time.perf_counter()))
+            return original(*args, **kwargs)
+
+        setattr(owner, name, stamped)
+
+    wrap(_amqp.AmqpTransport, "_basic_publish", "publish")
+    wrap(_amqp._CoalescingConnection, "_flush_frames", "send")
+    start_consumer = _amqp.AmqpTransport._start_consumer
+
+    def start_stamped(self: Any, channel: Any, tag: str, consumer: Any, future: Any = None) -> None:
+        on_message = consumer.on_message
+
+        def received(delivery: Any) -> None:
+            stamps.append((f"{side} deliver", time.perf_counter()))
+            on_message(delivery)
+
+        consumer.on_message = received
+        start_consumer(self, channel, tag, consumer, future)
+
+    setattr(_amqp.AmqpTransport, "_start_consumer", start_stamped)
+    if side == "worker":
+        wrap(worker.Worker, "_execute", "pool")
+        wrap(worker.Worker, "_reply_final", "replied")
+
+
+def run_worker(pipe: Pipe) -> None:
+    stamps: Stamps = []
+    instrument(stamps, "worker")
+    import taskell
+    from examples.worker import handlers
+
+    with taskell.Worker(handlers, taskell.Config.from_url(URL), parallelism=1):
+        pipe.send("ready")
+        pipe.recv()  # stop
+    pipe.send(stamps)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="where a sequential call's time goes")
+    parser.add_argument("--calls", type=int, default=500)
+    a = parser.parse_args()
+    multiprocessing.set_start_method("fork")
+    ours, theirs = multiprocessing.Pipe()
+    child = multiprocessing.Process(target=run_worker, args=(theirs,), daemon=True)
+    child.start()
+    try:
+        if not ours.poll(30) or ours.recv() != "ready":
+            raise RuntimeError("worker did not start within 30 s")
+        stamps: Stamps = []
+        instrument(stamps, "client")
+        import taskell
+        from generated.demo import Client
+
+        with taskell.connect(URL) as conn:
+            demo = Client(conn)
+            for i in range(200):  # warm-up
+                demo.square(x=i).result(timeout=10)
+            stamps.clear()
+            for i in range(a.calls):
+                stamps.append(("client call", time.perf_counter()))
+                demo.square(x=i).result(timeout=10)
+                stamps.append(("client done", time.perf_counter()))
+                time.sleep(0.002)  # let both sides go idle, as between real calls
+        ours.send("stop")
+        if not ours.poll(30):
+            raise RuntimeError("worker did not stop within 30 s")
+        worker_stamps: Stamps = ours.recv()
+    finally:
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
+    report(sorted(stamps + worker_stamps, key=lambda s: s[1]))
+
+
+def report(stamps: Stamps) -> None:
+    calls: list[Stamps] = []
+    for step, at in stamps:
+        if step == "client call":
+            calls.append([(step, at)])
+        elif calls and all(step != seen for seen, _ in calls[-1]):  # first of each step only
+            calls[-1].append((step, at))
+    deltas: dict[str, list[float]] = {}
+    since_start: dict[str, list[float]] = {}
+    for call in calls:
+        for (_, before), (step, at) in zip(call, call[1:]):
+            deltas.setdefault(step, []).append((at - before) * 1e6)
+            since_start.setdefault(step, []).append((at - call[0][1]) * 1e6)
+    print(f"median over {len(calls)} sequential calls (microseconds):")
+    print(f"  {'step':<16} {'since previous':>15} {'since call':>11}")
+    for step in sorted(since_start, key=lambda s: statistics.median(since_start[s])):
+        print(f"  {step:<16} {statistics.median(deltas[step]):>15.0f} {statistics.median(since_start[step]):>11.0f}")
+
+
+if __name__ == "__main__":
+    main()
