@@ -75,7 +75,8 @@ class _CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika shi
         if self._frames_out:
             data = b"".join(self._frames_out)
             self._frames_out.clear()
-            self._adapter_emit_data(data)
+            if self._transport is not None:  # else the socket closed since: nothing to write to
+                self._adapter_emit_data(data)
 
 
 @dataclass(slots=True)
@@ -382,9 +383,12 @@ class AmqpTransport(Transport):
                 persistent=props.delivery_mode == _PERSISTENT,
                 headers=props.headers or {},
             )
-            consumer.on_message(
-                Delivery(message, generation | method.delivery_tag, method.redelivered, consumer.queue)
-            )
+            try:
+                consumer.on_message(
+                    Delivery(message, generation | method.delivery_tag, method.redelivered, consumer.queue)
+                )
+            except Exception:  # a bug in a handler of deliveries must not tear the connection down
+                log.exception("delivery %s on %s not handled", props.message_id, consumer.queue)
 
         callback = None if future is None else (lambda _f: future.set_result(tag))
         channel.basic_consume(

@@ -232,7 +232,14 @@ class Worker:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         assert self._executor is not None
-        self._executor.submit(self._execute, delivery)
+        if not self._stopping:
+            try:
+                self._executor.submit(self._execute, delivery)
+                return
+            except RuntimeError:  # the pool shut down just now: the worker is stopping
+                pass
+        # Prefetched deliveries keep arriving until the broker has processed the cancel.
+        self._transport.reject(delivery.tag, requeue=True)
 
     def _execute(self, delivery: Delivery) -> None:
         try:
