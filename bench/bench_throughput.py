@@ -643,6 +643,8 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only", choices=["throughput", "progress", "memory", "profile"], default=None)
     parser.add_argument("--memory-tasks", type=int, default=None, help="default 100,000 (--quick: 20,000)")
+    parser.add_argument("--others", action="store_true",
+                        help="then run bench.bench_others (Celery, Dramatiq when installed) on the same broker")
     args = parser.parse_args()
     quick = args.quick
     args.runs = 1 if quick else 3
@@ -699,6 +701,10 @@ def main() -> None:
     path = out_dir / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if quick else ''}.json"
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(f"results saved to {path.relative_to(ROOT)}")
+    if args.others:  # same broker, same raw-pika baseline: compare through the ratios
+        print("\nCelery and Dramatiq (bench/bench_others.py):", flush=True)
+        subprocess.run([sys.executable, "-m", "bench.bench_others", *(["--quick"] if quick else [])],
+                       cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":
