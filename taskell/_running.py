@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from . import _wire
 from ._process_pool import Child
 from ._transport import Delivery, Transport
-from .context import Context
+from .context import Context, ProgressSlot
 from .registry import Binding
 
 if TYPE_CHECKING:
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("taskell.worker")
 
 PROGRESS_INTERVAL = 0.01  # seconds between two progress messages of one task
-NOTHING: Any = object()
 
 
 class AbortInterrupt(BaseException):
@@ -76,35 +75,50 @@ class Running:
                 raise_in_thread(self.thread_id, None)
 
 
-class Progress:
-    """Latest-value slot between a handler and the I/O thread.
+class Progress(ProgressSlot):
+    """A task's progress slot, sent by the I/O thread.
 
-    ``report`` only stores the value and bumps a counter (no lock, no I/O); the I/O thread sends
-    the latest value at most every ``PROGRESS_INTERVAL`` seconds, so values reported faster are
-    coalesced, in order, and ``flush`` sends the last one before the final reply.
+    The handler writes values with ``Context.progress`` (or ``report``, for values a child
+    process sent); the I/O thread sends the latest value at most every ``PROGRESS_INTERVAL``
+    seconds, so values reported faster are coalesced, in order, and ``flush`` sends the last
+    one before the final reply. The slot is armed while no send is scheduled.
     """
+
+    __slots__ = (
+        "_binding",
+        "_encoded",
+        "_lock",
+        "_next_send",
+        "_reply_to",
+        "_sent",
+        "_task_id",
+        "_transport",
+    )
 
     def __init__(
         self, transport: Transport, binding: Binding, task_id: str, reply_to: str | None, *, encoded: bool
     ) -> None:
+        super().__init__()
         self._transport = transport
         self._encoded = encoded  # values arrive as JSON bytes (from a child process)
         self._binding = binding
         self._task_id = task_id
         self._reply_to = reply_to
         self._lock = threading.Lock()  # orders sends between the I/O thread and flush()
-        self._reported = 0  # written by the handler's thread only
         self._sent = 0
-        self._scheduled = False
         self._next_send = 0.0
-        self.latest: Any = NOTHING
+        self.armed = reply_to is not None  # nobody to send to: values are only kept for inspect
 
     def report(self, value: Any) -> None:
-        self.latest = value  # before the counter: whoever sees the count sees this value
-        self._reported += 1
-        if not self._scheduled and self._reply_to is not None:
-            self._scheduled = True
-            self._transport.call_soon(self._tick)
+        """What ``Context.progress`` does, for values that come another way."""
+        self.latest = value
+        self.reported += 1
+        if self.armed:
+            self.fire()
+
+    def fire(self) -> None:
+        self.armed = False
+        self._transport.call_soon(self._tick)
 
     def _tick(self) -> None:  # on the I/O thread
         now = time.monotonic()
@@ -113,14 +127,14 @@ class Progress:
             return
         self._send_latest()
         self._next_send = now + PROGRESS_INTERVAL
-        self._scheduled = False
-        if self._reported > self._sent:  # reported meanwhile: the handler saw _scheduled set
-            self._scheduled = True
+        self.armed = True
+        if self.reported > self._sent:  # reported meanwhile, maybe while disarmed: send it later
+            self.armed = False
             self._transport.call_later(PROGRESS_INTERVAL, self._tick)
 
     def _send_latest(self) -> Future[None] | None:
         with self._lock:
-            reported = self._reported
+            reported = self.reported
             if reported <= self._sent:
                 return None
             self._sent = reported

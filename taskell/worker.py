@@ -30,11 +30,11 @@ from . import _wire
 from ._joiner import Joiner
 from ._lease import Lease
 from ._process_pool import Child, ChildDied
-from ._running import NOTHING, AbortInterrupt, Progress, Running, json_form
+from ._running import AbortInterrupt, Progress, Running, json_form
 from ._transport import Delivery, Message, Transport
 from .config import PREFETCH_PER_SLOT, Config
 from .connection import open_transport
-from .context import Context
+from .context import NOTHING, Context
 from .errors import BrokerUnavailable
 from .registry import Registry
 
@@ -290,7 +290,7 @@ class Worker:
         progress = Progress(self._transport, binding, task_id, message.reply_to, encoded=child is not None)
         ctx: Context[Any] = Context(
             task_id,
-            progress.report,
+            progress,
             redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
