@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from . import _wire
 from ._process_pool import Child
 from ._transport import Delivery, Transport
-from .context import Context, ProgressSlot
+from .context import NOTHING, Context, ProgressSender
 from .registry import Binding
 
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("taskell.worker")
 
-PROGRESS_INTERVAL = 0.01  # seconds between two progress messages of one task
+PROGRESS_INTERVAL = 0.02  # seconds between two progress messages of one task (50 per second)
 
 
 class AbortInterrupt(BaseException):
@@ -75,70 +75,70 @@ class Running:
                 raise_in_thread(self.thread_id, None)
 
 
-class Progress(ProgressSlot):
-    """A task's progress slot, sent by the I/O thread.
+class Progress(ProgressSender):
+    """Sends a task's progress from the I/O thread, at most every ``PROGRESS_INTERVAL``
+    seconds: values reported faster are coalesced, in order, and ``flush`` sends the last one
+    before the final reply. The context is armed while no send is scheduled.
 
-    The handler writes values with ``Context.progress`` (or ``report``, for values a child
-    process sent); the I/O thread sends the latest value at most every ``PROGRESS_INTERVAL``
-    seconds, so values reported faster are coalesced, in order, and ``flush`` sends the last
-    one before the final reply. The slot is armed while no send is scheduled.
+    It reads and arms the context's slot (``_latest``, ``_reported``, ``_armed``) directly:
+    ``Context.progress`` is a handler's hot loop, kept to a few attribute writes.
     """
-
-    __slots__ = (
-        "_binding",
-        "_encoded",
-        "_lock",
-        "_next_send",
-        "_reply_to",
-        "_sent",
-        "_task_id",
-        "_transport",
-    )
 
     def __init__(
         self, transport: Transport, binding: Binding, task_id: str, reply_to: str | None, *, encoded: bool
     ) -> None:
-        super().__init__()
         self._transport = transport
         self._encoded = encoded  # values arrive as JSON bytes (from a child process)
         self._binding = binding
         self._task_id = task_id
         self._reply_to = reply_to
+        self.listening = reply_to is not None  # nobody to send to: values are only kept for inspect
+        self._ctx: Context[Any] | None = None
         self._lock = threading.Lock()  # orders sends between the I/O thread and flush()
         self._sent = 0
         self._next_send = 0.0
-        self.armed = reply_to is not None  # nobody to send to: values are only kept for inspect
+
+    def attach(self, ctx: Context[Any]) -> None:
+        self._ctx = ctx
+
+    @property
+    def latest(self) -> Any:
+        """The last value reported (``NOTHING`` before the first)."""
+        return NOTHING if self._ctx is None else self._ctx._latest
 
     def report(self, value: Any) -> None:
-        """What ``Context.progress`` does, for values that come another way."""
-        self.latest = value
-        self.reported += 1
-        if self.armed:
-            self.fire()
+        """Report ``value`` as ``Context.progress`` does (for values from a child process)."""
+        assert self._ctx is not None
+        self._ctx.progress(value)
 
-    def fire(self) -> None:
-        self.armed = False
+    def wake(self) -> None:
+        assert self._ctx is not None
+        self._ctx._armed = False
         self._transport.call_soon(self._tick)
 
     def _tick(self) -> None:  # on the I/O thread
+        ctx = self._ctx
+        assert ctx is not None
         now = time.monotonic()
         if now < self._next_send:
             self._transport.call_later(self._next_send - now, self._tick)
             return
         self._send_latest()
         self._next_send = now + PROGRESS_INTERVAL
-        self.armed = True
-        if self.reported > self._sent:  # reported meanwhile, maybe while disarmed: send it later
-            self.armed = False
+        ctx._armed = True
+        if ctx._reported > self._sent:  # reported meanwhile, maybe while disarmed: send it later
+            ctx._armed = False
             self._transport.call_later(PROGRESS_INTERVAL, self._tick)
 
     def _send_latest(self) -> Future[None] | None:
+        ctx = self._ctx
+        assert ctx is not None
         with self._lock:
-            reported = self.reported
+            reported = ctx._reported
             if reported <= self._sent:
                 return None
             self._sent = reported
-            return self._send(self.latest)
+            return self._send(ctx._latest)
 
     def flush(self) -> list[Future[None]]:
         """Send the last unsent value now; called before the final reply."""

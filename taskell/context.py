@@ -13,37 +13,19 @@ P = TypeVar("P")
 NOTHING: Any = object()  # no progress reported yet
 
 
-class ProgressSlot:
-    """The latest progress value of a task, written by ``Context.progress`` with no lock and no
-    I/O (a handler may report millions of values); whoever sends the values reads it.
+class ProgressSender:
+    """Sends a task's progress: ``Context.progress`` only stores the value and counts it, with
+    no lock and no I/O (a handler may report millions of values), and calls ``wake`` only while
+    the context is *armed*, i.e. when the sender is idle and must be told; the sender reads the
+    context's latest value and count when it sends, and re-arms it."""
 
-    ``armed`` asks ``progress`` to call ``fire()`` on the next value (the sender is idle and
-    must be woken); a slot that is never armed is simply overwritten.
-    """
+    listening = False  # arm the context at once (False: nobody to send to, values are kept)
 
-    __slots__ = ("armed", "latest", "reported")
+    def attach(self, ctx: Context[Any]) -> None:
+        """Called once by ``ctx``'s constructor."""
 
-    def __init__(self) -> None:
-        self.latest: Any = NOTHING
-        self.reported = 0  # values written so far; the value is stored before the count
-        self.armed = False
-
-    def fire(self) -> None:
-        """Called by the handler's thread when a value arrives while ``armed``."""
-
-
-class _CallbackSlot(ProgressSlot):
-    """Hands every value to a plain callback, at once."""
-
-    __slots__ = ("_callback",)
-
-    def __init__(self, callback: Callable[[Any], None]) -> None:
-        super().__init__()
-        self._callback = callback
-        self.armed = True
-
-    def fire(self) -> None:
-        self._callback(self.latest)
+    def wake(self) -> None:
+        """Called by the handler's thread when a value arrives while the context is armed."""
 
 
 class Context(Generic[P]):
@@ -55,12 +37,12 @@ class Context(Generic[P]):
         logger: a logger named after the task.
     """
 
-    __slots__ = ("_aborted", "_slot", "logger", "redelivered", "task_id")
+    __slots__ = ("_aborted", "_armed", "_latest", "_reported", "_wake", "logger", "redelivered", "task_id")
 
     def __init__(
         self,
         task_id: str,
-        report: Callable[[P], None] | ProgressSlot,
+        report: Callable[[P], None] | ProgressSender,
         *,
         redelivered: bool = False,
         logger: logging.Logger | None = None,
@@ -68,19 +50,26 @@ class Context(Generic[P]):
         self.task_id = task_id
         self.redelivered = redelivered
         self.logger = logger or logging.getLogger("taskell.task")
-        # The worker passes its slot; a plain callable (say, in a unit test) gets every value.
-        self._slot = report if isinstance(report, ProgressSlot) else _CallbackSlot(report)
+        # The progress slot lives here, read by the sender (see ProgressSender).
+        self._latest: Any = NOTHING
+        self._reported = 0  # values reported so far; the value is stored before the count
+        if isinstance(report, ProgressSender):
+            self._armed = report.listening
+            self._wake: Callable[[], None] = report.wake
+            report.attach(self)
+        else:  # a plain callable (say, in a unit test) gets every value at once
+            self._armed = True
+            self._wake = lambda: report(self._latest)
         self._aborted = threading.Event()
 
     def progress(self, value: P) -> None:
         """Report progress. Never blocks on the network: the value is handed to the
         connection's thread, and values reported faster than they can be sent are coalesced
         (the latest wins; order holds; the last one before the result is always sent)."""
-        slot = self._slot  # inlined slot update: this is a handler's hot loop
-        slot.latest = value  # before the count: whoever sees the count sees this value
-        slot.reported += 1
-        if slot.armed:
-            slot.fire()
+        self._latest = value  # before the count: whoever sees the count sees this value
+        self._reported += 1
+        if self._armed:
+            self._wake()
 
     @property
     def aborted(self) -> bool:

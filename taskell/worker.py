@@ -42,7 +42,10 @@ __all__ = ["Worker"]
 
 log = logging.getLogger("taskell.worker")
 
-_REMEMBERED_IDS = 100_000  # aborted / finished task ids kept to answer late aborts
+# Task ids kept: aborted ones, so a queued copy never starts; finished ones only to answer an
+# abort with "finished" (about 190 bytes each: a small table keeps the worker's memory flat).
+_REMEMBERED_ABORTED = 100_000
+_REMEMBERED_FINISHED = 10_000
 LEASE_CHECK_INTERVAL = 1.0  # seconds between two looks for tasks running past lease_after
 START_ATTEMPTS = 3
 
@@ -308,7 +311,7 @@ class Worker:
         if kind == _wire.ABORTED and self._requeue_aborted:  # stopped by a graceful stop's end
             self._transport.reject(delivery.tag, requeue=True)
             return
-        self._remember(self._finished, task_id)
+        self._remember(self._finished, task_id, _REMEMBERED_FINISHED)
         self._reply_final(delivery, kind, body, progress.flush(), running)
 
     def _run_handler(self, running: Running, args: Any) -> tuple[str, bytes]:
@@ -522,7 +525,7 @@ class Worker:
             state = "finished"
         else:
             state = "not running here"
-        self._remember(self._aborted, task_id)
+        self._remember(self._aborted, task_id, _REMEMBERED_ABORTED)
         log.info("abort %s: %s", task_id, state)
         return {"worker": self.name, "task_id": task_id, "state": state}
 
@@ -548,7 +551,7 @@ class Worker:
         }
 
     @staticmethod
-    def _remember(ids: collections.OrderedDict[str, None], task_id: str) -> None:
+    def _remember(ids: collections.OrderedDict[str, None], task_id: str, limit: int) -> None:
         ids[task_id] = None
-        if len(ids) > _REMEMBERED_IDS:
+        if len(ids) > limit:
             ids.popitem(last=False)
