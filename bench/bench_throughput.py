@@ -11,12 +11,10 @@ runs ``examples.worker:handlers`` (``square`` is the no-op task), the baseline s
 1. round trip: submit N ``square`` tasks, then collect every result; 1 worker process at
    parallelism 1 and at parallelism 4, 2 worker processes at parallelism 4 (2 raw servers);
    each raw server uses the taskell worker's default prefetch (32 x parallelism);
-2. drain: N fire-and-forget tasks, from the first publish until the worker processed the last.
-   taskell has no fire-and-forget submission: ``submit`` always asks for a reply, so "public"
-   submits N and waits until every handle is done without reading the results; "no-reply"
-   publishes N-1 task messages without ``reply_to`` through the connection's transport (what a
-   fire-and-forget option would do), then one ordinary ``square`` whose result marks the end.
-   The raw baseline does the latter (N-1 without ``reply_to``, then one with);
+2. drain: N fire-and-forget tasks, from the first publish until the worker processed the last:
+   N-1 ``taskell.fire(demo.square, x=i)`` (no ``reply_to``: the worker acks once the task ran),
+   then one ordinary ``square`` whose result marks the end. The raw baseline does the same
+   (N-1 requests without ``reply_to``, then one with);
 3. sequential latency p50/p99 over 1,000 calls (parallelism 1);
 4. progress: ``bench/progress_worker.py``: a loop of 1,000,000 ``ctx.progress()`` calls against
    the same loop without them, bare and with some work per iteration; the client must see the
@@ -198,15 +196,6 @@ class Measure:
         }
 
 
-def wait_done(handles: list[taskell.TaskHandle[Any, Any]], deadline: float) -> None:
-    """Poll until every handle has its outcome (without decoding results)."""
-    for handle in handles:
-        while not handle.done():
-            if time.monotonic() > deadline:
-                raise TimeoutError("tasks not done in time")
-            time.sleep(0.0005)
-
-
 def taskell_round_trip(demo: Client, count: int, pids: list[int]) -> dict[str, Any]:
     deadline = time.monotonic() + TIMEOUT
     with Measure(pids) as m:
@@ -232,13 +221,6 @@ def raw_round_trip(raw: RawClient, count: int, pids: list[int], body: Callable[[
                 raise AssertionError("wrong raw result")
     raw.replies.clear()
     return m.result(count, submit_rate=round(count / submitted, 1))
-
-
-def taskell_drain_public(demo: Client, count: int, pids: list[int]) -> dict[str, Any]:
-    with Measure(pids) as m:
-        handles = [demo.square(x=i) for i in range(count)]
-        wait_done(handles, time.monotonic() + TIMEOUT)
-    return m.result(count)
 
 
 def taskell_drain_no_reply(conn: taskell.Connection, demo: Client, count: int, pids: list[int]) -> dict[str, Any]:
@@ -393,11 +375,9 @@ def bench_throughput(conn: taskell.Connection, raw: RawClient, admin: Admin, a: 
         tp, rp = pids_of(workers), pids_of(servers)
         pairwise("round trip, 1 worker, parallelism 1", results,
                  lambda: taskell_round_trip(demo, n, tp), lambda: raw_round_trip(raw, n, rp), runs, admin)
-        pairwise("drain, p1, public (replies sent)", results,
-                 lambda: taskell_drain_public(demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
-        pairwise("drain, p1, taskell.fire", results,
+        pairwise("drain (fire and forget), parallelism 1", results,
                  lambda: taskell_drain_no_reply(conn, demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
-        pairwise("latency, p1", results,
+        pairwise("sequential latency, parallelism 1", results,
                  lambda: latencies(taskell_call(demo), a.calls), lambda: latencies(raw_call(raw), a.calls),
                  runs, admin)
     with processes(conn, workers=1, parallelism=4, raw_servers=1) as (workers, servers):
@@ -405,9 +385,7 @@ def bench_throughput(conn: taskell.Connection, raw: RawClient, admin: Admin, a: 
         tp, rp = pids_of(workers), pids_of(servers)
         pairwise("round trip, 1 worker, parallelism 4", results,
                  lambda: taskell_round_trip(demo, n, tp), lambda: raw_round_trip(raw, n, rp), runs, admin)
-        pairwise("drain, p4, public (replies sent)", results,
-                 lambda: taskell_drain_public(demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
-        pairwise("drain, p4, taskell.fire", results,
+        pairwise("drain (fire and forget), parallelism 4", results,
                  lambda: taskell_drain_no_reply(conn, demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
         print("payload (demo.total(parts=[...]), parallelism 4):")
         for size, count in a.payloads:
