@@ -63,7 +63,7 @@ def _mask(url: str) -> str:
 
 # Default prefetch per unit of parallelism. A finished task keeps its slot until the broker has
 # confirmed its reply (then it is acknowledged), so short tasks need a deep window to stream:
-# at parallelism 1, round-trip throughput is 2,100/s at 4 per slot, 2,700/s at 16 and 3,100/s at
+# at parallelism 1, round-trip throughput is 1,400/s at 4 per slot, 2,700/s at 16 and 3,100/s at
 # 32 (bench/bench_throughput.py).
 PREFETCH_PER_SLOT = 32
 
