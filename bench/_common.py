@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import select
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import taskell
 
@@ -76,3 +79,36 @@ def proc_status(pid: int) -> dict[str, int]:
 def percentile(values: list[float], q: float) -> float:
     """The q-quantile (0..1) of ``values`` (inclusive method)."""
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q * 100) - 1))]
+
+
+def latencies(call: Callable[[int], None], count: int) -> dict[str, Any]:
+    """p50 / p99 in ms of ``count`` sequential ``call(i)``."""
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        call(i)
+        times.append(time.perf_counter() - started)
+    return {
+        "count": count,
+        "p50_ms": round(statistics.median(times) * 1000, 3),
+        "p99_ms": round(percentile(times, 0.99) * 1000, 3),
+    }
+
+
+def start_raw_server(queue: str, prefetch: int) -> subprocess.Popen[bytes]:
+    """Start the raw-pika baseline ``bench.raw_pika serve`` on ``queue`` (in a session of its
+    own) and wait for its ``ready`` line (30 s at most)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.raw_pika", "serve", "--url", URL, "--queue", queue, "--prefetch", str(prefetch)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert process.stdout is not None
+    ready, _, _ = select.select([process.stdout], [], [], 30)
+    if not ready or process.stdout.readline().strip() != b"ready":
+        process.kill()
+        process.wait()
+        raise RuntimeError("raw pika server did not come up within 30 s")
+    return process

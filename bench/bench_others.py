@@ -34,7 +34,6 @@ import importlib.util
 import json
 import os
 import platform
-import select
 import signal
 import statistics
 import subprocess
@@ -49,7 +48,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
-from bench._common import ROOT, URL, percentile
+from bench._common import ROOT, URL, latencies, start_raw_server
 from bench.raw_pika import RawClient
 from taskell.config import PREFETCH_PER_SLOT
 
@@ -94,34 +93,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             except ProcessLookupError:
                 pass
     process.wait(10)
-
-
-def start_raw_server(prefetch: int) -> subprocess.Popen[bytes]:
-    """Start ``bench.raw_pika serve`` and wait for its ``ready`` line (30 s at most)."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.raw_pika",
-            "serve",
-            "--url",
-            URL,
-            "--queue",
-            RAW_QUEUE,
-            "--prefetch",
-            str(prefetch),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        start_new_session=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    if not ready or process.stdout.readline().strip() != b"ready":
-        stop(process)
-        raise RuntimeError("raw pika server did not come up within 30 s")
-    return process
 
 
 def tail(log: Path, lines: int = 15) -> str:
@@ -174,7 +145,7 @@ class Raw(Side):
         self.client = RawClient(URL, RAW_QUEUE)
 
     def start(self, threads: int) -> None:
-        self.process = start_raw_server(PREFETCH_PER_SLOT * threads)
+        self.process = start_raw_server(RAW_QUEUE, PREFETCH_PER_SLOT * threads)
 
     def round_trip(self, count: int) -> None:
         self.client.replies.clear()
@@ -364,19 +335,6 @@ def timed(run: Callable[[int], None], count: int) -> dict[str, Any]:
     run(count)
     seconds = time.perf_counter() - started
     return {"count": count, "seconds": round(seconds, 4), "rate": round(count / seconds, 1)}
-
-
-def latencies(call: Callable[[int], None], count: int) -> dict[str, Any]:
-    times = []
-    for i in range(count):
-        started = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - started)
-    return {
-        "count": count,
-        "p50_ms": round(statistics.median(times) * 1000, 3),
-        "p99_ms": round(percentile(times, 0.99) * 1000, 3),
-    }
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -39,7 +39,6 @@ import json
 import os
 import platform
 import pstats
-import select
 import statistics
 import subprocess
 import sys
@@ -55,7 +54,7 @@ import pydantic
 
 import taskell
 from taskell.config import PREFETCH_PER_SLOT
-from bench._common import ROOT, URL, broker_pid, percentile, proc_status, start_worker, stop_worker
+from bench._common import ROOT, URL, broker_pid, latencies, start_raw_server, proc_status, start_worker, stop_worker
 from bench.raw_pika import RawClient
 from generated.demo import Client
 
@@ -78,24 +77,6 @@ def cpu_seconds(pids: list[int]) -> float:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / CLK_TCK
-
-
-def start_raw_server(prefetch: int) -> subprocess.Popen[bytes]:
-    """Start ``bench.raw_pika serve`` and wait for its ``ready`` line (30 s at most)."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.raw_pika", "serve", "--url", URL, "--queue", RAW_QUEUE,
-         "--prefetch", str(prefetch)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 30)
-    if not ready or process.stdout.readline().strip() != b"ready":
-        process.kill()
-        process.wait()
-        raise RuntimeError("raw pika server did not come up within 30 s")
-    return process
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:
@@ -122,7 +103,7 @@ def processes(
             started_workers.append(start_worker(conn, target, parallelism=parallelism, env=env))
         for _ in range(raw_servers):
             # The same window as the taskell worker's default prefetch: a like-for-like baseline.
-            started_raw.append(start_raw_server(raw_prefetch or PREFETCH_PER_SLOT * parallelism))
+            started_raw.append(start_raw_server(RAW_QUEUE, raw_prefetch or PREFETCH_PER_SLOT * parallelism))
         yield started_workers, started_raw
     finally:
         for process in started_workers:
@@ -243,19 +224,6 @@ def raw_drain(raw: RawClient, count: int, pids: list[int]) -> dict[str, Any]:
         raw.wait(1, TIMEOUT)
     raw.replies.clear()
     return m.result(count)
-
-
-def latencies(call: Callable[[int], None], count: int) -> dict[str, Any]:
-    times = []
-    for i in range(count):
-        started = time.perf_counter()
-        call(i)
-        times.append(time.perf_counter() - started)
-    return {
-        "count": count,
-        "p50_ms": round(statistics.median(times) * 1000, 3),
-        "p99_ms": round(percentile(times, 0.99) * 1000, 3),
-    }
 
 
 def taskell_call(demo: Client) -> Callable[[int], None]:
