@@ -39,7 +39,9 @@ def start_worker(
 
 
 def stop_worker(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the worker (graceful) and reap it; SIGKILL after 10 s."""
+    """SIGTERM the worker or raw server (graceful) and reap it; SIGKILL after 10 s."""
+    if process.poll() is not None:
+        return
     process.terminate()
     try:
         process.wait(10)

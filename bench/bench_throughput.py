@@ -79,17 +79,6 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLK_TCK
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID, SIGKILL after 10 s, reap."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @contextlib.contextmanager
 def processes(
     conn: taskell.Connection, *, workers: int, parallelism: int, raw_servers: int,
@@ -109,7 +98,7 @@ def processes(
         for process in started_workers:
             stop_worker(process)
         for process in started_raw:
-            stop_process(process)
+            stop_worker(process)
 
 
 class Admin:

@@ -131,12 +131,7 @@ def submit(
 def _declare_join(conn: Connection) -> None:
     if conn._join_declared:
         return
-    transport = conn._transport
-    transport.declare_exchange(_wire.OUTCOMES_EXCHANGE, "direct").result()
-    for name in _wire.join_queues():
-        transport.declare_queue(
-            name, durable=True, arguments=_wire.join_queue_arguments(conn.config)
-        ).result()
+    _wire.declare_joins(conn._transport, conn.config)
     conn._join_declared = True
 
 

@@ -64,13 +64,8 @@ class Joiner:
     def start(self) -> None:
         """Declare the outcomes exchange and the partitions, and consume them (no prefetch
         limit: held messages must not block new ones)."""
-        transport = self._transport
-        transport.declare_exchange(_wire.OUTCOMES_EXCHANGE, "direct").result()
-        for name in _wire.join_queues():
-            transport.declare_queue(
-                name, durable=True, arguments=_wire.join_queue_arguments(self._config)
-            ).result()
-            transport.consume(name, self._on_message).result()
+        for name in _wire.declare_joins(self._transport, self._config):
+            self._transport.consume(name, self._on_message).result()
 
     def reset(self) -> None:
         """Forget everything held: after a reconnect the broker redelivers it all."""

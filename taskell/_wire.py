@@ -10,7 +10,7 @@ from typing import Any
 import pika
 from pydantic import BaseModel, ValidationError
 
-from ._transport import Message
+from ._transport import Message, Transport
 from .config import Config
 from .spec import TaskSpec
 
@@ -165,6 +165,15 @@ def join_queue(task_id: str) -> str:
 def join_queues() -> list[str]:
     """Every join partition queue."""
     return [f"taskell.join.{n}" for n in range(JOIN_PARTITIONS)]
+
+
+def declare_joins(transport: Transport, config: Config) -> list[str]:
+    """Declare the outcomes exchange and every join partition (clients before their first
+    join record, joiners before consuming); returns the partitions' names."""
+    transport.declare_exchange(OUTCOMES_EXCHANGE, "direct").result()
+    for name in join_queues():
+        transport.declare_queue(name, durable=True, arguments=join_queue_arguments(config)).result()
+    return join_queues()
 
 
 def join_queue_arguments(config: Config) -> dict[str, Any]:

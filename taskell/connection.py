@@ -181,20 +181,18 @@ class Connection:
             PayloadError: ``args`` do not validate against the task's model.
             BrokerUnavailable: the connection is closed or lost.
         """
-        if not after:
-            try:
-                body = spec.args.model_validate(args).model_dump_json().encode()
-            except ValidationError as exc:
-                # No schema type accepts a Ref, so only args that fail can hold one: a long
-                # list argument is not scanned on every plain submission.
-                refs = _deps.find_refs(args)
-                if not refs:
-                    raise PayloadError(spec.name, _wire.describe(exc)) from None
-            else:
-                return self._publish_task(spec, body)
-        else:
+        if after:
+            return _deps.submit(self, spec, args, _deps.find_refs(args), after)
+        try:
+            body = spec.args.model_validate(args).model_dump_json().encode()
+        except ValidationError as exc:
+            # No schema type accepts a Ref, so only args that fail can hold one: a long list
+            # argument is not scanned on every plain submission.
             refs = _deps.find_refs(args)
-        return _deps.submit(self, spec, args, refs, after)
+            if not refs:
+                raise PayloadError(spec.name, _wire.describe(exc)) from None
+            return _deps.submit(self, spec, args, refs, after)
+        return self._publish_task(spec, body)
 
     def submit_json(self, spec: TaskSpec[Any, P, R], json_args: str | bytes) -> TaskHandle[P, R]:
         """Like ``submit``, with the arguments as JSON (as ``taskell call`` takes them)."""

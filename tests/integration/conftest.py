@@ -159,7 +159,8 @@ def cli_env(url: str) -> dict[str, str]:
     return env
 
 
-def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM by PID, SIGKILL after 15 s, reap."""
     if proc.poll() is None:
         os.kill(proc.pid, signal.SIGTERM)
         try:
@@ -204,7 +205,7 @@ def spawn_worker(config: taskell.Config, tmp_path: Path) -> Iterator[SpawnWorker
         yield spawn
     finally:
         for proc in procs:
-            _stop_process(proc)
+            stop_process(proc)
 
 
 @pytest.fixture

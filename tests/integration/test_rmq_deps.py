@@ -49,6 +49,7 @@ from tests.integration.conftest import (
     StartWorker,
     _blocking_connection,
     cli_env,
+    stop_process,
     worker_pids,
 )
 from tests.integration.dep_dag import check_events, describe, edges, random_dag, submit_dag
@@ -136,13 +137,7 @@ def spawn_deps(config: taskell.Config, tmp_path: Path, markers: Path) -> Iterato
         yield spawn
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(15)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+            stop_process(proc)
 
 
 # Evidence from the handlers' events
