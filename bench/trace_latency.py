@@ -37,7 +37,8 @@ Stamps = list[tuple[str, float]]
 
 def instrument(stamps: Stamps, side: str) -> None:
     """Wrap the internal methods that mark each step, appending (step, time) to ``stamps``."""
-    from taskell import _amqp, worker
+    from taskell import worker
+    from taskell.transport import amqp
 
     def wrap(owner: Any, name: str, step: str) -> None:
         original: Callable[..., Any] = getattr(owner, name)
@@ -48,9 +49,9 @@ def instrument(stamps: Stamps, side: str) -> None:
 
         setattr(owner, name, stamped)
 
-    wrap(_amqp.AmqpTransport, "_basic_publish", "publish")
-    wrap(_amqp._CoalescingConnection, "_flush_frames", "send")
-    start_consumer = _amqp.AmqpTransport._start_consumer
+    wrap(amqp.AmqpTransport, "_basic_publish", "publish")
+    wrap(amqp._CoalescingConnection, "_flush_frames", "send")
+    start_consumer = amqp.AmqpTransport._start_consumer
 
     def start_stamped(self: Any, channel: Any, tag: str, consumer: Any, future: Any = None) -> None:
         on_message = consumer.on_message
@@ -62,7 +63,7 @@ def instrument(stamps: Stamps, side: str) -> None:
         consumer.on_message = received
         start_consumer(self, channel, tag, consumer, future)
 
-    setattr(_amqp.AmqpTransport, "_start_consumer", start_stamped)
+    setattr(amqp.AmqpTransport, "_start_consumer", start_stamped)
     if side == "worker":
         wrap(worker.Worker, "_execute", "pool")
         wrap(worker.Worker, "_reply_final", "replied")

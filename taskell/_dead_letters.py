@@ -15,6 +15,7 @@ import pika
 from . import _wire
 from .config import Config
 from .errors import BrokerUnavailable
+from .transport.amqp import pika_parameters
 
 __all__ = ["dead_letters"]
 
@@ -29,7 +30,7 @@ def dead_letters(config: Config, *, limit: int = 100, requeue: str | None = None
         BrokerUnavailable: the broker cannot be reached, or ``requeue`` names no listed message.
     """
     try:
-        connection = pika.BlockingConnection(_wire.pika_parameters(config.broker_url(), config))
+        connection = pika.BlockingConnection(pika_parameters(config.broker_url(), config))
     except pika.exceptions.AMQPError as exc:
         raise BrokerUnavailable(f"cannot connect to {config.masked_url()}: {exc!r}") from None
     try:

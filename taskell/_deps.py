@@ -21,10 +21,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _wire
-from ._transport import Message
 from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError, TaskFailed
 from .handle import Ref, TaskHandle
 from .spec import TaskSpec
+from .transport import Message
 
 if TYPE_CHECKING:
     from .connection import Connection

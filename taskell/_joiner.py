@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _wire
-from ._transport import Delivery, Message, Transport
 from .config import Config
+from .transport import Delivery, Message, Transport
 
 __all__ = ["Joiner"]
 

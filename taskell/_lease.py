@@ -19,8 +19,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 
 from . import _wire
-from ._transport import Delivery, Transport
 from .config import Config
+from .transport import Delivery, Transport
 
 __all__ = ["Lease"]
 

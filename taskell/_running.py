@@ -15,9 +15,9 @@ from pydantic import ValidationError
 
 from . import _wire
 from ._process_pool import Child
-from ._transport import Delivery, Transport
 from .context import NOTHING, Context, ProgressSender
 from .registry import Binding
+from .transport import Delivery, Transport
 
 if TYPE_CHECKING:
     from ._lease import Lease

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-import ssl
 import zlib
 from typing import Any
 
-import pika
 from pydantic import BaseModel, ValidationError
 
-from ._transport import Message, Transport
 from .config import Config
 from .spec import TaskSpec
+from .transport import Message, Transport
 
 FINGERPRINT_HEADER = "taskell-fingerprint"
 REASON_HEADER = "taskell-reason"
@@ -21,24 +19,6 @@ JSON = "application/json"
 
 # Reply types (AMQP ``type`` of messages sent to ``reply_to``).
 PROGRESS, RESULT, FAILED, ABORTED, REJECTED = "progress", "result", "failed", "aborted", "rejected"
-
-
-def pika_parameters(url: str, config: Config) -> pika.URLParameters:
-    """Connection parameters for ``url`` with the config's heartbeat, timeout and TLS files."""
-    params = pika.URLParameters(url)
-    params.heartbeat = config.heartbeat
-    params.socket_timeout = config.connect_timeout
-    params.stack_timeout = config.connect_timeout
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    params.client_properties = {"connection_name": "taskell"}
-    mq = config.rabbitmq
-    if url.startswith("amqps://") and (mq.ca_file or mq.cert_file):
-        context = ssl.create_default_context(cafile=mq.ca_file)
-        if mq.cert_file:
-            context.load_cert_chain(mq.cert_file, mq.key_file)
-        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
-    return params
 
 
 def queue_arguments(config: Config) -> dict[str, Any]:

@@ -19,13 +19,13 @@ from typing import Any, ParamSpec, TypeVar
 from pydantic import ValidationError
 
 from . import _deps, _wire
-from ._transport import Delivery, Message, Transport
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
 from .handle import Ref, TaskHandle
 from .spec import TaskSpec
+from .transport import Delivery, Message, Transport, open_transport
 
-__all__ = ["Connection", "connect", "open_transport"]
+__all__ = ["Connection", "connect"]
 
 log = logging.getLogger("taskell.client")
 
@@ -36,23 +36,6 @@ MAX_UNCLAIMED = 100_000  # tasks whose replies a connection holds for a later at
 A = ParamSpec("A")
 P = TypeVar("P")
 R = TypeVar("R")
-
-
-def open_transport(config: Config, *, name: str = "taskell") -> Transport:
-    """Open a broker connection for ``config``: RabbitMQ, or the in-memory broker for
-    ``memory://NAME``. Tries each of ``config.broker_urls()`` in turn.
-
-    Raises:
-        BrokerUnavailable: no broker answered.
-    """
-    from ._amqp import AmqpTransport
-    from ._memory import MemoryBroker, MemoryTransport
-
-    urls = config.broker_urls()
-    if urls[0].startswith("memory://"):
-        return MemoryTransport(MemoryBroker.named(urls[0][len("memory://") :]), name=name)
-    params = [_wire.pika_parameters(url, config) for url in urls]
-    return AmqpTransport(params, name=name, timeout=config.connect_timeout)
 
 
 def connect(

@@ -31,12 +31,11 @@ from ._joiner import Joiner
 from ._lease import Lease
 from ._process_pool import Child, ChildDied
 from ._running import AbortInterrupt, Progress, Running, json_form
-from ._transport import Delivery, Message, Transport
 from .config import PREFETCH_PER_SLOT, Config
-from .connection import open_transport
 from .context import NOTHING, Context
 from .errors import BrokerUnavailable
 from .registry import Registry
+from .transport import Delivery, Message, Transport, open_transport
 
 __all__ = ["Worker"]
 

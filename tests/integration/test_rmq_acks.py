@@ -16,9 +16,8 @@ from typing import Any
 import pika
 import pytest
 
-from taskell import _wire
-from taskell._amqp import AmqpTransport
-from taskell._transport import Delivery, Message
+from taskell.transport.amqp import AmqpTransport, pika_parameters
+from taskell.transport import Delivery, Message
 from taskell.config import Config
 from tests.integration.conftest import URL
 
@@ -27,7 +26,7 @@ COUNT = 600
 
 @pytest.fixture
 def transport(broker: str) -> Iterator[AmqpTransport]:
-    t = AmqpTransport([_wire.pika_parameters(URL, Config.from_url(URL))], name="test-acks")
+    t = AmqpTransport([pika_parameters(URL, Config.from_url(URL))], name="test-acks")
     yield t
     t.close()
 

@@ -17,8 +17,9 @@ import collections
 import itertools
 import logging
 import random
+import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -30,10 +31,11 @@ import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.channel import Channel
 
-from ._transport import Delivery, Message, OnMessage, Transport
-from .errors import BrokerUnavailable
+from ..config import Config
+from ..errors import BrokerUnavailable
+from .base import Delivery, Message, OnMessage, Transport
 
-__all__ = ["AmqpTransport"]
+__all__ = ["AmqpTransport", "pika_parameters"]
 
 log = logging.getLogger("taskell.amqp")
 
@@ -51,6 +53,24 @@ _TAG_BITS = 40  # delivery tag = generation << _TAG_BITS | the channel's own tag
 _TAG_MASK = (1 << _TAG_BITS) - 1
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
+
+
+def pika_parameters(url: str, config: Config) -> pika.URLParameters:
+    """Connection parameters for ``url`` with the config's heartbeat, timeout and TLS files."""
+    params = pika.URLParameters(url)
+    params.heartbeat = config.heartbeat
+    params.socket_timeout = config.connect_timeout
+    params.stack_timeout = config.connect_timeout
+    params.blocked_connection_timeout = 60
+    params.connection_attempts = 1
+    params.client_properties = {"connection_name": "taskell"}
+    mq = config.rabbitmq
+    if url.startswith("amqps://") and (mq.ca_file or mq.cert_file):
+        context = ssl.create_default_context(cafile=mq.ca_file)
+        if mq.cert_file:
+            context.load_cert_chain(mq.cert_file, mq.key_file)
+        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
+    return params
 
 
 class _CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ships no type information
@@ -471,7 +491,7 @@ class AmqpTransport(Transport):
         durable: bool = True,
         exclusive: bool = False,
         auto_delete: bool = False,
-        arguments: dict[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> Future[str]:
         def start(channel: Channel, future: Future[Any]) -> None:
             # Server-named queues cannot be re-declared after a reconnect, so are not replayed.

@@ -1,6 +1,6 @@
 """The broker seam: what the client and the worker need from a broker connection.
 
-Two implementations: ``_amqp.AmqpTransport`` (pika, RabbitMQ) and ``_memory.MemoryTransport``
+Two implementations: ``amqp.AmqpTransport`` (pika, RabbitMQ) and ``memory.MemoryTransport``
 (an in-process broker for the demo and for users' unit tests). Each owns one thread on which
 every callback runs; every public method is thread-safe (it hands work to that thread), because
 pika's connection objects are not.
@@ -9,7 +9,7 @@ pika's connection objects are not.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,9 +68,10 @@ class Transport(ABC):
         durable: bool = True,
         exclusive: bool = False,
         auto_delete: bool = False,
-        arguments: dict[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> Future[str]:
-        """Declare a queue (``name`` "" asks the broker for one); resolves to its name."""
+        """Declare a queue (``name`` "" asks the broker for one) with broker-specific
+        ``arguments`` (``x-queue-type``, ...); resolves to its name."""
 
     @abstractmethod
     def declare_exchange(self, name: str, kind: str) -> Future[None]:

@@ -13,13 +13,13 @@ import collections
 import itertools
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._transport import Delivery, Message, OnMessage, Transport
-from .errors import BrokerUnavailable
+from ..errors import BrokerUnavailable
+from .base import Delivery, Message, OnMessage, Transport
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -243,7 +243,7 @@ class MemoryTransport(Transport):
         durable: bool = True,
         exclusive: bool = False,
         auto_delete: bool = False,
-        arguments: dict[str, Any] | None = None,
+        arguments: Mapping[str, Any] | None = None,
     ) -> Future[str]:
         single_active = bool((arguments or {}).get("x-single-active-consumer"))
         return self._now(
