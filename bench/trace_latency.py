@@ -23,6 +23,7 @@ A diagnostic, not a figure of merit: the wrappers add a few microseconds per ste
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 import statistics
 import time
@@ -53,15 +54,14 @@ def instrument(stamps: Stamps, side: str) -> None:
     wrap(amqp._CoalescingConnection, "_flush_frames", "send")
     start_consumer = amqp.AmqpTransport._start_consumer
 
-    def start_stamped(self: Any, channel: Any, tag: str, consumer: Any, future: Any = None) -> None:
+    def start_stamped(self: Any, channel: Any, consumer: Any, future: Any = None) -> None:
         on_message = consumer.on_message
 
         def received(delivery: Any) -> None:
             stamps.append((f"{side} deliver", time.perf_counter()))
             on_message(delivery)
 
-        consumer.on_message = received
-        start_consumer(self, channel, tag, consumer, future)
+        start_consumer(self, channel, dataclasses.replace(consumer, on_message=received), future)
 
     setattr(amqp.AmqpTransport, "_start_consumer", start_stamped)
     if side == "worker":

@@ -33,7 +33,9 @@ from pika.channel import Channel
 
 from ..config import Config
 from ..errors import BrokerUnavailable
+from .acks import AckBatcher
 from .base import Delivery, Message, OnMessage, Transport
+from .topology import Binding, Consumer, Declaration, Exchange, Prefetch, Queue, Topology, declare
 
 __all__ = ["AmqpTransport", "pika_parameters"]
 
@@ -49,8 +51,6 @@ for _name in (
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 _PERSISTENT = pika.DeliveryMode.Persistent.value
-_TAG_BITS = 40  # delivery tag = generation << _TAG_BITS | the channel's own tag
-_TAG_MASK = (1 << _TAG_BITS) - 1
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
 
@@ -113,13 +113,6 @@ class _Publish:
         return self.properties.message_id if self.mandatory else None
 
 
-@dataclass(slots=True)
-class _Consumer:
-    queue: str
-    on_message: OnMessage
-    auto_ack: bool
-
-
 class AmqpTransport(Transport):
     """One pika ``SelectConnection`` with one confirm-mode channel, driven by its own thread.
 
@@ -143,12 +136,11 @@ class AmqpTransport(Transport):
         self._outbox: collections.deque[Callable[[], None]] = collections.deque()
         self._wakeup_pending = False
         self._unconfirmed: dict[int, _Publish] = {}
-        # Acknowledgements: requested from any thread into _acks, sent once per loop turn, as
-        # one `multiple` ack for the longest settled prefix of _unsettled (the channel's
-        # unacknowledged delivery tags, in order; True once an ack is requested).
+        # Acknowledgements: requested from any thread into _acks, sent once per loop turn in
+        # the frames the channel's _batcher makes of them.
         self._acks: collections.deque[int] = collections.deque()
         self._acks_scheduled = False
-        self._unsettled: dict[int, bool] = {}
+        self._batcher = AckBatcher(0)
         self._returned: set[str] = set()
         self._rpcs: set[Future[Any]] = set()
         self._next_tag = 1
@@ -157,8 +149,7 @@ class AmqpTransport(Transport):
         self._host_index = 0
         self._ready = False  # the channel is open and in confirm mode
         self._ever_opened = False
-        self._topology: list[tuple[Any, ...]] = []  # replayed, in order, after a reconnect
-        self._consumers: dict[str, _Consumer] = {}
+        self._topology = Topology()  # replayed after a reconnect
         self._consumer_numbers = itertools.count(1)
         self._on_lost: list[Callable[[BaseException], None]] = []
         self._on_reconnect: list[Callable[[], None]] = []
@@ -226,7 +217,7 @@ class AmqpTransport(Transport):
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
         self._next_tag = 1  # confirm numbers restart on every channel (replayed publishes first)
-        self._unsettled.clear()  # deliveries of the old channel were requeued by the broker
+        self._batcher = AckBatcher(self._generation)  # the old channel's deliveries were requeued
         self._returned.clear()
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
@@ -257,20 +248,7 @@ class AmqpTransport(Transport):
     def _replay(self) -> None:
         channel = self._channel
         assert channel is not None
-        for op, *args in self._topology:
-            if op == "queue":
-                name, durable, exclusive, auto_delete, arguments = args
-                channel.queue_declare(
-                    name, durable=durable, exclusive=exclusive, auto_delete=auto_delete, arguments=arguments
-                )
-            elif op == "exchange":
-                channel.exchange_declare(args[0], args[1], durable=True)
-            elif op == "bind":
-                channel.queue_bind(args[0], args[1], args[2] or None)
-            elif op == "qos":
-                channel.basic_qos(prefetch_count=args[0], global_qos=args[1])
-        for tag, consumer in self._consumers.items():
-            self._start_consumer(channel, tag, consumer)
+        self._topology.replay(_OnChannel(self, channel))
         pending = sorted(self._unconfirmed.items())
         self._unconfirmed.clear()
         for _, publish in pending:  # the broker may or may not have them: at-least-once
@@ -368,7 +346,7 @@ class AmqpTransport(Transport):
         # The broker cancels a consumer when its queue is deleted; consuming silently nothing
         # would be worse than reporting it.
         tag = frame.method.consumer_tag
-        self._consumers.pop(tag, None)
+        self._topology.cancel(tag)
         error = BrokerUnavailable(f"the broker cancelled consumer {tag} (queue deleted?)")
         for callback in self._on_lost:
             _call_safely(lambda: callback(error))
@@ -385,14 +363,12 @@ class AmqpTransport(Transport):
         self._next_tag += 1
 
     def _start_consumer(
-        self, channel: Channel, tag: str, consumer: _Consumer, future: Future[Any] | None = None
+        self, channel: Channel, consumer: Consumer, future: Future[Any] | None = None
     ) -> None:
-        generation = self._generation << _TAG_BITS
-        unsettled = None if consumer.auto_ack else self._unsettled
+        batcher = self._batcher
 
         def deliver(channel: Channel, method: Any, props: Any, body: bytes) -> None:
-            if unsettled is not None:
-                unsettled[method.delivery_tag] = False
+            tag = batcher.delivered(method.delivery_tag, auto_ack=consumer.auto_ack)
             message = Message(
                 body=body,
                 type=props.type,
@@ -404,15 +380,13 @@ class AmqpTransport(Transport):
                 headers=props.headers or {},
             )
             try:
-                consumer.on_message(
-                    Delivery(message, generation | method.delivery_tag, method.redelivered, consumer.queue)
-                )
+                consumer.on_message(Delivery(message, tag, method.redelivered, consumer.queue))
             except Exception:  # a bug in a handler of deliveries must not tear the connection down
                 log.exception("delivery %s on %s not handled", props.message_id, consumer.queue)
 
-        callback = None if future is None else (lambda _f: future.set_result(tag))
+        callback = None if future is None else (lambda _f: future.set_result(consumer.tag))
         channel.basic_consume(
-            consumer.queue, deliver, auto_ack=consumer.auto_ack, consumer_tag=tag, callback=callback
+            consumer.queue, deliver, auto_ack=consumer.auto_ack, consumer_tag=consumer.tag, callback=callback
         )
 
     # Any thread
@@ -449,15 +423,19 @@ class AmqpTransport(Transport):
         self.call_soon(run)
         return future
 
-    def _remembered(self, op: tuple[Any, ...], future: Future[Any]) -> Callable[[Any], None]:
-        """A pika callback that records ``op`` for replay, then resolves ``future``."""
+    def _declare(self, declaration: Declaration, *, replayed: bool = True) -> Future[Any]:
+        """Send ``declaration``; once the broker accepted it, record it for replay (unless not
+        ``replayed``) and resolve the future (to the queue's name, for a queue)."""
 
-        def done(_frame: Any) -> None:
-            if op not in self._topology:
-                self._topology.append(op)
-            future.set_result(getattr(_frame.method, "queue", None))  # a declared queue's name
+        def start(channel: Channel, future: Future[Any]) -> None:
+            def done(frame: Any) -> None:
+                if replayed:
+                    self._topology.add(declaration)
+                future.set_result(getattr(frame.method, "queue", None))
 
-        return done
+            declare(_OnChannel(self, channel, done), declaration)
+
+        return self._rpc(start)
 
     def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
         future: Future[None] = Future()
@@ -493,40 +471,18 @@ class AmqpTransport(Transport):
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> Future[str]:
-        def start(channel: Channel, future: Future[Any]) -> None:
-            # Server-named queues cannot be re-declared after a reconnect, so are not replayed.
-            op = ("queue", name, durable, exclusive, auto_delete, arguments) if name else ("unnamed",)
-            channel.queue_declare(
-                name,
-                durable=durable,
-                exclusive=exclusive,
-                auto_delete=auto_delete,
-                arguments=arguments,
-                callback=self._remembered(op, future),
-            )
-
-        return self._rpc(start)
+        # Server-named queues cannot be declared again after a reconnect, so are not replayed.
+        return self._declare(Queue(name, durable, exclusive, auto_delete, arguments), replayed=bool(name))
 
     def declare_exchange(self, name: str, kind: str) -> Future[None]:
-        def start(channel: Channel, future: Future[Any]) -> None:
-            channel.exchange_declare(
-                name, kind, durable=True, callback=self._remembered(("exchange", name, kind), future)
-            )
-
-        return self._rpc(start)
+        return self._declare(Exchange(name, kind))
 
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
-        def start(channel: Channel, future: Future[Any]) -> None:
-            op = ("bind", queue, exchange, routing_key)
-            channel.queue_bind(queue, exchange, routing_key or None, callback=self._remembered(op, future))
-
-        return self._rpc(start)
+        return self._declare(Binding(queue, exchange, routing_key))
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         def start(channel: Channel, future: Future[Any]) -> None:
-            op = ("bind", queue, exchange, routing_key)
-            if op in self._topology:
-                self._topology.remove(op)
+            self._topology.unbind(Binding(queue, exchange, routing_key))
             channel.queue_unbind(queue, exchange, routing_key, callback=lambda _f: future.set_result(None))
 
         self._rpc(start)
@@ -543,34 +499,25 @@ class AmqpTransport(Transport):
 
     def delete_queue(self, queue: str) -> None:
         def start(channel: Channel, future: Future[Any]) -> None:
-            self._topology = [
-                op for op in self._topology if not (op[0] in ("queue", "bind") and op[1] == queue)
-            ]
+            self._topology.delete_queue(queue)
             channel.queue_delete(queue, callback=lambda _f: future.set_result(None))
 
         self._rpc(start)
 
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
-        def start(channel: Channel, future: Future[Any]) -> None:
-            self._topology = [op for op in self._topology if op[0] != "qos"]
-            op = ("qos", count, not per_consumer)
-            channel.basic_qos(
-                prefetch_count=count, global_qos=not per_consumer, callback=self._remembered(op, future)
-            )
-
-        return self._rpc(start)
+        return self._declare(Prefetch(count, channel_wide=not per_consumer))
 
     def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            tag = f"taskell-{next(self._consumer_numbers)}"
-            consumer = self._consumers[tag] = _Consumer(queue, on_message, auto_ack)
-            self._start_consumer(channel, tag, consumer, future)
+            consumer = Consumer(f"taskell-{next(self._consumer_numbers)}", queue, on_message, auto_ack)
+            self._topology.add_consumer(consumer)
+            self._start_consumer(channel, consumer, future)
 
         return self._rpc(start)
 
     def cancel(self, consumer_tag: str) -> None:
         def run() -> None:
-            self._consumers.pop(consumer_tag, None)
+            self._topology.cancel(consumer_tag)
             if self._channel is not None and self._channel.is_open:
                 self._channel.basic_cancel(consumer_tag)
 
@@ -586,34 +533,22 @@ class AmqpTransport(Transport):
     def _flush_acks(self) -> None:
         self._acks_scheduled = False  # before draining: an ack added meanwhile schedules anew
         acks = self._acks
-        tags = set()
+        tags = []
         while acks:
-            tag = acks.popleft()
-            # A tag of an earlier connection would name another message on this channel.
-            if tag >> _TAG_BITS == self._generation:
-                tags.add(tag & _TAG_MASK)
+            tags.append(acks.popleft())
         channel = self._channel
         if not tags or channel is None or not channel.is_open:
             return
-        unsettled = self._unsettled
-        for tag in tags:
-            if tag in unsettled:
-                unsettled[tag] = True
-        prefix = list(itertools.takewhile(unsettled.__getitem__, unsettled))
-        for tag in prefix:
-            del unsettled[tag]
-        if prefix:
-            channel.basic_ack(prefix[-1], multiple=len(prefix) > 1)
-        for tag in sorted(t for t in tags if t in unsettled):  # behind an unsettled one
-            del unsettled[tag]
-            channel.basic_ack(tag)
+        for frame in self._batcher.ack(tags):
+            channel.basic_ack(frame.tag, multiple=frame.multiple)
 
     def reject(self, tag: int, *, requeue: bool) -> None:
         def run() -> None:
             channel = self._channel
-            if channel is not None and channel.is_open and tag >> _TAG_BITS == self._generation:
-                self._unsettled.pop(tag & _TAG_MASK, None)
-                channel.basic_reject(tag & _TAG_MASK, requeue=requeue)
+            if channel is not None and channel.is_open:
+                frame = self._batcher.reject(tag, requeue=requeue)
+                if frame is not None:  # else a delivery of an earlier channel: requeued already
+                    channel.basic_reject(frame.tag, requeue=frame.requeue)
 
         self.call_soon(run)
 
@@ -651,6 +586,42 @@ class AmqpTransport(Transport):
             self._wakeup_pending = False
             self.call_soon(shut)
         self._thread.join(10)
+
+
+class _OnChannel:
+    """A ``Topology`` target sending on a pika channel: declarations replayed after a reconnect,
+    or a first one, whose caller waits for pika's completion callback ``done``."""
+
+    def __init__(self, transport: AmqpTransport, channel: Channel, done: Callable[[Any], None] | None = None):
+        self._transport = transport
+        self._channel = channel
+        self._done = done
+
+    def declare_queue(self, queue: Queue) -> None:
+        self._channel.queue_declare(
+            queue.name,
+            durable=queue.durable,
+            exclusive=queue.exclusive,
+            auto_delete=queue.auto_delete,
+            arguments=queue.arguments,
+            callback=self._done,
+        )
+
+    def declare_exchange(self, exchange: Exchange) -> None:
+        self._channel.exchange_declare(exchange.name, exchange.kind, durable=True, callback=self._done)
+
+    def bind(self, binding: Binding) -> None:
+        self._channel.queue_bind(
+            binding.queue, binding.exchange, binding.routing_key or None, callback=self._done
+        )
+
+    def set_prefetch(self, prefetch: Prefetch) -> None:
+        self._channel.basic_qos(
+            prefetch_count=prefetch.count, global_qos=prefetch.channel_wide, callback=self._done
+        )
+
+    def start_consumer(self, consumer: Consumer) -> None:
+        self._transport._start_consumer(self._channel, consumer)
 
 
 def _call_safely(callback: Callable[[], None]) -> None:

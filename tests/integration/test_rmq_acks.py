@@ -101,7 +101,7 @@ def test_acks_from_many_threads_in_any_order_settle_everything(transport: AmqpTr
 
     assert len(received) == COUNT and not any(d.redelivered for d in received)
     assert transport._generation == 0, "the channel was closed (a wrong ack?) and reconnected"
-    assert transport._unsettled == {}, "some deliveries are still unacknowledged"
+    assert transport._batcher.unsettled == [], "some deliveries are still unacknowledged"
     assert _left_after_close(transport, queue) == 0  # every ack and reject reached the broker
 
 
@@ -124,8 +124,8 @@ def test_a_held_delivery_does_not_block_the_acks_behind_it(transport: AmqpTransp
     for delivery in rest:
         transport.ack(delivery.tag)
     time.sleep(0.5)
-    assert list(transport._unsettled) == [held.tag & ((1 << 40) - 1)]
+    assert transport._batcher.unsettled == [held.tag & ((1 << 40) - 1)]
     transport.ack(held.tag)
     time.sleep(0.5)
-    assert transport._unsettled == {} and transport._generation == 0
+    assert transport._batcher.unsettled == [] and transport._generation == 0
     assert _left_after_close(transport, queue) == 0
