@@ -39,7 +39,7 @@ Stamps = list[tuple[str, float]]
 def instrument(stamps: Stamps, side: str) -> None:
     """Wrap the internal methods that mark each step, appending (step, time) to ``stamps``."""
     from taskell import worker
-    from taskell.transport import amqp
+    from taskell.transport import amqp, pika_connection
 
     def wrap(owner: Any, name: str, step: str) -> None:
         original: Callable[..., Any] = getattr(owner, name)
@@ -51,7 +51,7 @@ def instrument(stamps: Stamps, side: str) -> None:
         setattr(owner, name, stamped)
 
     wrap(amqp.AmqpTransport, "_basic_publish", "publish")
-    wrap(amqp._CoalescingConnection, "_flush_frames", "send")
+    wrap(pika_connection.CoalescingConnection, "_flush_frames", "send")
     start_consumer = amqp.AmqpTransport._start_consumer
 
     def start_stamped(self: Any, channel: Any, consumer: Any, future: Any = None) -> None:
@@ -135,7 +135,9 @@ def report(stamps: Stamps) -> None:
     print(f"median over {len(calls)} sequential calls (microseconds):")
     print(f"  {'step':<16} {'since previous':>15} {'since call':>11}")
     for step in sorted(since_start, key=lambda s: statistics.median(since_start[s])):
-        print(f"  {step:<16} {statistics.median(deltas[step]):>15.0f} {statistics.median(since_start[step]):>11.0f}")
+        print(
+            f"  {step:<16} {statistics.median(deltas[step]):>15.0f} {statistics.median(since_start[step]):>11.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import pika
 from . import _wire
 from .config import Config
 from .errors import BrokerUnavailable
-from .transport.amqp import pika_parameters
+from .transport.pika_connection import pika_parameters
 
 __all__ = ["dead_letters"]
 

@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from ..config import Config
-from .amqp import AmqpTransport, pika_parameters
+from .amqp import AmqpTransport
 from .base import Delivery, Message, OnMessage, Transport
 from .memory import MemoryBroker, MemoryTransport
+from .pika_connection import pika_parameters
 
 __all__ = ["Delivery", "Message", "OnMessage", "Transport", "open_transport"]
 

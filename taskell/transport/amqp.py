@@ -9,6 +9,12 @@ trying each configured broker in turn), replays what it declared, bound and cons
 republishes every message the broker had not confirmed (at-least-once). Deliveries carry the
 connection's generation in their tag, so an ack meant for a dead channel is dropped instead of
 acknowledging a different message on the new one (the broker requeued the old ones anyway).
+
+What stands on its own lives beside this module: ``topology`` (what is replayed), ``acks``
+(which ack frames to send), ``confirms`` (which publish a confirm settles), ``pika_connection``
+(connection parameters, frame coalescing). The rest stays here, over 400 lines, because it is
+one state machine: connecting, reconnecting and giving up set the channel, generation and
+readiness that every operation reads on the I/O thread.
 """
 
 from __future__ import annotations
@@ -17,11 +23,9 @@ import collections
 import itertools
 import logging
 import random
-import ssl
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
 import pika
@@ -31,86 +35,20 @@ import pika.spec
 from pika.adapters.select_connection import IOLoop, SelectConnection
 from pika.channel import Channel
 
-from ..config import Config
 from ..errors import BrokerUnavailable
 from .acks import AckBatcher
 from .base import Delivery, Message, OnMessage, Transport
+from .confirms import Confirms, Publish
+from .pika_connection import CoalescingConnection
 from .topology import Binding, Consumer, Declaration, Exchange, Prefetch, Queue, Topology, declare
 
-__all__ = ["AmqpTransport", "pika_parameters"]
+__all__ = ["AmqpTransport"]
 
 log = logging.getLogger("taskell.amqp")
-
-# pika logs every connection failure at ERROR with a traceback; taskell reports them itself.
-for _name in (
-    "pika.adapters.base_connection",
-    "pika.adapters.blocking_connection",
-    "pika.adapters.utils.connection_workflow",
-    "pika.adapters.utils.io_services_utils",
-):
-    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 _PERSISTENT = pika.DeliveryMode.Persistent.value
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
-
-
-def pika_parameters(url: str, config: Config) -> pika.URLParameters:
-    """Connection parameters for ``url`` with the config's heartbeat, timeout and TLS files."""
-    params = pika.URLParameters(url)
-    params.heartbeat = config.heartbeat
-    params.socket_timeout = config.connect_timeout
-    params.stack_timeout = config.connect_timeout
-    params.blocked_connection_timeout = 60
-    params.connection_attempts = 1
-    params.client_properties = {"connection_name": "taskell"}
-    mq = config.rabbitmq
-    if url.startswith("amqps://") and (mq.ca_file or mq.cert_file):
-        context = ssl.create_default_context(cafile=mq.ca_file)
-        if mq.cert_file:
-            context.load_cert_chain(mq.cert_file, mq.key_file)
-        params.ssl_options = pika.SSLOptions(context, server_hostname=params.host)
-    return params
-
-
-class _CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ships no type information
-    """pika writes every frame with its own ``send`` (three per message); this connection
-    collects the frames of one I/O-loop turn and writes them in one ``send``, which saves
-    system calls here and wake-ups in the broker."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._frames_out: list[bytes] = []
-        super().__init__(*args, **kwargs)
-
-    def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
-        if not self._frames_out:
-            # A zero-delay timer runs after this turn's callbacks and socket events.
-            self.ioloop.call_later(0, self._flush_frames)
-        for frame in marshaled_frames:
-            self.bytes_sent += len(frame)
-            self.frames_sent += 1
-            self._frames_out.append(frame)
-
-    def _flush_frames(self) -> None:
-        if self._frames_out:
-            data = b"".join(self._frames_out)
-            self._frames_out.clear()
-            if self._transport is not None:  # else the socket closed since: nothing to write to
-                self._adapter_emit_data(data)
-
-
-@dataclass(slots=True)
-class _Publish:
-    future: Future[None]
-    exchange: str
-    routing_key: str
-    body: bytes
-    properties: pika.BasicProperties
-    mandatory: bool
-
-    @property
-    def message_id(self) -> str | None:
-        return self.properties.message_id if self.mandatory else None
 
 
 class AmqpTransport(Transport):
@@ -135,15 +73,13 @@ class AmqpTransport(Transport):
         self._reconnect = reconnect
         self._outbox: collections.deque[Callable[[], None]] = collections.deque()
         self._wakeup_pending = False
-        self._unconfirmed: dict[int, _Publish] = {}
+        self._confirms = Confirms()
         # Acknowledgements: requested from any thread into _acks, sent once per loop turn in
         # the frames the channel's _batcher makes of them.
         self._acks: collections.deque[int] = collections.deque()
         self._acks_scheduled = False
         self._batcher = AckBatcher(0)
-        self._returned: set[str] = set()
         self._rpcs: set[Future[Any]] = set()
-        self._next_tag = 1
         self._generation = 0
         self._attempt = 0  # failed connection attempts in a row
         self._host_index = 0
@@ -190,7 +126,7 @@ class AmqpTransport(Transport):
             self._give_up(BrokerUnavailable("connection closed"))
             return
         params = self._params[self._host_index % len(self._params)]
-        self._conn = _CoalescingConnection(
+        self._conn = CoalescingConnection(
             params,
             on_open_callback=self._on_connection_open,
             on_open_error_callback=self._on_open_error,
@@ -216,9 +152,7 @@ class AmqpTransport(Transport):
 
     def _on_channel_open(self, channel: Channel) -> None:
         self._channel = channel
-        self._next_tag = 1  # confirm numbers restart on every channel (replayed publishes first)
         self._batcher = AckBatcher(self._generation)  # the old channel's deliveries were requeued
-        self._returned.clear()
         channel.add_on_close_callback(self._on_channel_closed)
         channel.add_on_return_callback(self._on_return)
         channel.add_on_cancel_callback(self._on_broker_cancel)
@@ -249,9 +183,7 @@ class AmqpTransport(Transport):
         channel = self._channel
         assert channel is not None
         self._topology.replay(_OnChannel(self, channel))
-        pending = sorted(self._unconfirmed.items())
-        self._unconfirmed.clear()
-        for _, publish in pending:  # the broker may or may not have them: at-least-once
+        for publish in self._confirms.restart():  # the broker may or may not have them
             self._basic_publish(channel, publish)
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
@@ -297,12 +229,8 @@ class AmqpTransport(Transport):
             self._lost = error
         if not self._opened.done():
             self._opened.set_exception(error)
-        pending = [p.future for p in self._unconfirmed.values()]
-        self._unconfirmed.clear()
         self._fail_rpcs(error)
-        for future in pending:
-            if not future.done():
-                future.set_exception(error)
+        self._confirms.fail(error)
         self._ioloop.stop()
         if first and not self._closing:
             for callback in self._on_lost:
@@ -323,24 +251,7 @@ class AmqpTransport(Transport):
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
         ok = isinstance(method, pika.spec.Basic.Ack)
-        tag: int = method.delivery_tag
-        tags = [tag]
-        if method.multiple:  # tags were inserted in increasing order
-            tags = list(itertools.takewhile(lambda t: t <= tag, self._unconfirmed))
-        for t in tags:
-            publish = self._unconfirmed.pop(t, None)
-            if publish is None:
-                continue
-            message_id = publish.message_id
-            if message_id is not None and message_id in self._returned:
-                self._returned.discard(message_id)
-                publish.future.set_exception(
-                    BrokerUnavailable(f"message {message_id} is unroutable (no such queue)")
-                )
-            elif ok:
-                publish.future.set_result(None)
-            else:
-                publish.future.set_exception(BrokerUnavailable(f"the broker refused message {message_id}"))
+        self._confirms.confirmed(method.delivery_tag, multiple=method.multiple, ok=ok)
 
     def _on_broker_cancel(self, frame: pika.frame.Method) -> None:
         # The broker cancels a consumer when its queue is deleted; consuming silently nothing
@@ -352,15 +263,13 @@ class AmqpTransport(Transport):
             _call_safely(lambda: callback(error))
 
     def _on_return(self, channel: Channel, method: Any, properties: Any, body: bytes) -> None:
-        if properties.message_id is not None:
-            self._returned.add(properties.message_id)
+        self._confirms.returned(properties.message_id)
 
-    def _basic_publish(self, channel: Channel, publish: _Publish) -> None:
+    def _basic_publish(self, channel: Channel, publish: Publish) -> None:
         channel.basic_publish(
             publish.exchange, publish.routing_key, publish.body, publish.properties, publish.mandatory
         )
-        self._unconfirmed[self._next_tag] = publish
-        self._next_tag += 1
+        self._confirms.sent(publish)
 
     def _start_consumer(
         self, channel: Channel, consumer: Consumer, future: Future[Any] | None = None
@@ -451,7 +360,7 @@ class AmqpTransport(Transport):
             type=message.type,
             headers=message.headers or None,
         )
-        publish = _Publish(future, exchange, routing_key, message.body, properties, mandatory)
+        publish = Publish(future, exchange, routing_key, message.body, properties, mandatory)
 
         def run() -> None:
             if self._channel is None:  # lost meanwhile: the outbox is drained once reconnected

@@ -16,7 +16,8 @@ from typing import Any
 import pika
 import pytest
 
-from taskell.transport.amqp import AmqpTransport, pika_parameters
+from taskell.transport.amqp import AmqpTransport
+from taskell.transport.pika_connection import pika_parameters
 from taskell.transport import Delivery, Message
 from taskell.config import Config
 from tests.integration.conftest import URL

@@ -140,4 +140,3 @@ def test_replay_can_be_repeated_for_every_reconnect() -> None:
     topology.add(Queue("a"))
     topology.add_consumer(Consumer("c1", "a", ignore))
     assert replayed(topology) == replayed(topology) == [("queue", Queue("a")), ("consumer", "c1")]
-
