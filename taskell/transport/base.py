@@ -14,7 +14,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Delivery", "Message", "Transport"]
+__all__ = ["Delivery", "Message", "OnMessage", "Transport"]
 
 
 @dataclass(slots=True)
