@@ -5,7 +5,7 @@ Every fence has a language tag. An HTML comment on the last non-blank line befor
 
     <!-- docs: file shop.schema.yaml; error -->
 
-``skip REASON``   not run; the reason is required.
+``skip REASON``   not run; the reason (the rest of the comment) is required.
 ``file NAME``     also saved as NAME in the page's working directory (yaml, toml, python).
 ``error``         yaml: the schema must be rejected; toml: loading must raise ConfigError.
 ``output``        the expected output of the previous checked block (text/json/... blocks).
@@ -64,16 +64,21 @@ def pages() -> list[Path]:
 
 def parse_directives(body: str, where: str) -> dict[str, str]:
     found: dict[str, str] = {}
-    for part in body.split(";"):
+    parts = body.split(";")
+    for i, part in enumerate(parts):
         part = part.strip()
         if not part:
             continue
         name, _, arg = part.partition(" ")
+        if name == "skip":  # the reason is the rest of the comment, ";" included
+            arg = ";".join([arg, *parts[i + 1 :]])
         if name not in DIRECTIVES:
             raise ValueError(f"{where}: unknown docs directive {name!r} (known: {', '.join(DIRECTIVES)})")
         if name in ("skip", "file") and not arg.strip():
             raise ValueError(f"{where}: 'docs: {name}' needs an argument")
         found[name] = arg.strip()
+        if name == "skip":
+            break
     return found
 
 

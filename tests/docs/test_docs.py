@@ -252,12 +252,13 @@ class _Page:
         self.output = ""
 
     def run_toml(self, block: Block) -> None:
-        path = self.workdir / block.directives.get("file", "taskell.toml")
+        name = block.directives.get("file", "taskell.toml")
+        path = self.workdir / name
         path.write_text(block.text, encoding="utf-8")
         if "error" in block.directives:
             with pytest.raises(taskell.ConfigError) as info:
                 taskell.Config.load(path, env={})
-            self.output = str(info.value)
+            self.output = str(info.value).replace(str(path), name)  # as if loaded from its directory
             return
         config = taskell.Config.load(path, env={})
         shown = tomllib.loads(block.text).get("taskell", {})
