@@ -20,7 +20,7 @@ How each language is checked (see test_docs.py):
             ``generated/`` and ``examples/``); its stdout is its output.
 ``bash``    each line a ``taskell`` command (``VAR=value`` prefixes allowed), run with bash;
             exit status 0 unless the line's comment says ``[exit N]``; ``[background]`` starts a
-            ``taskell worker`` that runs until the block ends. Output: stdout and stderr.
+            ``taskell worker`` that runs until the page ends. Output: stdout and stderr.
 others      only as ``output`` or ``skip``.
 
 The URL ``amqp://guest:guest@localhost:5672/%2F`` in a block is replaced by the test broker's

@@ -42,6 +42,9 @@ _EXIT = re.compile(r"\[exit (\d+)\]")
 _ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 
 PAGES = {str(p.relative_to(ROOT)): p for p in pages()}
+# Pages other work writes (the architecture note after the refactors, the mypy setup with the
+# packaging): links to them are allowed before they exist; every other link must resolve.
+WRITTEN_ELSEWHERE = {ROOT / "docs" / "architecture.md", ROOT / "docs" / "typing.md"}
 
 
 def _all_blocks() -> list[Block]:
@@ -116,8 +119,7 @@ def test_nothing_points_outside_the_repository() -> None:
                 continue
             resolved = (path.parent / target).resolve()
             assert ROOT in resolved.parents or resolved == ROOT, f"{name}: link {target} leaves the repository"
-            # docs/architecture.md is written after the refactors land; every other link must resolve.
-            if resolved != ROOT / "docs" / "architecture.md":
+            if resolved not in WRITTEN_ELSEWHERE:
                 assert resolved.exists(), f"{name}: broken link {target}"
 
 
@@ -282,46 +284,47 @@ class _Page:
     def run_bash(self, block: Block) -> None:
         env = self.env("broker" in block.directives)
         outputs = []
-        background: list[tuple[subprocess.Popen[bytes], Path]] = []
-        try:
-            for line in _command_lines(self.text(block)):
-                comment = line.partition(" #")[2]
-                if "[background]" in comment:
-                    background.append(self.start_worker(line, env, block))
-                    continue
-                expected = int(m[1]) if (m := _EXIT.search(comment)) else 0
-                done = subprocess.run(
-                    ["bash", "-c", line],
-                    cwd=self.workdir,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    timeout=TIMEOUT,
-                    check=False,
-                )
-                assert done.returncode == expected, (
-                    f"{block.where}: {line.strip()!r} exited {done.returncode}, not {expected}:\n{done.stdout}"
-                )
-                outputs.append(done.stdout)
-        finally:
-            for proc, log in background:
-                _stop(proc)
-                assert proc.returncode == 0, f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+        for line in _command_lines(self.text(block)):
+            comment = line.partition(" #")[2]
+            if "[background]" in comment:
+                self.start_worker(line, env, block)
+                continue
+            expected = int(m[1]) if (m := _EXIT.search(comment)) else 0
+            done = subprocess.run(
+                ["bash", "-c", line],
+                cwd=self.workdir,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
+            )
+            assert done.returncode == expected, (
+                f"{block.where}: {line.strip()!r} exited {done.returncode}, not {expected}:\n{done.stdout}"
+            )
+            outputs.append(done.stdout)
         self.output = "".join(outputs)
 
-    def start_worker(self, line: str, env: dict[str, str], block: Block) -> tuple[subprocess.Popen[bytes], Path]:
+    def start_worker(self, line: str, env: dict[str, str], block: Block) -> None:
+        """Start a ``taskell worker`` that runs until the page ends, then must stop cleanly."""
         assert shlex.split(line, comments=True)[1] == "worker", f"{block.where}: only a worker runs in the background"
         log = self.workdir / f"worker-{block.line}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                ["bash", "-c", f"exec {line}"], cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+        def stop() -> None:
+            _stop(proc)
+            assert proc.returncode == 0, f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+
+        self.stack.callback(stop)
         deadline = time.monotonic() + 30
         while " consuming " not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                _stop(proc)
-                raise AssertionError(f"{block.where}: the worker did not start:\n{log.read_text()}")
+            assert proc.poll() is None, f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"{block.where}: the worker did not start:\n{log.read_text()}"
             time.sleep(0.05)
-        return proc, log
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
