@@ -29,7 +29,6 @@ import pytest
 
 import taskell
 from taskell.codegen import generate_sources, parse_schema
-
 from tests.docs._blocks import DOC_URL, ROOT, Block, blocks, pages
 
 TEST_URL = os.environ.get("TASKELL_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -118,7 +117,9 @@ def test_nothing_points_outside_the_repository() -> None:
             if re.match(r"[a-z]+://", target):
                 continue
             resolved = (path.parent / target).resolve()
-            assert ROOT in resolved.parents or resolved == ROOT, f"{name}: link {target} leaves the repository"
+            assert ROOT in resolved.parents or resolved == ROOT, (
+                f"{name}: link {target} leaves the repository"
+            )
             if resolved not in WRITTEN_ELSEWHERE:
                 assert resolved.exists(), f"{name}: broken link {target}"
 
@@ -168,7 +169,8 @@ class _Python:
         self.proc.stdin.write(json.dumps({"code": code, "name": filename}) + "\n")
         self.proc.stdin.flush()
         answer: list[str] = []
-        reader = threading.Thread(target=lambda: answer.append(self.proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        stdout = self.proc.stdout
+        reader = threading.Thread(target=lambda: answer.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(TIMEOUT)
         if not answer or not answer[0]:
@@ -308,21 +310,31 @@ class _Page:
 
     def start_worker(self, line: str, env: dict[str, str], block: Block) -> None:
         """Start a ``taskell worker`` that runs until the page ends, then must stop cleanly."""
-        assert shlex.split(line, comments=True)[1] == "worker", f"{block.where}: only a worker runs in the background"
+        assert shlex.split(line, comments=True)[1] == "worker", (
+            f"{block.where}: only a worker runs in the background"
+        )
         log = self.workdir / f"worker-{block.line}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                ["bash", "-c", f"exec {line}"], cwd=self.workdir, env=env, stdout=out, stderr=subprocess.STDOUT
+                ["bash", "-c", f"exec {line}"],
+                cwd=self.workdir,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
 
         def stop() -> None:
             _stop(proc)
-            assert proc.returncode == 0, f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+            assert proc.returncode == 0, (
+                f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+            )
 
         self.stack.callback(stop)
         deadline = time.monotonic() + 30
         while " consuming " not in log.read_text(errors="replace"):
-            assert proc.poll() is None, f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+            assert proc.poll() is None, (
+                f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
+            )
             assert time.monotonic() < deadline, f"{block.where}: the worker did not start:\n{log.read_text()}"
             time.sleep(0.05)
 
@@ -350,9 +362,9 @@ def _assert_values(loaded: dict[str, Any], shown: dict[str, Any], where: str, pr
         assert got == value, f"{where}: {prefix}.{key} loads as {got!r}, not {value!r}"
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def demo_worker() -> Iterator[None]:
-    """A worker for the demo tasks on the test broker, for pages whose blocks submit them."""
+    """A worker for the demo tasks on the test broker, for the pages whose blocks submit them."""
     if not _broker_up():
         message = f"RabbitMQ not reachable at {TEST_URL} (set TASKELL_TEST_URL)"
         if os.environ.get("CI"):
