@@ -108,6 +108,26 @@ def test_an_unmarked_unknown_block_is_refused(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("page", "complaint"),
+    [
+        ("```python\nprint(1)\n```\n\n<!-- docs: output -->\n```text\n2\n```\n", "output differs"),
+        ("```bash\ntaskell gen missing.schema.yaml\n```\n", "exited 1, not 0"),
+        ("```bash\ntaskell gen --no-such-flag    # [exit 1]\n```\n", "exited 2, not 1"),
+        ("```yaml\ntaskell: 1\npackage: Shop\n```\n", "schema rejected"),
+        ("<!-- docs: error -->\n```yaml\ntaskell: 1\npackage: shop\n```\n", "DID NOT RAISE"),
+        ("```python\nraise ValueError('no')\n```\n", "the block raised"),
+    ],
+)
+def test_a_block_that_does_not_do_what_it_shows_fails(page: str, complaint: str, tmp_path: Path) -> None:
+    path = tmp_path / "page.md"
+    path.write_text(page)
+    with ExitStack() as stack, pytest.raises(BaseException, match=complaint):
+        runner = _Page("page.md", tmp_path, TEST_URL, stack)
+        for block in blocks(path):
+            runner.run(block)
+
+
 def test_nothing_points_outside_the_repository() -> None:
     for name, path in PAGES.items():
         text = path.read_text(encoding="utf-8")
