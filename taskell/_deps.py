@@ -13,21 +13,19 @@ unacknowledged until the record fires. See docs/dependencies.md for why no join 
 from __future__ import annotations
 
 import functools
-import logging
 import json
+import logging
 import threading
 import uuid
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, TypeVar
 
 from . import _wire
+from .config import Config
 from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError, TaskFailed
-from .handle import Ref, TaskHandle
+from .handle import Ref, TaskHandle, deliver_outcome, final_reply, owner_of, when_done
 from .spec import TaskSpec
-from .transport import Message
-
-if TYPE_CHECKING:
-    from .connection import Connection
+from .transport import Message, Transport
 
 log = logging.getLogger("taskell.client")
 
@@ -64,111 +62,175 @@ def _set(args: dict[str, Any], path: Path, value: Any) -> None:
         args[name] = items
 
 
-def submit(
-    conn: Connection,
-    spec: TaskSpec[Any, P, R],
-    args: Mapping[str, object],
-    refs: list[tuple[Path, TaskHandle[Any, Any]]],
-    after: Sequence[Ref[object]],
-) -> TaskHandle[P, R]:
-    """Submit ``spec`` once its dependencies (``refs`` in ``args``, and ``after``) succeed."""
-    deps = {h.id: h for h in [*(h for _, h in refs), *(_handle(r) for r in after)]}
-    ended = {dep_id for dep_id, dep in deps.items() if dep.done()}  # one snapshot: deps end meanwhile
-    pending = [dep for dep_id, dep in deps.items() if dep_id not in ended]
-    resolved = dict(args)
-    pending_refs: list[tuple[Path, str]] = []
-    for path, dep in refs:
-        if dep.id in ended:
-            if dep._raw is not None and dep._raw[0] == _wire.RESULT:
-                _set(resolved, path, dep.result())
-        else:
-            _set(resolved, path, None)
-            pending_refs.append((path, dep.id))
-    for dep in deps.values():  # a dependency that already failed fails this task at once
-        if dep.id in ended and (dep._raw is None or dep._raw[0] != _wire.RESULT):
-            handle: TaskHandle[P, R] = TaskHandle(conn, spec, str(uuid.uuid4()))  # never sent
-            kind, body = dep._raw or (_wire.FAILED, b"{}")
-            failure = _wire.dependency_failed_body(dep.id, dep.task, kind, body)
-            handle._on_outcome(dependency_failed(handle.id, json.loads(failure)), (_wire.FAILED, failure))
-            return handle
-    if not pending:
-        return conn.submit(spec, resolved)
-
-    # Defaults filled in, JSON forms applied; validation happens on the worker (mypy checked the
-    # types already), since the pending values are not known yet.
-    template = spec.args.model_construct(**resolved).model_dump_json(warnings=False).encode()
-    conn._declare_task_queue(spec.queue)
-    _declare_join(conn)
-    handle = conn._new_handle(spec)
-    join_queue = _wire.join_queue(handle.id)
-    binds = [conn._transport.bind(join_queue, _wire.OUTCOMES_EXCHANGE, dep.id) for dep in pending]
-    for bound in binds:
-        bound.result(conn.config.connect_timeout)
-    record = Message(
-        body=template,
-        type=_wire.JOIN,
-        message_id=handle.id,
-        reply_to=conn.reply_queue,
-        content_type=_wire.JSON,
-        persistent=True,
-        headers={
-            _wire.TASK_HEADER: spec.name,
-            _wire.QUEUE_HEADER: spec.queue,
-            _wire.FINGERPRINT_HEADER: spec.fingerprint,
-            _wire.DEPS_HEADER: [dep.id for dep in pending],
-            _wire.REFS_HEADER: json.dumps([[list(path), dep_id] for path, dep_id in pending_refs]),
-        },
-    )
-    conn._publish(join_queue, record, handle.id)
-    if len(conn._watched) > 1000:  # keep the list short on long-lived connections
-        conn._watched = [dep for dep in conn._watched if not dep.done()]
-    for dep in pending:
-        conn._watched.append(dep)
-        dep._add_done_callback(functools.partial(_forward, conn, dep, join_queue))
-    return handle
+class NewHandle(Protocol):
+    def __call__(self, spec: TaskSpec[Any, P, R], *, expect_reply: bool = True) -> TaskHandle[P, R]: ...
 
 
-def _declare_join(conn: Connection) -> None:
-    if conn._join_declared:
-        return
-    _wire.declare_joins(conn._transport, conn.config)
-    conn._join_declared = True
+class Submit(Protocol):
+    def __call__(self, spec: TaskSpec[Any, P, R], args: Mapping[str, object]) -> TaskHandle[P, R]: ...
 
 
-def _forward(conn: Connection, dep: TaskHandle[Any, Any], join_queue: str) -> None:
-    """Send ``dep``'s outcome to the join partition (the joiner ignores duplicates)."""
-    if dep._raw is None or conn._closed:
-        return
-    kind, body = dep._raw
-    conn._publish(join_queue, _wire.outcome(dep.id, dep.task, kind, body), None)
+class DependencyTracker:
+    """One connection's side of task dependencies: join records, bindings, forwards, and the
+    sync of its reply queue at close. Thread-safe; forwards run on the connection's thread.
 
+    It gets what it needs of its connection explicitly:
 
-def settle_watched(conn: Connection) -> None:
-    """Before closing: make sure every outcome that may have been published before its
-    binding existed has reached this process (and so has been forwarded).
-
-    Such an outcome was confirmed into the reply queue before it was routed, hence before our
-    bind; a sync message sent to the reply queue now comes after it.
+    Args:
+        transport: binds join partitions, declares the join topology, publishes syncs.
+        config: timeouts and queue arguments.
+        reply_queue: the connection's reply queue (join records name it as ``reply_to``).
+        new_handle: a handle for a new task id; registered for replies if ``expect_reply``.
+        submit: submit a task whose arguments hold no dependency any more.
+        publish: publish to a queue in the background, confirm awaited at close; a refusal
+            fails the given task's handle.
+        declare_queue: declare a task queue (once).
+        is_open: False once the connection is closed.
     """
-    # Also for dependencies already done: their forwards run on the reply thread right after
-    # the outcome is set, and the sync message is handled after that.
-    owners = {id(dep._conn): dep._conn for dep in conn._watched if not dep._conn._closed}
-    for owner in owners.values():
+
+    def __init__(
+        self,
+        transport: Transport,
+        config: Config,
+        reply_queue: str,
+        *,
+        new_handle: NewHandle,
+        submit: Submit,
+        publish: Callable[[str, Message, str | None], None],
+        declare_queue: Callable[[str], None],
+        is_open: Callable[[], bool],
+    ) -> None:
+        self._transport = transport
+        self._config = config
+        self._reply_queue = reply_queue
+        self._new_handle = new_handle
+        self._submit = submit
+        self._publish = publish
+        self._declare_queue = declare_queue
+        self._is_open = is_open
+        self._lock = threading.Lock()
+        self._watched: list[TaskHandle[Any, Any]] = []  # dependencies whose outcome we forward
+        self._syncs: dict[str, threading.Event] = {}
+        self._join_declared = False
+
+    def submit(
+        self,
+        spec: TaskSpec[Any, P, R],
+        args: Mapping[str, object],
+        refs: list[tuple[Path, TaskHandle[Any, Any]]],
+        after: Sequence[Ref[object]],
+    ) -> TaskHandle[P, R]:
+        """Submit ``spec`` once its dependencies (``refs`` in ``args``, and ``after``) succeed."""
+        deps = {h.id: h for h in [*(h for _, h in refs), *(_handle(r) for r in after)]}
+        # One snapshot: dependencies end meanwhile. A final reply is set before done() is true.
+        ended = {dep_id: final_reply(dep) for dep_id, dep in deps.items() if dep.done()}
+        pending = [dep for dep_id, dep in deps.items() if dep_id not in ended]
+        resolved = dict(args)
+        pending_refs: list[tuple[Path, str]] = []
+        for path, dep in refs:
+            if dep.id in ended:
+                raw = ended[dep.id]
+                if raw is not None and raw[0] == _wire.RESULT:
+                    _set(resolved, path, dep.result())
+            else:
+                _set(resolved, path, None)
+                pending_refs.append((path, dep.id))
+        for dep_id, raw in ended.items():  # a dependency that already failed fails this task at once
+            if raw is None or raw[0] != _wire.RESULT:
+                handle = self._new_handle(spec, expect_reply=False)  # never sent
+                kind, body = raw or (_wire.FAILED, b"{}")
+                failure = _wire.dependency_failed_body(dep_id, deps[dep_id].task, kind, body)
+                error = dependency_failed(handle.id, json.loads(failure))
+                deliver_outcome(handle, error, (_wire.FAILED, failure))
+                return handle
+        if not pending:
+            return self._submit(spec, resolved)
+
+        # Defaults filled in, JSON forms applied; validation happens on the worker (mypy checked
+        # the types already), since the pending values are not known yet.
+        template = spec.args.model_construct(**resolved).model_dump_json(warnings=False).encode()
+        self._declare_queue(spec.queue)
+        self._declare_join()
+        handle = self._new_handle(spec)
+        join_queue = _wire.join_queue(handle.id)
+        binds = [self._transport.bind(join_queue, _wire.OUTCOMES_EXCHANGE, dep.id) for dep in pending]
+        for bound in binds:
+            bound.result(self._config.connect_timeout)
+        record = Message(
+            body=template,
+            type=_wire.JOIN,
+            message_id=handle.id,
+            reply_to=self._reply_queue,
+            content_type=_wire.JSON,
+            persistent=True,
+            headers={
+                _wire.TASK_HEADER: spec.name,
+                _wire.QUEUE_HEADER: spec.queue,
+                _wire.FINGERPRINT_HEADER: spec.fingerprint,
+                _wire.DEPS_HEADER: [dep.id for dep in pending],
+                _wire.REFS_HEADER: json.dumps([[list(path), dep_id] for path, dep_id in pending_refs]),
+            },
+        )
+        self._publish(join_queue, record, handle.id)
+        with self._lock:
+            if len(self._watched) > 1000:  # keep the list short on long-lived connections
+                self._watched = [dep for dep in self._watched if not dep.done()]
+            self._watched.extend(pending)
+        for dep in pending:
+            when_done(dep, functools.partial(self._forward, dep, join_queue))
+        return handle
+
+    def _declare_join(self) -> None:
+        if not self._join_declared:
+            _wire.declare_joins(self._transport, self._config)
+            self._join_declared = True
+
+    def _forward(self, dep: TaskHandle[Any, Any], join_queue: str) -> None:
+        """Send ``dep``'s outcome to the join partition (the joiner ignores duplicates)."""
+        raw = final_reply(dep)
+        if raw is None or not self._is_open():
+            return
+        kind, body = raw
+        self._publish(join_queue, _wire.outcome(dep.id, dep.task, kind, body), None)
+
+    def settle(self) -> None:
+        """Before closing: make sure every outcome that may have been published before its
+        binding existed has reached this process (and so has been forwarded).
+
+        Such an outcome was confirmed into its connection's reply queue before it was routed,
+        hence before our bind; a sync message sent to that reply queue now comes after it.
+        """
+        # Also for dependencies already done: their forwards run on the reply thread right
+        # after the outcome is set, and the sync message is handled after that.
+        with self._lock:
+            watched, self._watched = self._watched, []
+        owners = {id(owner): owner for owner in map(owner_of, watched)}
+        for owner in owners.values():
+            try:
+                owner.sync_replies(self._config.connect_timeout)
+            except (TaskellError, TimeoutError) as exc:  # closing must still flush what it can
+                log.warning("could not sync the replies of a connection: %s", exc)
+
+    def sync_replies(self, timeout: float) -> None:
+        """Wait until everything already in this connection's reply queue has been handled
+        (at once if the connection is closed)."""
+        if not self._is_open():
+            return
+        token = str(uuid.uuid4())
+        synced = self._syncs[token] = threading.Event()
+        message = Message(body=b"", type=_wire.SYNC, correlation_id=token)
         try:
-            sync_replies(owner, conn.config.connect_timeout)
-        except (TaskellError, TimeoutError) as exc:  # closing must still flush what it can
-            log.warning("could not sync the replies of %r: %s", owner, exc)
-    conn._watched.clear()
+            self._transport.publish("", self._reply_queue, message, mandatory=True).result(timeout)
+            if not synced.wait(timeout):
+                raise TimeoutError(f"reply queue not drained within {timeout} s")
+        finally:
+            self._syncs.pop(token, None)
 
-
-def sync_replies(conn: Connection, timeout: float) -> None:
-    """Wait until everything already in ``conn``'s reply queue has been processed."""
-    token = str(uuid.uuid4())
-    synced = conn._syncs[token] = threading.Event()
-    message = Message(body=b"", type=_wire.SYNC, correlation_id=token)
-    conn._transport.publish("", conn.reply_queue, message, mandatory=True).result(timeout)
-    if not synced.wait(timeout):
-        raise TimeoutError(f"reply queue not drained within {timeout} s")
+    def on_sync(self, token: str | None) -> None:
+        """A sync message came back through the reply queue (on the connection's thread)."""
+        synced = self._syncs.get(token or "")
+        if synced is not None:
+            synced.set()
 
 
 def dependency_failed(task_id: str, info: Mapping[str, Any]) -> DependencyFailed:

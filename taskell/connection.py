@@ -18,10 +18,11 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
-from . import _deps, _wire
+from . import _wire
+from ._deps import DependencyTracker, dependency_failed, find_refs
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
-from .handle import Ref, TaskHandle
+from .handle import HandleOwner, Ref, TaskHandle, deliver_outcome, deliver_progress
 from .spec import TaskSpec
 from .transport import Delivery, Message, Transport, open_transport
 
@@ -116,9 +117,6 @@ class Connection:
         self._unconfirmed: set[Future[None]] = set()
         self._declared: set[str] = set()
         self._answers: dict[str | None, list[dict[str, Any]]] = {}
-        self._syncs: dict[str | None, threading.Event] = {}
-        self._watched: list[TaskHandle[Any, Any]] = []  # dependencies whose outcome we forward
-        self._join_declared = False
         self._local = threading.local()  # per-thread submission mode (see taskell.fire)
         self._declare_lock = threading.Lock()
         self._closed = False
@@ -133,6 +131,17 @@ class Connection:
                 arguments = {"x-message-ttl": RESULTS_RETENTION_MS, "x-single-active-consumer": True}
             arguments = _wire.reply_queue_arguments(config, arguments)
             self._transport.declare_queue(self.reply_queue, durable=True, arguments=arguments).result()
+            self._deps = DependencyTracker(
+                self._transport,
+                config,
+                self.reply_queue,
+                new_handle=self._new_handle,
+                submit=self.submit,
+                publish=self._publish,
+                declare_queue=self._declare_task_queue,
+                is_open=lambda: not self._closed,
+            )
+            self._owner = HandleOwner(abort=self.abort, sync_replies=self._deps.sync_replies)
             self._transport.consume(self.reply_queue, self._on_reply).result()
         except BaseException:
             self._transport.close()
@@ -165,16 +174,16 @@ class Connection:
             BrokerUnavailable: the connection is closed or lost.
         """
         if after:
-            return _deps.submit(self, spec, args, _deps.find_refs(args), after)
+            return self._deps.submit(spec, args, find_refs(args), after)
         try:
             body = spec.args.model_validate(args).model_dump_json().encode()
         except ValidationError as exc:
             # No schema type accepts a Ref, so only args that fail can hold one: a long list
             # argument is not scanned on every plain submission.
-            refs = _deps.find_refs(args)
+            refs = find_refs(args)
             if not refs:
                 raise PayloadError(spec.name, _wire.describe(exc)) from None
-            return _deps.submit(self, spec, args, refs, after)
+            return self._deps.submit(spec, args, refs, after)
         return self._publish_task(spec, body)
 
     def submit_json(self, spec: TaskSpec[Any, P, R], json_args: str | bytes) -> TaskHandle[P, R]:
@@ -192,16 +201,17 @@ class Connection:
             raise PayloadError(spec.name, f"args are {len(body)} bytes, over max_payload_bytes")
         self._declare_task_queue(spec.queue)
         if getattr(self._local, "fire_and_forget", False):
-            handle: TaskHandle[P, R] = TaskHandle(self, spec, str(uuid.uuid4()))  # never completed
+            handle = self._new_handle(spec, expect_reply=False)  # never completed
             self._publish(spec.queue, _wire.task_message(spec, handle.id, body, None), None)
             return handle
         handle = self._new_handle(spec)
         self._publish(spec.queue, _wire.task_message(spec, handle.id, body, self.reply_queue), handle.id)
         return handle
 
-    def _new_handle(self, spec: TaskSpec[Any, P, R]) -> TaskHandle[P, R]:
-        handle: TaskHandle[P, R] = TaskHandle(self, spec, str(uuid.uuid4()))
-        self._handles[handle.id] = handle
+    def _new_handle(self, spec: TaskSpec[Any, P, R], *, expect_reply: bool = True) -> TaskHandle[P, R]:
+        handle: TaskHandle[P, R] = TaskHandle(self._owner, spec, str(uuid.uuid4()))
+        if expect_reply:
+            self._handles[handle.id] = handle
         return handle
 
     def _publish(self, queue: str, message: Message, task_id: str | None) -> None:
@@ -305,9 +315,7 @@ class Connection:
         message = delivery.message
         task_id = message.correlation_id
         if message.type == _wire.SYNC:
-            synced = self._syncs.pop(task_id, None)
-            if synced is not None:
-                synced.set()
+            self._deps.on_sync(task_id)
             return False
         if task_id in self._answers:
             try:
@@ -330,20 +338,20 @@ class Connection:
         task_id = handle.id
         kind = message.type
         if kind == "progress":
-            handle._on_progress(message.body)
+            deliver_progress(handle, message.body)
             return
         self._handles.pop(task_id, None)
         raw = (kind or _wire.FAILED, message.body)
         if kind == _wire.RESULT:
-            handle._on_outcome(message.body, raw)
+            deliver_outcome(handle, message.body, raw)
         else:
-            handle._on_outcome(_reply_error(kind, handle, message.body), raw)
+            deliver_outcome(handle, _reply_error(kind, handle, message.body), raw)
 
     def attach(self, spec: TaskSpec[Any, P, R], task_id: str) -> TaskHandle[P, R]:
         """See ``taskell.attach``."""
         if not self._named_results:
             raise ValueError("attach needs a connection opened with a named results queue (results=...)")
-        handle: TaskHandle[P, R] = TaskHandle(self, spec, task_id)
+        handle: TaskHandle[P, R] = TaskHandle(self._owner, spec, task_id)
         claimed = threading.Event()
 
         def claim() -> None:  # on the transport's thread, in order with arriving replies
@@ -365,7 +373,7 @@ class Connection:
     def _fail_pending(self, error: TaskellError) -> None:
         handles, self._handles = list(self._handles.values()), {}
         for handle in handles:
-            handle._on_outcome(error, None)  # the task itself may still succeed: nothing to forward
+            deliver_outcome(handle, error, None)  # the task itself may still succeed: nothing to forward
 
     def close(self, *, flush: bool = True) -> None:
         """Wait for unconfirmed submissions (unless ``flush`` is False), then close.
@@ -376,7 +384,7 @@ class Connection:
             return
         try:
             if flush and self._transport.is_open:
-                _deps.settle_watched(self)
+                self._deps.settle()
                 self.flush(self.config.connect_timeout)
         finally:
             self._closed = True
@@ -386,7 +394,7 @@ class Connection:
 
 def _fail(handle: TaskHandle[Any, Any], error: TaskellError) -> None:
     """End ``handle`` with a local error (also forwarded to dependents as a failure)."""
-    handle._on_outcome(error, (_wire.FAILED, _wire.error_body(_wire.type_name(type(error)), str(error))))
+    deliver_outcome(handle, error, (_wire.FAILED, _wire.error_body(_wire.type_name(type(error)), str(error))))
 
 
 def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) -> TaskellError:
@@ -396,7 +404,7 @@ def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) ->
     except (ValueError, KeyError, TypeError):
         error_type, text, traceback = "taskell.PayloadError", f"malformed {kind} reply", ""
     if error_type == _wire.DEPENDENCY_FAILED:
-        return _deps.dependency_failed(handle.id, info)
+        return dependency_failed(handle.id, info)
     if kind == "aborted":
         return TaskAborted(handle.id, text)
     if kind == "rejected":

@@ -1,10 +1,16 @@
-"""Client-side view of a submitted task: ``TaskHandle[P, R]``, and ``Ref[T]`` for dependencies."""
+"""Client-side view of a submitted task: ``TaskHandle[P, R]``, and ``Ref[T]`` for dependencies.
+
+A handle's public surface is what users call. The connection's side of it (delivering replies,
+reading the final reply for dependency tracking) is the functions at the end of this module, so
+no other module touches a handle's state directly.
+"""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import ValidationError
@@ -12,7 +18,6 @@ from pydantic import ValidationError
 from .errors import PayloadError, TaskellError
 
 if TYPE_CHECKING:
-    from .connection import Connection
     from .spec import TaskSpec
 
 __all__ = ["Ref", "TaskHandle"]
@@ -22,6 +27,15 @@ P_co = TypeVar("P_co", covariant=True)
 R_co = TypeVar("R_co", covariant=True)
 
 _PENDING = object()
+
+
+@dataclass(frozen=True, eq=False)
+class HandleOwner:
+    """What a handle, and dependency tracking on any connection, may use of the connection
+    the handle's task was submitted through. One per connection."""
+
+    abort: Callable[[str], object]  # ask the workers to abort a task, by id
+    sync_replies: Callable[[float], None]  # wait until the replies queued so far are handled
 
 
 class Ref(Generic[T_co]):
@@ -47,9 +61,9 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     __slots__ = (
         "_callbacks",
         "_cond",
-        "_conn",
         "_id",
         "_outcome",
+        "_owner",
         "_progress",
         "_raw",
         "_raw_progress",
@@ -57,8 +71,8 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         "_value",
     )
 
-    def __init__(self, conn: Connection, spec: TaskSpec[Any, P_co, R_co], task_id: str) -> None:
-        self._conn = conn
+    def __init__(self, owner: HandleOwner, spec: TaskSpec[Any, P_co, R_co], task_id: str) -> None:
+        self._owner = owner
         self._spec = spec
         self._id = task_id
         self._cond = threading.Condition(threading.Lock())
@@ -137,36 +151,8 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         """Ask every worker to abort this task; returns False (a no-op) if it already ended."""
         if self.done():
             return False
-        self._conn.abort(self._id)
+        self._owner.abort(self._id)
         return True
-
-    # Called by the connection's reply dispatcher.
-
-    def _on_progress(self, body: bytes) -> None:
-        with self._cond:
-            if self._outcome is None:
-                self._raw_progress.append(body)
-                self._cond.notify_all()
-
-    def _on_outcome(self, outcome: bytes | TaskellError, raw: tuple[str, bytes] | None) -> None:
-        """Set the outcome; ``raw`` is the final reply's (kind, body), None for a local error
-        (e.g. the connection closed) that says nothing about how the task itself ended."""
-        with self._cond:
-            if self._outcome is not None:  # a duplicate reply (redelivery) is absorbed
-                return
-            self._outcome, self._raw = outcome, raw
-            callbacks, self._callbacks = self._callbacks, []
-            self._cond.notify_all()
-        for callback in callbacks:
-            callback()
-
-    def _add_done_callback(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once the outcome is known (at once if it is already)."""
-        with self._cond:
-            if self._outcome is None:
-                self._callbacks.append(callback)
-                return
-        callback()
 
     def _decoded_progress(self, index: int) -> P_co:
         with self._cond:
@@ -177,3 +163,51 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
                 except ValidationError as exc:
                     raise PayloadError(self._spec.name, f"progress: {exc}") from None
             return self._progress[index]
+
+
+# The connection's side of a handle (replies arrive on the connection's thread).
+
+
+def deliver_progress(handle: TaskHandle[Any, Any], body: bytes) -> None:
+    """A progress reply arrived; ignored once the task has ended."""
+    with handle._cond:
+        if handle._outcome is None:
+            handle._raw_progress.append(body)
+            handle._cond.notify_all()
+
+
+def deliver_outcome(
+    handle: TaskHandle[Any, Any], outcome: bytes | TaskellError, raw: tuple[str, bytes] | None
+) -> None:
+    """End ``handle`` with ``outcome`` (a result's JSON, or the error to raise) and run its done
+    callbacks. ``raw`` is the final reply's (kind, body), None for a local error (e.g. the
+    connection closed) that says nothing about how the task itself ended. Only the first
+    outcome counts: a duplicate reply (redelivery) is absorbed."""
+    with handle._cond:
+        if handle._outcome is not None:
+            return
+        handle._outcome, handle._raw = outcome, raw
+        callbacks, handle._callbacks = handle._callbacks, []
+        handle._cond.notify_all()
+    for callback in callbacks:
+        callback()
+
+
+def final_reply(handle: TaskHandle[Any, Any]) -> tuple[str, bytes] | None:
+    """The final reply's (kind, body) once the task ended; None before, or if it ended locally."""
+    with handle._cond:
+        return handle._raw
+
+
+def when_done(handle: TaskHandle[Any, Any], callback: Callable[[], None]) -> None:
+    """Call ``callback()`` once the outcome is known (at once if it is already)."""
+    with handle._cond:
+        if handle._outcome is None:
+            handle._callbacks.append(callback)
+            return
+    callback()
+
+
+def owner_of(handle: TaskHandle[Any, Any]) -> HandleOwner:
+    """The connection ``handle``'s task was submitted through."""
+    return handle._owner
