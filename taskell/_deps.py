@@ -8,6 +8,11 @@ each pending dependency's id, so the workers' outcome events reach it; and this 
 forwards each dependency's outcome itself when it receives it (covering an outcome published
 before the binding existed). A joiner (in some worker) holds records and outcomes
 unacknowledged until the record fires. See docs/dependencies.md for why no join is lost.
+
+Each ``Connection`` owns one ``DependencyTracker``, built with the few things of the connection
+it uses. A dependency may be a handle of another connection: its outcome arrives on that
+connection's thread, and closing syncs that connection's reply queue through the handle's
+``HandleOwner``.
 """
 
 from __future__ import annotations
