@@ -68,10 +68,14 @@ def _set(args: dict[str, Any], path: Path, value: Any) -> None:
 
 
 class NewHandle(Protocol):
+    """The connection's factory of handles for new task ids."""
+
     def __call__(self, spec: TaskSpec[Any, P, R], *, expect_reply: bool = True) -> TaskHandle[P, R]: ...
 
 
 class Submit(Protocol):
+    """The connection's plain submission (validate, publish)."""
+
     def __call__(self, spec: TaskSpec[Any, P, R], args: Mapping[str, object]) -> TaskHandle[P, R]: ...
 
 

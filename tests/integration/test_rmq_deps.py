@@ -497,7 +497,7 @@ def test_closing_a_connection_after_the_one_owning_its_dependencies(
         client2.close(flush=False)
         raise
     last = Client(client2).square(x=3)
-    client2.close()  # raises BrokerUnavailable: connection closed (from _deps.sync_replies)
+    client2.close()  # does not sync client1's reply queue: it is closed
     wait_for(lambda: bool(ends(markers, last.id)), "the last submission ran")
 
 
@@ -505,7 +505,7 @@ def test_a_release_does_not_remove_a_binding_a_concurrent_submitter_relies_on(
     config: taskell.Config, conn: taskell.Connection, dep_worker: taskell.Worker, markers: Path, amqp: Any
 ) -> None:
     """Replays one interleaving of two clients, step by step, with the wire format of
-    ``taskell._deps.submit``. Client 1 submits ``upstream`` and ``r1`` (waiting on it) and
+    ``taskell._deps.DependencyTracker.submit``. Client 1 submits ``upstream`` and ``r1`` (waiting on it) and
     exits. Client 2 submits ``r2`` (also waiting on ``upstream``) to the same partition: its
     bind-ok comes back, then ``r1`` is aborted and the joiner releases ``upstream`` (unbinding
     it from the partition), then client 2's record arrives, and client 2 exits (no forward).
