@@ -213,8 +213,7 @@ class DependencyTracker:
         # after the outcome is set, and the sync message is handled after that.
         with self._lock:
             watched, self._watched = self._watched, []
-        owners = {id(owner): owner for owner in map(owner_of, watched)}
-        for owner in owners.values():
+        for owner in dict.fromkeys(map(owner_of, watched)):  # each connection once, in order
             try:
                 owner.sync_replies(self._config.connect_timeout)
             except (TaskellError, TimeoutError) as exc:  # closing must still flush what it can
