@@ -20,9 +20,9 @@ import taskell
 from examples.worker import Impl
 from generated.demo import FAIL, SQUARE, TOTAL, Client, registry
 from taskell import _wire
-from taskell._memory import MemoryBroker, MemoryTransport
-from taskell._transport import Delivery, Message
 from taskell.handle import when_done
+from taskell.transport import Delivery, Message
+from taskell.transport.memory import MemoryBroker, MemoryTransport
 
 _names = itertools.count()
 WAIT = 5.0
