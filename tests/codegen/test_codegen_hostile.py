@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import ast
-import importlib
+import importlib.util
 import inspect
 import itertools
 import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
@@ -73,6 +74,17 @@ def build(tmp: Path, doc: str, queue: str, default: str) -> tuple[str, dict[str,
     return package, {"path": str(path)}
 
 
+def import_package(directory: Path, name: str) -> ModuleType:
+    """Import the package ``directory/name`` as ``name`` (without touching ``sys.path``)."""
+    init = directory / name / "__init__.py"
+    spec = importlib.util.spec_from_file_location(name, init, submodule_search_locations=[str(init.parent)])
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(doc=hostile, queue=queue_names, default=hostile)
 def test_hostile_strings(tmp_path: Path, doc: str, queue: str, default: str) -> None:
@@ -83,11 +95,7 @@ def test_hostile_strings(tmp_path: Path, doc: str, queue: str, default: str) -> 
         source = file.read_text()
         ast.parse(source)
         compile(source, str(file), "exec")
-    sys.path.insert(0, str(out))
-    try:
-        module = importlib.import_module(package)
-    finally:
-        sys.path.remove(str(out))
+    module = import_package(out, package)
     expected = ["Client", "ECHO", "EchoArgs", "Handlers", "Kind", "Rec", "registry"]
     assert module.__all__ == expected
     public = {name for name in vars(module) if not name.startswith("_")}

@@ -25,8 +25,8 @@ import pika
 
 import taskell
 from generated.demo import Client
+from tests.support import ROOT, poll_until
 
-ROOT = Path(__file__).resolve().parents[2]
 WORKER_SCRIPT = Path(__file__).with_name("fault_worker.py")
 FULL = os.environ.get("TASKELL_FAULT_SCALE", "ci") == "full"
 SCALE = "full" if FULL else "ci"
@@ -86,13 +86,10 @@ class WorkerProc:
         return " consuming " in self.log()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not self.ready():
-            if self.popen.poll() is not None:
-                raise AssertionError(f"{self} exited before consuming:\n{self.log()[-3000:]}")
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self} not consuming after {timeout} s:\n{self.log()[-3000:]}")
-            time.sleep(0.05)
+        ended = poll_until(lambda: self.ready() or self.popen.poll() is not None, timeout, 0.05)
+        if not self.ready():
+            state = "exited before consuming" if ended else f"not consuming after {timeout} s"
+            raise AssertionError(f"{self} {state}:\n{self.log()[-3000:]}")
 
     def signal(self, signum: int) -> None:
         if self.popen.poll() is None:
@@ -104,16 +101,6 @@ class WorkerProc:
 
     def wait(self, timeout: float) -> int:
         return self.popen.wait(timeout)
-
-    def stop(self) -> None:
-        """SIGTERM (graceful), SIGKILL after 15 s."""
-        if self.popen.poll() is not None:
-            return
-        self.signal(signal.SIGTERM)
-        try:
-            self.popen.wait(15)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 class Workers:
@@ -179,6 +166,9 @@ class Workers:
     def reconnects(self) -> int:
         """ "reconnected to the broker" lines over all worker logs (two connections each)."""
         return sum(p.log().count("reconnected to the broker") for p in self.started)
+
+
+MakeWorkers = Callable[..., Workers]  # the ``workers`` fixture: ``workers(env, sleep=0.0)``
 
 
 # Load and outcome
@@ -256,15 +246,6 @@ def collect(handles: Sequence[tuple[int, Handle]], timeout: float) -> Outcome:
         else:
             outcome.wrong.append(handle.id)
     return outcome
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval)
-    return True
 
 
 # Raw AMQP

@@ -10,9 +10,9 @@ Fixtures:
                     breaks it must leave it running again (the fixture restarts a dead one).
     vhost           a fresh vhost on ``private_broker`` for one test; its URL.
     cluster         (per test) three nodes joined into one cluster; the test may kill any.
-    workers         factory ``workers(urls, sleep=0.0, **settings)``: a ``Workers`` that
-                    spawns worker subprocesses with ``TASKELL_<SETTING>`` variables; all are
-                    killed by PID at teardown.
+    workers         factory ``workers(env, sleep=0.0)``: a ``Workers`` that spawns worker
+                    subprocesses with the ``TASKELL_*`` variables ``env`` (see ``worker_env``);
+                    all are killed by PID at teardown.
 """
 
 from __future__ import annotations
@@ -22,21 +22,19 @@ import shutil
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.faults import _rabbit
 from tests.faults._rabbit import RabbitNode
-from tests.faults._support import Workers
+from tests.faults._support import MakeWorkers, Workers
 
 HERE = Path(__file__).parent
 PORT = int(os.environ.get("TASKELL_FAULT_PORT", "5711"))
 CLUSTER_PORT = int(os.environ.get("TASKELL_FAULT_CLUSTER_PORT", "5701"))
 COOKIE = "TASKELLFAULTSUITECOOKIE"
-
-MakeWorkers = Callable[..., Workers]
 
 
 def pytest_configure(config: pytest.Config) -> None:

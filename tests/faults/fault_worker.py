@@ -3,7 +3,8 @@
 Configured like any worker by ``TASKELL_*`` variables (URL, hosts, heartbeat, queue type...).
 ``square`` sleeps ``FAULT_TASK_SLEEP`` seconds, then appends ``TASK_ID REDELIVERED PID`` to
 ``FAULT_EXEC_LOG`` with one unbuffered ``O_APPEND`` write, so the suite can count executions
-(and so duplicates) even of workers it SIGKILLs. Logs go to stderr at INFO.
+(and so duplicates) even of workers it SIGKILLs. Logs go to stderr at INFO. Run with the
+repository root on ``PYTHONPATH`` (``Workers`` in ``_support.py`` does).
 """
 
 from __future__ import annotations
@@ -12,11 +13,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 import taskell
 from examples.worker import Impl

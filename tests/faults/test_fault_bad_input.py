@@ -13,6 +13,7 @@ import taskell
 from generated.demo import Client
 from tests.faults._support import (
     Handle,
+    MakeWorkers,
     Report,
     blocking_channel,
     collect,
@@ -21,10 +22,9 @@ from tests.faults._support import (
     read_queue,
     submit_squares,
     task_count,
-    wait_until,
     worker_env,
 )
-from tests.faults.conftest import MakeWorkers
+from tests.support import poll_until
 
 MAX_PAYLOAD = 4096  # the workers' max_payload_bytes
 QUEUE = "taskell.q1"  # demo.square's queue
@@ -87,7 +87,7 @@ def test_bad_messages_are_dead_lettered(vhost: str, workers: MakeWorkers) -> Non
                 for _ in range(bad_total // chunks):
                     labels.append(_publish_bad(channel, len(labels)))
             outcome = collect(handles, timeout=30 + n * 0.01)
-            wait_until(lambda: queue_depth(vhost, DEAD) >= len(labels), timeout=30)
+            poll_until(lambda: queue_depth(vhost, DEAD) >= len(labels), 30, interval=0.1)  # checked below
             seconds = time.monotonic() - started
     finally:
         raw_conn.close()

@@ -12,6 +12,7 @@ from generated.demo import Client
 from tests.faults._rabbit import RabbitNode
 from tests.faults._support import (
     Handle,
+    MakeWorkers,
     Report,
     client_config,
     collect,
@@ -22,7 +23,6 @@ from tests.faults._support import (
     wait_progress,
     worker_env,
 )
-from tests.faults.conftest import MakeWorkers
 
 HEARTBEAT = 2  # seconds; pika declares a connection dead after heartbeat + 5 s of silence
 STALL = 15.0  # seconds the broker is frozen: over two of pika's checks (7 s each)

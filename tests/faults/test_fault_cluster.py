@@ -13,6 +13,7 @@ from generated.demo import Client
 from tests.faults._rabbit import RabbitNode
 from tests.faults._support import (
     Handle,
+    MakeWorkers,
     Report,
     client_config,
     collect,
@@ -22,7 +23,6 @@ from tests.faults._support import (
     wait_progress,
     worker_env,
 )
-from tests.faults.conftest import MakeWorkers
 
 SETTINGS: dict[str, object] = {"queue_type": "quorum", "connect_timeout": 5}
 

@@ -8,6 +8,7 @@ import time
 import taskell
 from generated.demo import Client
 from tests.faults._support import (
+    MakeWorkers,
     Report,
     collect,
     done_count,
@@ -18,7 +19,6 @@ from tests.faults._support import (
     wait_progress,
     worker_env,
 )
-from tests.faults.conftest import MakeWorkers
 
 KILL_PERIOD = 1.0  # seconds between SIGKILLs
 SLEEP = 0.03  # seconds per task: kills land mid-task, and the run outlasts a few kills

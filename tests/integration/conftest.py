@@ -23,38 +23,31 @@ Fixtures:
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # generated/ and examples/ are imported from the repository root
-    sys.path.insert(0, str(ROOT))
 
 import taskell
 from examples.worker import Impl
 from generated.demo import registry
+from tests.support import (
+    ROOT,
+    TASKELL,
+    URL,
+    RunCli,
+    SpawnWorker,
+    StartWorker,
+    blocking_connection,
+    cli_env,
+    stop_process,
+    wait_consuming,
+)
 
-DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
-URL = os.environ.get("TASKELL_TEST_URL", DEFAULT_URL)
 DEMO_QUEUES = ("taskell.q1", "taskell.q2", "taskell.default", "taskell.dead")
-TASKELL = str(ROOT / ".venv" / "bin" / "taskell")
-if not os.path.exists(TASKELL):  # run from another environment: use the one running pytest
-    TASKELL = str(Path(sys.executable).with_name("taskell"))
-RESULT_TIMEOUT = 30.0  # every result() in these tests is bounded by this
-
-SpawnWorker = Callable[..., "subprocess.Popen[bytes]"]
-StartWorker = Callable[..., taskell.Worker]
-RunCli = Callable[..., "subprocess.CompletedProcess[str]"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -64,19 +57,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-def _blocking_connection() -> Any:
-    params = pika.URLParameters(URL)
-    params.connection_attempts = 1
-    params.socket_timeout = 5
-    params.blocked_connection_timeout = 10
-    return pika.BlockingConnection(params)
-
-
 @pytest.fixture(scope="session")
 def broker() -> str:
     """The test broker's URL, once it is known to answer; fails under CI, else skips."""
     try:
-        _blocking_connection().close()
+        blocking_connection().close()
     except Exception as exc:  # noqa: BLE001 - any failure to reach / log in to the broker
         message = f"RabbitMQ not reachable at {URL} (set TASKELL_TEST_URL): {exc!r}"
         if os.environ.get("CI"):
@@ -93,7 +78,7 @@ def config(broker: str) -> taskell.Config:
 @pytest.fixture(autouse=True)
 def clean_queues(broker: str) -> None:
     """Delete the demo queues (and whatever they hold) before each test."""
-    connection = _blocking_connection()
+    connection = blocking_connection()
     try:
         channel = connection.channel()
         for queue in DEMO_QUEUES:
@@ -105,7 +90,7 @@ def clean_queues(broker: str) -> None:
 @pytest.fixture
 def amqp(broker: str) -> Iterator[Any]:
     """A pika ``BlockingChannel`` on the test broker (pika is untyped, hence ``Any``)."""
-    connection = _blocking_connection()
+    connection = blocking_connection()
     try:
         yield connection.channel()
     finally:
@@ -141,35 +126,6 @@ def worker(start_worker: StartWorker) -> taskell.Worker:
     return start_worker(parallelism=4)
 
 
-def worker_pids(answers: list[dict[str, Any]]) -> set[int]:
-    """PIDs of the workers that answered ``inspect`` (worker names are ``host:pid:suffix``)."""
-    pids = set()
-    for answer in answers:
-        parts = str(answer.get("worker", "")).split(":")
-        if len(parts) >= 3 and parts[-2].isdigit():
-            pids.add(int(parts[-2]))
-    return pids
-
-
-def cli_env(url: str) -> dict[str, str]:
-    """The environment of a ``taskell`` subprocess: ours without TASKELL_*, plus TASKELL_URL."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKELL_")}
-    env["TASKELL_URL"] = url
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID, SIGKILL after 15 s, reap."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
 @pytest.fixture
 def spawn_worker(config: taskell.Config, tmp_path: Path) -> Iterator[SpawnWorker]:
     """``spawn_worker(parallelism=1)``: ``taskell worker examples.worker:handlers`` in a subprocess,
@@ -187,19 +143,8 @@ def spawn_worker(config: taskell.Config, tmp_path: Path) -> Iterator[SpawnWorker
                 stderr=subprocess.STDOUT,
             )
         procs.append(proc)
-        # Ready = it answers inspect (control consumer up) and has logged "consuming", which
-        # Worker.start logs after its task consumers are registered.
-        deadline = time.monotonic() + 30
-        with taskell.connect(config=config) as probe:
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    output = log_path.read_text(errors="replace")
-                    pytest.fail(f"taskell worker exited with {proc.returncode}:\n{output}")
-                answered = proc.pid in worker_pids(probe.inspect(wait=0.5))
-                if answered and " consuming " in log_path.read_text(errors="replace"):
-                    return proc
-        output = log_path.read_text(errors="replace")
-        pytest.fail(f"taskell worker (pid {proc.pid}) not consuming within 30 s:\n{output}")
+        wait_consuming(config, [(proc, log_path)])
+        return proc
 
     try:
         yield spawn

@@ -29,7 +29,7 @@ import pytest
 
 import taskell
 from generated.demo import Client
-from tests.integration.conftest import ROOT, TASKELL, URL, cli_env, worker_pids
+from tests.support import ROOT, TASKELL, URL, cli_env, poll_until, wait_consuming, wait_until, worker_pids
 
 MARKING_SPIN = "tests.integration.abort_handlers:handlers"  # pure-Python busy-loop sleep
 MARKING_IMPL = "tests.integration.abort_handlers:example_handlers"  # 10 ms time.sleep steps
@@ -117,22 +117,7 @@ def spawn(config: taskell.Config, tmp_path: Path, markers: Path) -> Iterator[Spa
             worker = WorkerProc(proc, log)
             started.append(worker)
             batch.append(worker)
-        deadline = time.monotonic() + 30
-        waiting = {w.pid: w for w in batch}
-        with taskell.connect(config=config) as probe:
-            while waiting and time.monotonic() < deadline:
-                for worker in waiting.values():
-                    if worker.proc.poll() is not None:
-                        pytest.fail(
-                            f"taskell worker exited with {worker.proc.returncode}:\n{worker.output()}"
-                        )
-                answered = worker_pids(probe.inspect(wait=0.3))
-                for pid in list(waiting):
-                    if pid in answered and " consuming " in waiting[pid].output():
-                        del waiting[pid]
-        if waiting:
-            logs = "\n".join(w.output() for w in waiting.values())
-            pytest.fail(f"taskell workers {sorted(waiting)} not consuming within 30 s:\n{logs}")
+        wait_consuming(config, [(w.proc, w.log) for w in batch])
         return batch
 
     try:
@@ -192,13 +177,15 @@ def queue_counts(amqp: Any, queue: str) -> tuple[int, int | None]:
 
 def assert_settled(amqp: Any, queue: str = SLEEP_QUEUE) -> None:
     """The queue holds nothing: no message ready, none delivered and unacknowledged."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        ready, unacked = queue_counts(amqp, queue)
-        if (ready, unacked or 0) == (0, 0) or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
-    assert (ready, unacked or 0) == (0, 0), f"{queue}: {ready} ready, {unacked} unacknowledged"
+    counts = queue_counts(amqp, queue)
+
+    def settled() -> bool:
+        nonlocal counts
+        counts = queue_counts(amqp, queue)
+        return counts in ((0, 0), (0, None))
+
+    settled_in_time = poll_until(settled, WAIT, interval=0.2)
+    assert settled_in_time, f"{queue}: {counts[0]} ready, {counts[1]} unacknowledged after {WAIT} s"
 
 
 def states(answers: list[dict[str, Any]]) -> dict[int, str]:
@@ -223,11 +210,8 @@ def running_on(conn: taskell.Connection, task_id: str) -> int:
 
 def started_on(markers: Path, task_id: str) -> int:
     """The PID of the worker whose marking handler started ``task_id`` (its ``start`` event)."""
-    deadline = time.monotonic() + WAIT
-    while not (found := events(markers, "start", task_id)):
-        assert time.monotonic() < deadline, f"task {task_id} not started on any worker within {WAIT} s"
-        time.sleep(0.02)
-    (event,) = found
+    wait_until(lambda: bool(events(markers, "start", task_id)), WAIT, f"task {task_id} started on a worker")
+    (event,) = events(markers, "start", task_id)
     return int(event["pid"])
 
 
@@ -240,11 +224,8 @@ def running_tasks(conn: taskell.Connection) -> dict[int, list[str]]:
 
 
 def wait_progress(handle: taskell.TaskHandle[float, float]) -> None:
-    deadline = time.monotonic() + WAIT
-    while handle.latest_progress is None:
-        assert not handle.done(), f"task ended before any progress: {handle}"
-        assert time.monotonic() < deadline, f"no progress from {handle} within {WAIT} s"
-        time.sleep(0.02)
+    wait_until(lambda: handle.latest_progress is not None or handle.done(), WAIT, f"progress from {handle}")
+    assert handle.latest_progress is not None, f"task ended before any progress: {handle}"
 
 
 class ProgressReader:
@@ -415,10 +396,7 @@ def test_process_mode_kills_a_handler_stuck_in_c_sleep(
     report("process mode, time.sleep(3600), handle.abort() -> TaskAborted", elapsed)
     assert elapsed < ABORT_BOUND
     assert "process killed" in str(info.value)
-    deadline = time.monotonic() + WAIT
-    while any(alive(pid) for pid in children) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(alive(pid) for pid in children), "the child stuck in time.sleep is still there"
+    wait_until(lambda: not any(alive(pid) for pid in children), WAIT, "the child stuck in time.sleep gone")
     assert_settled(amqp)
     # A fresh child serves the next task.
     assert Client(conn).square(x=12).result(timeout=WAIT) == 144
@@ -488,10 +466,8 @@ def test_aborted_prefetched_task_never_starts(
     prefetched = client.sleep(seconds=0.2)
     after = client.sleep(seconds=0.2)
     conn.flush(WAIT)
-    deadline = time.monotonic() + WAIT
-    while queue_counts(amqp, SLEEP_QUEUE) != (0, 3) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert queue_counts(amqp, SLEEP_QUEUE) in ((0, 3), (0, None)), "all three delivered to the worker"
+    delivered = poll_until(lambda: queue_counts(amqp, SLEEP_QUEUE) in ((0, 3), (0, None)), WAIT, 0.1)
+    assert delivered, f"not all three delivered to the worker: {queue_counts(amqp, SLEEP_QUEUE)}"
     assert running_tasks(conn)[worker.pid] == [first.id]
     answers = conn.abort(prefetched.id, wait=0.5)
     assert states(answers) == {worker.pid: "not running here"}, answers
@@ -609,7 +585,7 @@ def test_abort_stops_only_its_own_task(
     assert_settled(amqp)
 
 
-# 7. Gaps: these failed on the runtime they were written against (see each docstring)
+# 7. A known limit (xfail), and two process-mode bugs these tests found (fixed since)
 
 
 @pytest.mark.xfail(
@@ -667,10 +643,10 @@ def test_process_mode_aborts_do_not_leak_file_descriptors(conn: taskell.Connecti
 def test_process_mode_worker_killed_mid_task_releases_the_task(
     conn: taskell.Connection, spawn: Spawn, amqp: Any
 ) -> None:
-    """A worker that dies mid-task leaves the task to be redelivered (SPEC 7). In process mode
-    the handler's child is forked after the worker connected: it inherits the broker sockets,
-    outlives a SIGKILLed parent (stuck in its C sleep) and keeps the dead worker's connection,
-    consumers and unacknowledged task alive."""
+    """A worker that dies mid-task leaves the task to be redelivered. In process mode the
+    handler's child is forked after the worker connected: it must neither keep the inherited
+    broker sockets open nor outlive its SIGKILLed parent (it is stuck in a C sleep), else it
+    keeps the dead worker's connection, consumers and unacknowledged task alive."""
     (worker,) = spawn(Spec(target=BENCH_SPIN, env=PROCESS_CSLEEP))
     handle = Client(conn).sleep(seconds=3600.0)
     wait_progress(handle)
@@ -679,9 +655,8 @@ def test_process_mode_worker_killed_mid_task_releases_the_task(
     try:
         worker.proc.kill()  # by PID: the worker dies as on an OOM kill or a crash
         worker.proc.wait(WAIT)
-        deadline = time.monotonic() + 5
-        while (counts := queue_counts(amqp, SLEEP_QUEUE)) != (1, 0) and time.monotonic() < deadline:
-            time.sleep(0.2)
+        poll_until(lambda: queue_counts(amqp, SLEEP_QUEUE) == (1, 0), 5, interval=0.2)
+        counts = queue_counts(amqp, SLEEP_QUEUE)
         orphans = {pid for pid in children if alive(pid)}
         assert counts[0] == 1 and not orphans, (
             f"{SLEEP_QUEUE}: (ready, unacked) = {counts} 5 s after the worker was killed; "
@@ -691,7 +666,6 @@ def test_process_mode_worker_killed_mid_task_releases_the_task(
         for pid in children:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5  # the task comes back once the last fd closes
-        while queue_counts(amqp, SLEEP_QUEUE)[1] and time.monotonic() < deadline:
-            time.sleep(0.2)
+        # The task comes back once the last fd closes.
+        poll_until(lambda: not queue_counts(amqp, SLEEP_QUEUE)[1], 5, interval=0.2)
         amqp.queue_purge(SLEEP_QUEUE)

@@ -20,7 +20,7 @@ from taskell.transport.amqp import AmqpTransport
 from taskell.transport.pika_connection import pika_parameters
 from taskell.transport import Delivery, Message
 from taskell.config import Config
-from tests.integration.conftest import URL
+from tests.support import URL, wait_until
 
 COUNT = 600
 
@@ -76,7 +76,8 @@ def _settle_all(transport: AmqpTransport, queue: str, reject: set[int], threads:
         worker.start()
     for worker in workers:
         worker.join(30)
-    time.sleep(0.5)  # the last acks go out at the end of a loop turn
+    # The last acks go out at the end of a loop turn.
+    wait_until(lambda: transport._batcher.unsettled == [], 10, "every delivery settled on the channel")
     transport.cancel(tag)
     return received
 
@@ -124,9 +125,11 @@ def test_a_held_delivery_does_not_block_the_acks_behind_it(transport: AmqpTransp
     held, rest = received[0], received[1:]
     for delivery in rest:
         transport.ack(delivery.tag)
-    time.sleep(0.5)
-    assert transport._batcher.unsettled == [held.tag & ((1 << 40) - 1)]
+    held_tag = held.tag & ((1 << 40) - 1)
+    wait_until(
+        lambda: transport._batcher.unsettled == [held_tag], 10, "all but the held delivery acknowledged"
+    )
     transport.ack(held.tag)
-    time.sleep(0.5)
-    assert transport._batcher.unsettled == [] and transport._generation == 0
+    wait_until(lambda: transport._batcher.unsettled == [], 10, "the held delivery acknowledged")
+    assert transport._generation == 0
     assert _left_after_close(transport, queue) == 0

@@ -9,7 +9,7 @@ import pytest
 
 import taskell
 from generated.demo import SLEEP, SUM, Client
-from tests.integration.conftest import RESULT_TIMEOUT
+from tests.support import RESULT_TIMEOUT, wait_until
 
 
 def test_attach_to_running_and_finished_tasks_after_the_submitter_left(
@@ -19,7 +19,12 @@ def test_attach_to_running_and_finished_tasks_after_the_submitter_left(
     with taskell.connect(config=config, results=results) as first:
         finished = Client(first).sleep(seconds=0.3).id
         running = Client(first).sleep(seconds=2.0).id
-    time.sleep(1.0)  # the first ends while no connection listens; the second still runs
+    # The first ends while no connection listens; the second still runs.
+    wait_until(
+        lambda: [r["task_id"] for r in worker.status()["running"]] == [running],
+        RESULT_TIMEOUT,
+        "the first task ended, the second running",
+    )
     with taskell.connect(config=config, results=results) as second:
         done = taskell.attach(second, SLEEP, finished)
         assert done.result(timeout=RESULT_TIMEOUT) == 0.3

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import taskell
 from generated.demo import Client
-
-RESULT_TIMEOUT = 30.0
+from tests.support import RESULT_TIMEOUT, StartWorker
 
 
 def _run_sleeps(conn: taskell.Connection, count: int, seconds: float) -> float:
@@ -21,26 +19,20 @@ def _run_sleeps(conn: taskell.Connection, count: int, seconds: float) -> float:
     return time.monotonic() - started
 
 
-def test_parallelism_4_runs_four_tasks_at_once(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
-) -> None:
+def test_parallelism_4_runs_four_tasks_at_once(conn: taskell.Connection, start_worker: StartWorker) -> None:
     start_worker(parallelism=4)
     elapsed = _run_sleeps(conn, 4, 1.0)
     assert 1.0 <= elapsed < 2.5, f"4 x sleep(1) with parallelism 4 took {elapsed:.2f} s"
 
 
-def test_parallelism_1_runs_one_task_at_a_time(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
-) -> None:
+def test_parallelism_1_runs_one_task_at_a_time(conn: taskell.Connection, start_worker: StartWorker) -> None:
     start_worker(parallelism=1)
     elapsed = _run_sleeps(conn, 2, 1.0)
     assert elapsed >= 2.0, f"2 x sleep(1) with parallelism 1 took only {elapsed:.2f} s"
     assert elapsed < 10.0
 
 
-def test_many_threads_share_one_connection(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
-) -> None:
+def test_many_threads_share_one_connection(conn: taskell.Connection, start_worker: StartWorker) -> None:
     start_worker(parallelism=8)
 
     def submit_and_check(thread: int) -> int:

@@ -9,8 +9,7 @@ import pytest
 
 import taskell
 from generated.demo import Client
-
-RESULT_TIMEOUT = 30.0
+from tests.support import RESULT_TIMEOUT
 
 
 def _io_threads() -> set[threading.Thread]:

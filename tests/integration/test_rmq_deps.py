@@ -11,7 +11,7 @@ ended, that the right values flowed in, and that tasks downstream of a failure n
   aborted downstream task leaving its upstream alone;
 * a client subprocess that exits right after submitting a DAG (``dep_client.py``);
 * a worker SIGKILLed mid-DAG while it is the active joiner of every join partition;
-* two bugs found here (failing until fixed): a dependency on a handle of another connection
+* two bugs found here (and fixed): a dependency on a handle of another connection
   that closes meanwhile (its local ``BrokerUnavailable`` is forwarded as the dependency's
   outcome, and closing the dependent's connection then raises), and a release by the joiner
   unbinding a partition another client has just bound for a record still on its way.
@@ -42,18 +42,20 @@ import pytest
 import taskell
 from generated.demo import Client, Image
 from generated.demo import models as demo_models
-from tests.integration.conftest import (
+from tests.integration.dep_dag import check_events, describe, edges, random_dag, submit_dag
+from tests.integration.dep_handlers import UNLUCKY, DepImpl, read_events
+from tests.support import (
     ROOT,
     TASKELL,
     URL,
     StartWorker,
-    _blocking_connection,
+    blocking_connection,
     cli_env,
+    python_env,
     stop_process,
-    worker_pids,
+    wait_consuming,
+    wait_until,
 )
-from tests.integration.dep_dag import check_events, describe, edges, random_dag, submit_dag
-from tests.integration.dep_handlers import UNLUCKY, DepImpl, read_events
 
 JOIN_QUEUES = tuple(f"taskell.join.{n}" for n in range(4))
 OUTCOMES = "taskell.outcomes"
@@ -64,7 +66,7 @@ SpawnDeps = Callable[..., "subprocess.Popen[bytes]"]
 
 
 def _delete_join_state() -> None:
-    connection = _blocking_connection()
+    connection = blocking_connection()
     try:
         channel = connection.channel()
         for queue in JOIN_QUEUES:
@@ -119,19 +121,8 @@ def spawn_deps(config: taskell.Config, tmp_path: Path, markers: Path) -> Iterato
                 stderr=subprocess.STDOUT,
             )
         procs.append(proc)
-        deadline = time.monotonic() + WAIT
-        with taskell.connect(config=config) as probe:
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"worker exited with {proc.returncode}:\n{log_path.read_text(errors='replace')}"
-                    )
-                answered = proc.pid in worker_pids(probe.inspect(wait=0.3))
-                if answered and " consuming " in log_path.read_text(errors="replace"):
-                    return proc
-        pytest.fail(
-            f"worker {proc.pid} not consuming within {WAIT} s:\n{log_path.read_text(errors='replace')}"
-        )
+        wait_consuming(config, [(proc, log_path)], WAIT)
+        return proc
 
     try:
         yield spawn
@@ -160,14 +151,6 @@ def assert_after(markers: Path, task: taskell.Ref[object], *deps: taskell.Ref[ob
         assert started >= min(ended), (
             f"{task.id} started {(min(ended) - started) / 1e6:.1f} ms before {dep.id} ended"
         )
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 def dependency_failure(handle: taskell.TaskHandle[Any, Any]) -> taskell.DependencyFailed:
@@ -298,7 +281,7 @@ def test_failure_propagates_to_every_downstream_task(
     assert late_failure.cause.error_type == "ValueError"
     # The dependency that succeeded is unaffected; no downstream handler ever ran.
     assert ok.result(timeout=WAIT) == 4
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window for a downstream handler that wrongly started to show up
     ran = {e["task_id"] for e in read_events(markers) if e["event"] == "start"}
     assert ran == {root.id, ok.id}
 
@@ -318,7 +301,7 @@ def test_abort_upstream_propagates(demo: Client, dep_worker: taskell.Worker, mar
     level1 = demo.square(x=2, after=[upstream])
     level2 = demo.total(parts=[level1, 1])
     level3 = demo.square(x=level2)
-    wait_for(lambda: bool(starts(markers, upstream.id)), "upstream running")
+    wait_until(lambda: bool(starts(markers, upstream.id)), WAIT, "upstream running")
     assert upstream.abort()
     with pytest.raises(taskell.TaskAborted):
         upstream.result(timeout=WAIT)
@@ -337,7 +320,7 @@ def test_abort_of_a_waiting_task_propagates_down_not_up(
     middle = demo.square(x=3, after=[upstream])  # held in a join when aborted
     down = demo.square(x=middle)
     down2 = demo.total(parts=[down, 1])
-    wait_for(lambda: bool(starts(markers, upstream.id)), "upstream running")
+    wait_until(lambda: bool(starts(markers, upstream.id)), WAIT, "upstream running")
     assert middle.abort()
     with pytest.raises(taskell.TaskAborted):
         middle.result(timeout=WAIT)
@@ -364,7 +347,7 @@ def test_dag_completes_after_the_client_exits(spawn_deps: SpawnDeps, markers: Pa
     spawn_deps(parallelism=4)
     spec_path = tmp_path / "dag.json"
     gate_seconds = 2.5  # longer than the submission takes, even on a busy broker
-    env = {**cli_env(URL), "PYTHONPATH": str(ROOT)}
+    env = python_env(URL)
     proc = subprocess.run(
         [
             sys.executable,
@@ -399,7 +382,7 @@ def test_dag_completes_after_the_client_exits(spawn_deps: SpawnDeps, markers: Pa
         done = {e["task_id"] for e in read_events(markers) if e["event"] == "end"}
         return set(tasks) <= done
 
-    wait_for(all_done, f"all {len(tasks)} tasks of the DAG completed")
+    wait_until(all_done, WAIT, f"all {len(tasks)} tasks of the DAG completed")
     events = read_events(markers)
     first_task = min(e["t"] for e in events if e["event"] == "start" and e["task_id"] in tasks)
     assert first_task > exited["closed_ns"], exited
@@ -423,7 +406,7 @@ def test_dag_survives_a_worker_sigkill(
     def ended_count() -> int:
         return len({e["task_id"] for e in read_events(markers) if e["event"] == "end"})
 
-    wait_for(lambda: ended_count() >= 50, "50 tasks ended")
+    wait_until(lambda: ended_count() >= 50, WAIT, "50 tasks ended")
     victim_events = [e for e in read_events(markers) if e["pid"] == victim.pid]
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait(10)
@@ -472,7 +455,7 @@ def test_dependency_on_a_handle_of_a_connection_closed_meanwhile(
         with taskell.connect(config=config) as client1:
             a = Client(client1).sleep(seconds=0.5)
             b = Client(client2).square(x=2, after=[a])
-        wait_for(lambda: bool(ends(markers, a.id)), "a ended on the worker")
+        wait_until(lambda: bool(ends(markers, a.id)), WAIT, "a ended on the worker")
         assert [
             e.get("value") for e in read_events(markers) if e["task_id"] == a.id and e["event"] == "end"
         ] == [0.5]
@@ -498,7 +481,7 @@ def test_closing_a_connection_after_the_one_owning_its_dependencies(
         raise
     last = Client(client2).square(x=3)
     client2.close()  # does not sync client1's reply queue: it is closed
-    wait_for(lambda: bool(ends(markers, last.id)), "the last submission ran")
+    wait_until(lambda: bool(ends(markers, last.id)), WAIT, "the last submission ran")
 
 
 def test_a_release_does_not_remove_a_binding_a_concurrent_submitter_relies_on(
@@ -539,6 +522,6 @@ def test_a_release_does_not_remove_a_binding_a_concurrent_submitter_relies_on(
             },
         ),
     )
-    wait_for(lambda: bool(ends(markers, upstream.id)), "upstream ended")
-    wait_for(lambda: bool(ends(markers, r2)), "r2 ran after upstream ended", timeout=5)
+    wait_until(lambda: bool(ends(markers, upstream.id)), WAIT, "upstream ended")
+    wait_until(lambda: bool(ends(markers, r2)), 5, "r2 ran after upstream ended")
     assert starts(markers, r1.id) == []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, cast
 
 import pika
@@ -15,8 +14,7 @@ import pytest
 import taskell
 from examples.worker import Impl
 from generated.demo import SUM, Client, Image
-
-RESULT_TIMEOUT = 30.0
+from tests.support import RESULT_TIMEOUT, StartWorker
 
 
 class WrongSquare(Impl):
@@ -56,9 +54,7 @@ def test_remote_exception_becomes_task_failed(conn: taskell.Connection, worker: 
     assert client.sum(numbers=[1, 2]).result(timeout=RESULT_TIMEOUT) == 3
 
 
-def test_wrong_typed_result_becomes_task_failed(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
-) -> None:
+def test_wrong_typed_result_becomes_task_failed(conn: taskell.Connection, start_worker: StartWorker) -> None:
     start_worker(parallelism=1, impl=WrongSquare())
     client = Client(conn)
     handle = client.square(x=3)
@@ -75,7 +71,7 @@ def test_wrong_typed_result_becomes_task_failed(
 
 
 def test_wrong_typed_record_field_becomes_task_failed_naming_the_field(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
+    conn: taskell.Connection, start_worker: StartWorker
 ) -> None:
     start_worker(parallelism=1, impl=WrongImage())
     client = Client(conn)
@@ -88,7 +84,7 @@ def test_wrong_typed_record_field_becomes_task_failed_naming_the_field(
 
 
 def test_unserializable_result_becomes_task_failed_not_a_redelivery_loop(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
+    conn: taskell.Connection, start_worker: StartWorker
 ) -> None:
     start_worker(parallelism=1, impl=WrongImage())
     client = Client(conn)
@@ -166,7 +162,7 @@ def test_malformed_messages_are_dead_lettered_and_rejected(
 
     # Not redelivered in a loop: nothing comes back to the task queue, the dead-letter queue
     # or the reply queue once they are dealt with.
-    time.sleep(1.0)
+    time.sleep(1.0)  # a window for such a loop to show
     assert amqp.queue_declare(SUM.queue, passive=True).method.message_count == 0
     assert amqp.basic_get("taskell.dead", auto_ack=True)[0] is None
     assert amqp.basic_get(reply_queue, auto_ack=True)[0] is None

@@ -6,7 +6,6 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 import pika.exceptions
@@ -15,8 +14,8 @@ import pytest
 import taskell
 from examples.worker import Impl
 from generated.demo import SLEEP, SUM, Client
+from tests.support import RESULT_TIMEOUT, StartWorker
 
-RESULT_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
@@ -86,11 +85,11 @@ def test_task_queue_is_durable_and_declared_by_the_client(conn: taskell.Connecti
 
 
 def test_task_submitted_before_any_worker_waits_for_one(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker], amqp: Any
+    conn: taskell.Connection, start_worker: StartWorker, amqp: Any
 ) -> None:
     handle = Client(conn).sum(numbers=[4, 5, 6])
     conn.flush(10)
-    time.sleep(0.3)
+    time.sleep(0.3)  # a window for anything to pick the task up (nothing may)
     assert not handle.done()
     assert handle.latest_progress is None
     assert amqp.queue_declare(SUM.queue, passive=True).method.message_count == 1
@@ -99,7 +98,7 @@ def test_task_submitted_before_any_worker_waits_for_one(
 
 
 def test_progress_is_ordered_ends_with_the_task_and_replays(
-    conn: taskell.Connection, start_worker: Callable[..., taskell.Worker]
+    conn: taskell.Connection, start_worker: StartWorker
 ) -> None:
     start_worker(parallelism=2, impl=Impl(delay=0.002))
     client = Client(conn)

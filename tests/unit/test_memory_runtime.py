@@ -16,6 +16,7 @@ from examples.worker import Impl
 from generated.demo import SUM, Client, registry
 from taskell.transport.memory import MemoryBroker, MemoryTransport
 from taskell.transport import Delivery, Message
+from tests.support import wait_until
 
 _names = itertools.count()
 
@@ -80,7 +81,7 @@ def test_abort_queued_task_never_starts(config: taskell.Config) -> None:
     with taskell.Worker(registry(Recording()), config, parallelism=1), taskell.connect(config=config) as conn:
         demo = Client(conn)
         blocker, queued = demo.sleep(seconds=0.5), demo.sleep(seconds=7)
-        time.sleep(0.1)
+        wait_until(lambda: blocker.latest_progress is not None, 10, "the blocker running")
         conn.abort(queued.id)
         with pytest.raises(taskell.TaskAborted):
             queued.result(timeout=10)
@@ -122,16 +123,13 @@ def test_unacked_delivery_is_redelivered_when_its_connection_closes() -> None:
     received: list[Delivery] = []
     first.consume("q", received.append).result()
     first.publish("", "q", Message(body=b"x", message_id="m"), mandatory=True).result()
-    deadline = time.monotonic() + 5
-    while not received and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert received and not received[0].redelivered
+    wait_until(lambda: bool(received), 5, "the message delivered")
+    assert not received[0].redelivered
     first.close()  # never acknowledged
     again: list[Delivery] = []
     second.consume("q", again.append).result()
-    while not again and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert again and again[0].redelivered and again[0].message.message_id == "m"
+    wait_until(lambda: bool(again), 5, "the message delivered again")
+    assert again[0].redelivered and again[0].message.message_id == "m"
     second.close()
 
 
