@@ -10,6 +10,7 @@ import json
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -35,9 +36,9 @@ def rabbitmqctl(*args: str) -> str:
 
 @pytest.fixture
 def vhost(broker: str, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh vhost named after the test, deleted afterwards."""
-    name = f"taskell-{request.node.name}"[:60]
-    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60, check=False)
+    """A fresh vhost named after the test, deleted afterwards; unique, since other test runs may
+    share the broker."""
+    name = f"taskell-{uuid.uuid4().hex[:8]}-{request.node.name}"[:60]
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
     yield name
@@ -173,8 +174,8 @@ def test_heartbeats_flow_while_a_handler_blocks(vhost: str) -> None:
 
 
 def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
-    user, password = "taskell-client-test", "s3cret-pw"
-    subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True, timeout=60, check=False)
+    # Users are global to the broker: named after the (unique) vhost.
+    user, worker_user, password = f"{vhost}-client", f"{vhost}-worker", "s3cret-pw"
     rabbitmqctl("add_user", user, password)
     try:
         # The client permissions documented in the README.
@@ -184,21 +185,15 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             r"^(amq\.default|taskell\.(reply\..*|q1|q2|default|join\..*|abort))$",
             r"^(taskell\.reply\..*|taskell\.outcomes)$",
         )  # fmt: skip
-        subprocess.run(
-            ["rabbitmqctl", "-q", "delete_user", "taskell-worker-test"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        rabbitmqctl("add_user", "taskell-worker-test", password)
+        rabbitmqctl("add_user", worker_user, password)
         # The worker permissions documented in the README.
         rabbitmqctl(
-            "set_permissions", "-p", vhost, "taskell-worker-test",
+            "set_permissions", "-p", vhost, worker_user,
             r"^taskell\..*$",
             r"^(amq\.default|taskell\.(control\..*|lease\..*|dead|outcomes|q1|q2|default))$",
             r"^taskell\.(control\..*|lease\..*|join\..*|abort|q1|q2|default)$",
         )  # fmt: skip
-        worker_config = taskell.Config.load(None, env={}, url=url_for(vhost, "taskell-worker-test", password))
+        worker_config = taskell.Config.load(None, env={}, url=url_for(vhost, worker_user, password))
         client_config = taskell.Config.load(None, env={}, url=url_for(vhost, user, password))
         with taskell.Worker(registry(Impl()), worker_config), taskell.connect(config=client_config) as conn:
             assert Client(conn).square(x=5).result(timeout=RESULT_TIMEOUT) == 25
@@ -213,7 +208,7 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             if connection.is_open:
                 connection.close()
     finally:
-        for name in (user, "taskell-worker-test"):
+        for name in (user, worker_user):
             subprocess.run(
                 ["rabbitmqctl", "-q", "delete_user", name], capture_output=True, timeout=60, check=False
             )
