@@ -416,7 +416,7 @@ def bench_memory(conn: taskell.Connection, admin: Admin, a: argparse.Namespace, 
     with processes(conn, workers=1, parallelism=4, raw_servers=0) as (workers, _):
         admin.purge()
         pid = workers[0].pid
-        time.sleep(1)
+        time.sleep(1)  # idle RSS: after a second of rest
         idle = proc_status(pid)["VmRSS"]
         warm_up(demo, None, 1000)
         warm = proc_status(pid)["VmRSS"]
@@ -429,7 +429,7 @@ def bench_memory(conn: taskell.Connection, admin: Admin, a: argparse.Namespace, 
                 handle.result(timeout=max(0.001, deadline - time.monotonic()))
             done += step
             series.append((done, proc_status(pid)["VmRSS"]))
-        time.sleep(1)
+        time.sleep(1)  # the final RSS, after a second of rest as for the idle one
         after = proc_status(pid)
     results["memory"] = {
         "tasks": total, "rss_idle_kib": idle, "rss_after_1000_kib": warm, "rss_after_kib": after["VmRSS"],

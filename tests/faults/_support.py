@@ -202,11 +202,9 @@ def done_count(handles: Iterable[tuple[int, Handle]]) -> int:
 def wait_progress(handles: Sequence[tuple[int, Handle]], target: float, timeout: float) -> int:
     """Wait until ``target`` handles (a float: that fraction of them) are done, or ``timeout``;
     returns how many are. ``handles`` may grow meanwhile (a submitter thread)."""
-    deadline = time.monotonic() + timeout
     count = int(len(handles) * target) if isinstance(target, float) else target
-    while (done := done_count(list(handles))) < count and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return done
+    poll_until(lambda: done_count(list(handles)) >= count, timeout, 0.05)
+    return done_count(list(handles))
 
 
 @dataclass

@@ -58,7 +58,7 @@ def test_broker_restart_mid_run(
         start_attempts = 1
         if how == "stop_app":
             private_broker.stop_app()
-            time.sleep(2)
+            time.sleep(2)  # the outage: clients and workers retry meanwhile
             start_attempts = private_broker.start_app()
         else:
             private_broker.restart_node()

@@ -596,10 +596,10 @@ def test_abort_stops_only_its_own_task(
 def test_abort_while_no_worker_is_up_still_stops_the_queued_task(
     conn: taskell.Connection, spawn: Spawn, markers: Path, amqp: Any, taskell_cli: Cli
 ) -> None:
-    """SPEC 5: a queued task never starts once aborted. Here the abort is sent while no worker
-    is live (as when a worker is started later to scale out, or restarts): the fanout reaches
-    nobody, the ids are kept only in the memory of the workers that heard it, so the task runs
-    when a worker comes up; ``taskell abort`` even says it "will not start"."""
+    """A queued task never starts once aborted. Here the abort is sent while no worker is live
+    (as when a worker is started later to scale out, or restarts): the fanout reaches nobody,
+    the ids are kept only in the memory of the workers that heard it, so the task runs when a
+    worker comes up (``taskell abort`` says so: "reached nobody")."""
     handle = Client(conn).sleep(seconds=0.2)
     conn.flush(WAIT)
     assert queue_counts(amqp, SLEEP_QUEUE)[0] == 1

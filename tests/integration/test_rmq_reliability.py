@@ -62,7 +62,7 @@ def supervise(
             stderr=subprocess.DEVNULL,
         )
         while proc.poll() is None and not until.is_set():
-            time.sleep(0.05)
+            until.wait(0.05)
         if proc.poll() is None:
             proc.terminate()
             proc.wait(15)
