@@ -16,10 +16,10 @@ from typing import Any
 import pika
 import pytest
 
+from taskell.config import Config
+from taskell.transport import Delivery, Message
 from taskell.transport.amqp import AmqpTransport
 from taskell.transport.pika_connection import pika_parameters
-from taskell.transport import Delivery, Message
-from taskell.config import Config
 from tests.support import URL, wait_until
 
 COUNT = 600

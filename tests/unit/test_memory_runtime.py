@@ -14,8 +14,8 @@ import pytest
 import taskell
 from examples.worker import Impl
 from generated.demo import SUM, Client, registry
-from taskell.transport.memory import MemoryBroker, MemoryTransport
 from taskell.transport import Delivery, Message
+from taskell.transport.memory import MemoryBroker, MemoryTransport
 from tests.support import wait_until
 
 _names = itertools.count()
