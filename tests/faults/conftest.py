@@ -3,7 +3,8 @@
 The shared broker on port 5672 is never used here: tests break brokers, so each run starts
 its own on other ports (``TASKELL_FAULT_PORT``, default 5711 for the single node, and
 ``TASKELL_FAULT_CLUSTER_PORT``, default 5701..5703, for the cluster; distribution ports are
-those plus 20000) and stops them by node name and PID at teardown.
+those plus 20000, or the next free one in steps of 100) and stops them by node name and PID at
+teardown.
 
 Fixtures:
     private_broker  (session) one node ``taskell-fault-<pid>@localhost``; a test that
