@@ -14,8 +14,8 @@ import pytest
 
 from generated.demo import models
 from taskell.codegen import fingerprint, load_schema, load_specs
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = str(ROOT / "tasks.schema.yaml")
 
 UTC = datetime.UTC

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from taskell.codegen import generate, run_gen
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 FILES = ("__init__.py", "client.py", "models.py", "worker.py")
 
 

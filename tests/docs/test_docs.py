@@ -30,6 +30,7 @@ import pytest
 import taskell
 from taskell.codegen import generate_sources, parse_schema
 from tests.docs._blocks import DOC_URL, ROOT, Block, blocks, pages
+from tests.support import stop_process
 
 TEST_URL = os.environ.get("TASKELL_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 NO_BROKER_URL = "amqp://guest:guest@127.0.0.1:1/%2F"  # nothing listens on port 1: fails at once
@@ -344,7 +345,7 @@ class _Page:
             )
 
         def stop() -> None:
-            _stop(proc)
+            stop_process(proc)
             assert proc.returncode == 0, (
                 f"{block.where}: the worker exited {proc.returncode}:\n{log.read_text()}"
             )
@@ -357,17 +358,6 @@ class _Page:
             )
             assert time.monotonic() < deadline, f"{block.where}: the worker did not start:\n{log.read_text()}"
             time.sleep(0.05)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM by PID (a graceful stop), SIGKILL after 20 s."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
 def _assert_values(loaded: dict[str, Any], shown: dict[str, Any], where: str, prefix: str) -> None:
