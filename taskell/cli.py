@@ -10,9 +10,11 @@ import argparse
 import importlib
 import json
 import logging
+import math
 import os
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,55 +49,177 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+_EXIT_STATUS = """\
+exit status: 0 success; 1 task failed, aborted or timed out, or bad input; 2 usage error;
+3 broker unavailable"""
+
+_SETTINGS = """\
+settings, highest precedence first:
+  1. flags: the worker's --parallelism and --queue
+  2. environment: TASKELL_URL=amqp://user:password@host:5672/vhost (amqps:// for TLS) sets the
+     broker; TASKELL_<KEY> sets a [taskell] key (TASKELL_PARALLELISM=4, TASKELL_QUEUES=a,b) and
+     TASKELL_RABBITMQ_<KEY> a [taskell.rabbitmq] key
+  3. the [taskell] table of the config file: -c FILE, else ./taskell.toml if present
+  4. the defaults (the broker amqp://guest:guest@localhost:5672/)"""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="taskell", description="Typed task distribution over RabbitMQ.")
+    parser = argparse.ArgumentParser(
+        prog="taskell",
+        description="Typed task distribution over RabbitMQ.",
+        epilog=f"{_SETTINGS}\n\n{_EXIT_STATUS}\n\nRun 'taskell COMMAND --help' for a command's options.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    gen = sub.add_parser("gen", help="compile a schema into typed Python")
-    gen.add_argument("schema")
-    gen.add_argument("-o", "--outdir", default="generated")
-    gen.add_argument("--check", action="store_true", help="write nothing; exit 1 if the output is stale")
-    gen.set_defaults(command=_gen)
+    def command(name: str, summary: str, run: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        uses_broker = name != "gen"
+        epilog = f"{_SETTINGS}\n\n{_EXIT_STATUS}" if uses_broker else _EXIT_STATUS
+        cmd = sub.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog=epilog,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        cmd.set_defaults(command=run)
+        if uses_broker:
+            cmd.add_argument(
+                "-c", "--config", metavar="FILE", help="config file (default: ./taskell.toml if present)"
+            )
+        return cmd
 
-    worker = sub.add_parser("worker", help="run a worker for MODULE:ATTR (a taskell.Registry)")
-    worker.add_argument("target", metavar="MODULE:ATTR")
-    _config_option(worker)
-    worker.add_argument("--parallelism", type=int)
-    worker.add_argument("--queue", action="append", dest="queues", metavar="Q")
-    worker.add_argument("--log-level", default="INFO")
-    worker.set_defaults(command=_worker)
+    gen = command("gen", "compile a schema into a typed Python package", _gen)
+    gen.add_argument("schema", metavar="SCHEMA", help="the schema file (YAML)")
+    gen.add_argument(
+        "-o", "--outdir", default="generated", help="write OUTDIR/<package>/ (default: %(default)s)"
+    )
+    gen.add_argument(
+        "--check", action="store_true", help="write nothing; list the stale files and exit 1 if any"
+    )
 
-    call = sub.add_parser("call", help="submit one task and print its result as JSON")
-    call.add_argument("schema")
-    call.add_argument("task")
-    call.add_argument("json_args", metavar="JSON_ARGS")
+    worker = command("worker", "run a worker for the tasks of MODULE:ATTR", _worker)
+    worker.add_argument(
+        "target",
+        metavar="MODULE:ATTR",
+        type=_target,
+        help="a taskell.Registry, or a callable returning one (e.g. myapp.tasks:registry); "
+        "the current directory is on the import path",
+    )
+    worker.add_argument(
+        "--parallelism",
+        type=_positive_int,
+        metavar="N",
+        help="tasks run at once (default: from the settings, 1)",
+    )
+    worker.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="Q",
+        help="consume queue Q instead of the configured ones (repeat for several)",
+    )
+    worker.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"{', '.join(_LOG_LEVELS)} (default: %(default)s)",
+    )
+
+    call = command("call", "submit one task and print its result as JSON", _call)
+    call.add_argument("schema", metavar="SCHEMA", help="the schema file declaring TASK")
+    call.add_argument("task", metavar="TASK", help="the task's name in the schema")
+    call.add_argument(
+        "json_args", metavar="JSON_ARGS", help="the task's arguments as a JSON object, e.g. '{\"x\": 4}'"
+    )
     call.add_argument("--follow", action="store_true", help="draw a progress bar on stderr")
-    call.add_argument("--timeout", type=float)
-    call.add_argument("--no-wait", action="store_true", help="print the task id and exit")
-    _config_option(call)
-    call.set_defaults(command=_call)
+    call.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="S",
+        help="stop waiting after S seconds and exit 1 (the task goes on; default: wait until it ends)",
+    )
+    call.add_argument("--no-wait", action="store_true", help="print the task id and exit at once")
 
-    abort = sub.add_parser("abort", help="abort a queued or running task by id")
-    abort.add_argument("task_id")
-    abort.add_argument("--wait", type=float, default=1.0, help="seconds to collect workers' answers")
-    _config_option(abort)
-    abort.set_defaults(command=_abort)
+    abort = command("abort", "abort a queued or running task by id", _abort)
+    abort.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task id (a UUID)")
+    abort.add_argument(
+        "--wait",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds to collect the workers' answers (default: %(default)s)",
+    )
 
-    dead = sub.add_parser("dead-letters", help="list dead-lettered messages (JSON lines); --requeue one")
-    dead.add_argument("--requeue", metavar="TASK_ID", help="send this message back to its queue")
-    dead.add_argument("--limit", type=int, default=100)
-    _config_option(dead)
-    dead.set_defaults(command=_dead_letters)
+    dead = command("dead-letters", "list dead-lettered messages as JSON lines, or requeue one", _dead_letters)
+    dead.add_argument(
+        "--requeue",
+        metavar="TASK_ID",
+        help="send this message back to the queue it came from (once) instead of listing",
+    )
+    dead.add_argument(
+        "--limit",
+        type=_positive_int,
+        default=100,
+        metavar="N",
+        help="look at the first N messages only (default: %(default)s)",
+    )
 
-    inspect = sub.add_parser("inspect", help="list live workers, their running tasks and progress")
-    inspect.add_argument("--wait", type=float, default=1.0)
-    _config_option(inspect)
-    inspect.set_defaults(command=_inspect)
+    inspect = command("inspect", "list live workers, their running tasks and progress", _inspect)
+    inspect.add_argument(
+        "--wait",
+        type=_seconds,
+        default=1.0,
+        metavar="S",
+        help="seconds to collect the workers' answers (default: %(default)s)",
+    )
     return parser
 
 
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-c", "--config", help="taskell.toml (default: ./taskell.toml if present)")
+# Argument types: a bad value is a usage error (exit 2) naming the option.
+
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value: int | None = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}")
+    return value
+
+
+def _task_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a task id (task ids are UUIDs): {text!r}") from None
+
+
+def _target(text: str) -> str:
+    module, _, attr = text.partition(":")
+    if not module or not attr:
+        raise argparse.ArgumentTypeError(f"expected MODULE:ATTR, e.g. myworker:handlers, got {text!r}")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    """``0.49999898`` as ``0.5 s``, ``1234.5`` as ``1234 s``."""
+    return f"{seconds:.3g} s" if seconds < 100 else f"{seconds:.0f} s"
 
 
 def _load_config(args: argparse.Namespace, **overrides: Any) -> Config:
@@ -115,14 +239,9 @@ def _worker(args: argparse.Namespace) -> int:
     from .registry import Registry
     from .worker import Worker
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = _load_config(args, parallelism=args.parallelism, queues=args.queues)
     module_name, _, attr = args.target.partition(":")
-    if not module_name or not attr:
-        print("taskell worker: expected MODULE:ATTR, e.g. myworker:handlers", file=sys.stderr)
-        return EXIT_USAGE
     sys.path.insert(0, os.getcwd())
     try:
         target = getattr(importlib.import_module(module_name), attr)
@@ -161,7 +280,15 @@ def _call(args: argparse.Namespace) -> int:
 
             follow(handle, args.timeout)
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        value = handle.result(timeout=remaining)
+        try:
+            value = handle.result(timeout=remaining)
+        except TimeoutError:
+            print(
+                f"taskell call: timed out after {_duration(args.timeout)}: task {handle.id} ({spec.name}) "
+                f"is not done; it goes on (taskell abort {handle.id} stops it)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
         print(spec.result.dump_json(value).decode())
     return EXIT_OK
 
@@ -198,9 +325,18 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    from ._dead_letters import dead_letters, format_entries
+    from ._dead_letters import RequeueError, dead_letters, format_entries, requeue
 
-    entries = dead_letters(_load_config(args), limit=args.limit, requeue=args.requeue)
+    config = _load_config(args)
+    if args.requeue is not None:
+        try:
+            entry = requeue(config, args.requeue, limit=args.limit)
+        except RequeueError as exc:
+            print(f"taskell dead-letters: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"requeued {args.requeue} to queue {entry['queue']}")
+        return EXIT_OK
+    entries = dead_letters(config, limit=args.limit)
     if entries:
         print(format_entries(entries))
     return EXIT_OK

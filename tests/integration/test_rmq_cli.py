@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
+
+import pika
+import pytest
 
 import taskell
 
@@ -97,3 +102,64 @@ def test_worker_on_a_missing_module_exits_1(taskell_cli: Cli) -> None:
     proc = taskell_cli("worker", "no_such_module_xyz:handlers")
     assert proc.returncode == 1, _explain(proc)
     assert "no_such_module_xyz" in proc.stderr, _explain(proc)
+
+
+def _dead_letter(amqp: Any, task_id: str, task_type: str, queue: str) -> None:
+    """Publish a message to ``taskell.dead`` as a worker dead-letters one from ``queue``."""
+    amqp.basic_publish(
+        "",
+        "taskell.dead",
+        b'{"x": 1}',
+        pika.BasicProperties(
+            message_id=task_id,
+            type=task_type,
+            content_type="application/json",
+            delivery_mode=2,
+            headers={"taskell-reason": "unknown task type", "taskell-queue": queue},
+        ),
+        mandatory=True,
+    )
+
+
+def test_dead_letters_requeue_sends_the_message_back_once(
+    taskell_cli: Cli, worker: taskell.Worker, amqp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The worker dead-letters the requeued message again at once (its type is unknown): the
+    # copy lands behind the others in the dead-letter queue, where the requeue must not find
+    # it again.
+    caplog.set_level(logging.WARNING, logger="taskell.worker")
+    amqp.confirm_delivery()
+    amqp.queue_declare("taskell.dead", durable=True)
+    target = str(uuid.uuid4())
+    _dead_letter(amqp, target, "demo.nope", "taskell.q1")
+    others = [str(uuid.uuid4()) for _ in range(30)]
+    for other in others:
+        _dead_letter(amqp, other, "demo.nope", "taskell.q1")
+
+    proc = taskell_cli("dead-letters", "--requeue", target)
+    assert proc.returncode == 0, _explain(proc)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and target in lines[0] and "taskell.q1" in lines[0], _explain(proc)
+
+    deadline = time.monotonic() + 15
+    while amqp.queue_declare("taskell.dead", passive=True).method.message_count < 1 + len(others):
+        assert time.monotonic() < deadline, "the requeued message never came back to taskell.dead"
+        time.sleep(0.05)
+    time.sleep(0.5)  # a second requeue would have reached the worker by now
+    runs = [r for r in caplog.records if r.getMessage().startswith(f"dead-lettering message {target}")]
+    assert len(runs) == 1, f"requeued {len(runs)} times"
+
+
+def test_dead_letters_requeue_of_an_unknown_id_exits_1(taskell_cli: Cli, amqp: Any) -> None:
+    amqp.confirm_delivery()
+    amqp.queue_declare("taskell.dead", durable=True)
+    kept = str(uuid.uuid4())
+    _dead_letter(amqp, kept, "demo.nope", "taskell.q1")
+    missing = str(uuid.uuid4())
+    proc = taskell_cli("dead-letters", "--requeue", missing)
+    assert proc.returncode == 1, _explain(proc)
+    assert missing in proc.stderr and "not found" in proc.stderr, _explain(proc)
+    assert "unavailable" not in proc.stderr, _explain(proc)
+    listed = taskell_cli("dead-letters")
+    assert listed.returncode == 0, _explain(listed)
+    assert [json.loads(line)["task_id"] for line in listed.stdout.splitlines()] == [kept]
