@@ -85,6 +85,19 @@ def test_usage_error_exits_2(taskell_cli: Cli) -> None:
     assert unknown_command.returncode == 2, _explain(unknown_command)
     bad_flag = taskell_cli("call", "tasks.schema.yaml", "sum", "{}", "--timeout", "soon")
     assert bad_flag.returncode == 2, _explain(bad_flag)
+    no_command = taskell_cli()
+    assert no_command.returncode == 2, _explain(no_command)
+    bad_id = taskell_cli("abort", "not-an-id")
+    assert bad_id.returncode == 2, _explain(bad_id)
+    assert "not-an-id" in bad_id.stderr and "UUID" in bad_id.stderr, _explain(bad_id)
+
+
+def test_call_timeout_names_a_readable_duration(taskell_cli: Cli) -> None:
+    # No worker: the task stays queued and the call times out.
+    proc = taskell_cli("call", "tasks.schema.yaml", "square", '{"x": 2}', "--timeout", "0.5")
+    assert proc.returncode == 1, _explain(proc)
+    assert "timed out after 0.5 s" in proc.stderr, _explain(proc)
+    assert "Traceback" not in proc.stderr, _explain(proc)
 
 
 def test_inspect_lists_the_running_worker(taskell_cli: Cli, worker: taskell.Worker) -> None:

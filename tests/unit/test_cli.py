@@ -1,0 +1,86 @@
+"""The ``taskell`` command line without a broker: help texts, usage errors (exit 2)."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from taskell import cli
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("no subcommands")
+
+
+def test_every_argument_of_every_subcommand_has_a_help_text() -> None:
+    commands = _subcommands(cli._parser())
+    assert set(commands) == {"gen", "worker", "call", "abort", "dead-letters", "inspect"}
+    missing = [
+        f"{name} {action.option_strings or action.dest}"
+        for name, parser in commands.items()
+        for action in parser._actions
+        if not action.help
+    ]
+    assert missing == []
+
+
+def test_help_names_the_broker_variable_and_the_precedence(capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["worker", "--help"], ["call", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(argv)
+        assert info.value.code == 0
+        out = capsys.readouterr().out
+        assert "TASKELL_URL" in out, argv
+        assert "precedence" in out, argv
+        assert "taskell.toml" in out, argv
+        assert "2 usage error" in out, argv
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "COMMAND"),
+        (["frobnicate"], "frobnicate"),
+        (["abort", "not-an-id"], "not a task id"),
+        (["abort", "123"], "UUID"),
+        (["worker", "examples.worker"], "MODULE:ATTR"),
+        (["worker", "m:a", "--parallelism", "0"], "--parallelism"),
+        (["worker", "m:a", "--log-level", "loud"], "--log-level"),
+        (["call", "s.yaml", "sum", "{}", "--timeout", "-1"], "--timeout"),
+        (["call", "s.yaml", "sum", "{}", "--timeout", "nan"], "--timeout"),
+        (["inspect", "--wait", "soon"], "--wait"),
+        (["dead-letters", "--limit", "0"], "--limit"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert "Traceback" not in err
+
+
+def test_abort_takes_the_canonical_form_of_a_task_id() -> None:
+    args = cli._parser().parse_args(["abort", "6F9619FF-8B86-D011-B42D-00C04FC964FF"])
+    assert args.task_id == "6f9619ff-8b86-d011-b42d-00c04fc964ff"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0.49999898900000517, "0.5 s"),
+        (30.0, "30 s"),
+        (2.25, "2.25 s"),
+        (0.001, "0.001 s"),
+        (1234.5, "1234 s"),
+    ],
+)
+def test_durations_read_well(seconds: float, text: str) -> None:
+    assert cli._duration(seconds) == text
