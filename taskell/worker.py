@@ -89,6 +89,7 @@ class Worker:
         self._fingerprint_warned: set[tuple[str, str]] = set()
         self._stopping = False
         self._stopped = threading.Event()
+        self._lost: BaseException | None = None  # why the broker connection was lost for good
         self._local = threading.local()
         self._requeue_aborted = False  # set when a graceful stop aborts what still runs
         self._settling = threading.Condition()
@@ -188,6 +189,9 @@ class Worker:
 
         Starting is tried a few times: a broker may refuse a declare while it is still busy
         creating the same replicated queue for another worker.
+
+        Raises:
+            BrokerUnavailable: starting failed, or the broker connection was lost for good.
         """
         for attempt in range(START_ATTEMPTS):
             try:
@@ -210,6 +214,8 @@ class Worker:
         signal.signal(signal.SIGINT, on_signal)
         while not self._stopped.wait(0.5):
             pass
+        if self._lost is not None:
+            raise BrokerUnavailable(f"worker {self.name} lost its broker connection: {self._lost}")
         return 0
 
     def _check_leases(self) -> None:
@@ -227,6 +233,7 @@ class Worker:
 
     def _on_lost(self, error: BaseException) -> None:
         log.error("worker %s lost its broker connection: %s", self.name, error)
+        self._lost = error
         self._stopping = True
         self._stopped.set()
 

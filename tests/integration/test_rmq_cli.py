@@ -8,12 +8,14 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pika
 import pytest
 
 import taskell
+from tests.integration.conftest import ROOT, TASKELL, cli_env, stop_process
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
@@ -176,3 +178,45 @@ def test_dead_letters_requeue_of_an_unknown_id_exits_1(taskell_cli: Cli, amqp: A
     listed = taskell_cli("dead-letters")
     assert listed.returncode == 0, _explain(listed)
     assert [json.loads(line)["task_id"] for line in listed.stdout.splitlines()] == [kept]
+
+
+def test_worker_that_loses_its_broker_for_good_exits_3(broker: str, tmp_path: Path) -> None:
+    # A vhost of its own, deleted under the running worker: its queues and connections go.
+    vhost = f"taskell-cli-lost-{uuid.uuid4().hex[:8]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        log_path = tmp_path / "worker.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [TASKELL, "worker", "examples.worker:handlers"],
+                cwd=ROOT,
+                env=cli_env(f"amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            deadline = time.monotonic() + 30
+            while " consuming " not in log_path.read_text(errors="replace"):
+                assert proc.poll() is None, log_path.read_text(errors="replace")
+                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+                time.sleep(0.1)
+            _rabbitmqctl("delete_vhost", vhost)
+            returncode = proc.wait(30)
+        finally:
+            stop_process(proc)
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", vhost], capture_output=True, timeout=60, check=False
+        )
+    output = log_path.read_text(errors="replace")
+    assert returncode == 3, output
+    assert "broker unavailable" in output, output
+    assert "Traceback" not in output, output
+
+
+def _rabbitmqctl(*args: str) -> None:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
