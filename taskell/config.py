@@ -357,14 +357,28 @@ def _validate(
         err = exc.errors(include_url=False, include_input=False)[0]
         loc = tuple(str(p) for p in err["loc"] if isinstance(p, str))
         if err["type"] == "extra_forbidden":
-            model = RabbitMQ if loc[:1] == ("rabbitmq",) and len(loc) == 2 else cls
-            message = f"unknown key{_suggest(loc[-1], sorted(model.model_fields))}"
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ")
-            indices = [p for p in err["loc"] if isinstance(p, int)]
-            if indices:
-                message = f"item {indices[0]}: {message}"
+            raise ConfigError(name(loc), _unknown_key(loc, where)) from None
+        message = str(err["msg"]).removeprefix("Value error, ")
+        indices = [p for p in err["loc"] if isinstance(p, int)]
+        if indices:
+            message = f"item {indices[0]}: {message}"
         raise ConfigError(name(loc), message + where) from None
+
+
+def _unknown_key(loc: _Path, where: str) -> str:
+    """The message for an unknown key: the closest valid one (in its table, else in the other
+    table, dotted), then every valid key of its table."""
+    if loc[:1] == ("rabbitmq",) and len(loc) == 2:
+        table, known = "[taskell.rabbitmq]", sorted(RabbitMQ.model_fields)
+        other, other_known = "taskell", sorted(set(Config.model_fields) - {"rabbitmq"})
+    else:
+        table, known = "[taskell]", sorted(Config.model_fields)
+        other, other_known = "taskell.rabbitmq", sorted(RabbitMQ.model_fields)
+    hint = _suggest(loc[-1], known)
+    if not hint:
+        close = difflib.get_close_matches(loc[-1], other_known, n=1)
+        hint = f" (did you mean '{other}.{close[0]}'?)" if close else ""
+    return f"unknown key{where}{hint}; valid keys in {table}: {', '.join(known)}"
 
 
 def _suggest(word: str, choices: list[str]) -> str:

@@ -245,3 +245,17 @@ def test_vhost_and_credentials_quoting() -> None:
     assert url(username="a@b", password="p:w/") == "amqp://a%40b:p%3Aw%2F@localhost:5672/%2F"
     assert url(host="::1").startswith("amqp://guest:guest@[::1]:5672/")
     assert Config.load(env={}, rabbitmq_ca_file="ca.pem").broker_url().startswith("amqps://")
+
+
+def test_unknown_key_lists_the_valid_keys_and_suggests_the_closest(tmp_path: Path) -> None:
+    exc = error(tmp_path, '[taskell]\nurl = "amqp://x"\n')
+    assert exc.key == "taskell.url" and str(exc).startswith("taskell.url: unknown key")
+    assert "did you mean 'taskell.rabbitmq.url'?" in exc.message  # it belongs to the other table
+    assert all(key in exc.message for key in ("parallelism", "queues", "dead_letter_queue", "rabbitmq"))
+    assert "taskell.toml" in exc.message
+
+    nested = error(tmp_path, '[taskell.rabbitmq]\nhots = ["a"]\n')
+    assert nested.key == "taskell.rabbitmq.hots"
+    assert "did you mean 'hosts'?" in nested.message
+    assert all(key in nested.message for key in ("host", "port", "vhost", "username", "url"))
+    assert "parallelism" not in nested.message
