@@ -95,7 +95,8 @@ def generate(schema_path: str, outdir: str = "generated", check: bool = False) -
 
 
 def run_gen(schema_path: str, outdir: str = "generated", check: bool = False) -> int:
-    """Run ``taskell gen``: print schema errors (or stale files) to stderr.
+    """Run ``taskell gen``: print schema errors (or stale files) to stderr, else the files
+    written (or that the output is up to date) to stdout.
 
     Returns:
         0 on success (or fresh output under ``check``), 1 on schema errors or stale output.
@@ -110,6 +111,10 @@ def run_gen(schema_path: str, outdir: str = "generated", check: bool = False) ->
         for path in stale:
             print(f"{path}: stale; run taskell gen {schema_path}", file=sys.stderr)
         return 1
+    for path in stale:  # without check, these were just written
+        print(f"wrote {path}")
+    if not stale:
+        print(f"{outdir} is up to date with {schema_path}{'' if check else ' (nothing written)'}")
     return 0
 
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import pytest
 
 from taskell import cli
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -84,3 +87,25 @@ def test_abort_takes_the_canonical_form_of_a_task_id() -> None:
 )
 def test_durations_read_well(seconds: float, text: str) -> None:
     assert cli._duration(seconds) == text
+
+
+def test_gen_says_what_it_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "out"
+    files = [out / "demo" / name for name in ("__init__.py", "client.py", "models.py", "worker.py")]
+    assert cli.main(["gen", "tasks.schema.yaml", "-o", str(out)]) == 0
+    assert sorted(capsys.readouterr().out.splitlines()) == [f"wrote {path}" for path in files]
+
+    assert cli.main(["gen", "tasks.schema.yaml", "-o", str(out)]) == 0
+    assert capsys.readouterr().out == f"{out} is up to date with tasks.schema.yaml (nothing written)\n"
+
+    assert cli.main(["gen", "tasks.schema.yaml", "-o", str(out), "--check"]) == 0
+    assert capsys.readouterr().out == f"{out} is up to date with tasks.schema.yaml\n"
+
+    files[1].write_text("# edited\n")
+    assert cli.main(["gen", "tasks.schema.yaml", "-o", str(out), "--check"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"{files[1]}: stale; run taskell gen tasks.schema.yaml\n"
