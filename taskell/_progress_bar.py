@@ -7,20 +7,34 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Column
 
 from .handle import TaskHandle
 
 
+# Widest task name and progress text shown (longer ones end in "…"), so a line keeps its
+# elapsed time (7) and a bar at 80 columns: the bar (at most 40) shrinks to the room left.
+TEXT_WIDTH = 24
+
+
+def progress_bar(console: Console) -> Progress:
+    """The bar's layout: task name, bar, latest progress value, elapsed time."""
+
+    def text() -> Column:
+        return Column(max_width=TEXT_WIDTH, no_wrap=True, overflow="ellipsis")
+
+    columns = (
+        TextColumn("{task.description}", table_column=text()),
+        BarColumn(bar_width=40),
+        TextColumn("{task.fields[value]}", table_column=text()),
+        TimeElapsedColumn(table_column=Column(min_width=7, no_wrap=True)),
+    )
+    return Progress(*columns, console=console, transient=False)
+
+
 def follow(handle: TaskHandle[Any, Any], timeout: float | None) -> None:
     """Draw the task's progress until it ends (numbers as percent done, others as text)."""
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.fields[value]}"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as bar:
+    with progress_bar(Console(stderr=True)) as bar:
         row = bar.add_task(handle.task, total=100, value="")
         done = threading.Event()
 
