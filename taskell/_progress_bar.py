@@ -11,7 +11,6 @@ from rich.table import Column
 
 from .handle import TaskHandle
 
-
 # Widest task name and progress text shown (longer ones end in "…"), so a line keeps its
 # elapsed time (7) and a bar at 80 columns: the bar (at most 40) shrinks to the room left.
 TEXT_WIDTH = 24
