@@ -220,3 +220,42 @@ def _rabbitmqctl(*args: str) -> None:
         ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_dead_letters_requeue_of_a_broker_dead_letter_goes_to_its_x_death_queue(
+    taskell_cli: Cli, amqp: Any
+) -> None:
+    # Quorum queues dead-letter a task past x-delivery-limit themselves: no taskell-queue
+    # header then, only the broker's x-death one.
+    amqp.confirm_delivery()
+    amqp.queue_declare("taskell.dead", durable=True)
+    amqp.queue_declare("taskell.q2", durable=True)
+    task_id = str(uuid.uuid4())
+    death = {
+        "queue": "taskell.q2",
+        "reason": "delivery_limit",
+        "count": 1,
+        "exchange": "",
+        "routing-keys": ["taskell.q2"],
+    }
+    props = pika.BasicProperties(message_id=task_id, type="demo.sum", headers={"x-death": [death]})
+    amqp.basic_publish("", "taskell.dead", b'{"numbers": [1]}', props, mandatory=True)
+    proc = taskell_cli("dead-letters", "--requeue", task_id)
+    assert proc.returncode == 0, _explain(proc)
+    assert proc.stdout.strip() == f"requeued {task_id} to queue taskell.q2", _explain(proc)
+    method, got, body = amqp.basic_get("taskell.q2", auto_ack=True)
+    assert method is not None and got.message_id == task_id and body == b'{"numbers": [1]}'
+
+
+def test_dead_letters_requeue_to_a_queue_that_is_gone_exits_1_and_keeps_the_message(
+    taskell_cli: Cli, amqp: Any
+) -> None:
+    amqp.confirm_delivery()
+    amqp.queue_declare("taskell.dead", durable=True)
+    task_id = str(uuid.uuid4())
+    _dead_letter(amqp, task_id, "demo.sum", "taskell.no-such-queue")
+    proc = taskell_cli("dead-letters", "--requeue", task_id)
+    assert proc.returncode == 1, _explain(proc)
+    assert "taskell.no-such-queue" in proc.stderr and "does not exist" in proc.stderr, _explain(proc)
+    listed = taskell_cli("dead-letters")
+    assert [json.loads(line)["task_id"] for line in listed.stdout.splitlines()] == [task_id], _explain(listed)
