@@ -1,4 +1,4 @@
-"""The ``taskell`` command: gen, worker, call, abort, inspect.
+"""The ``taskell`` command: gen, worker, call, abort, dead-letters, inspect.
 
 Exit status, for every subcommand: 0 success; 1 task failed, aborted or timed out, or bad
 input; 2 usage error; 3 broker unavailable.
