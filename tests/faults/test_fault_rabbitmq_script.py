@@ -17,8 +17,9 @@ import pytest
 
 from tests.faults import _rabbit
 from tests.faults._rabbit import RABBIT_BIN, RabbitNode
+from tests.support import ROOT
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rabbitmq"
+SCRIPT = ROOT / "scripts" / "rabbitmq"
 PORT = int(os.environ.get("TASKELL_FAULT_SCRIPT_PORT", "5721"))
 EPMD_PORT = PORT + 38000  # 43721, away from the default 4369
 

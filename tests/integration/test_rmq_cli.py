@@ -15,7 +15,7 @@ import pika
 import pytest
 
 import taskell
-from tests.integration.conftest import ROOT, TASKELL, cli_env, stop_process
+from tests.support import ROOT, TASKELL, cli_env, stop_process, wait_consuming, wait_until
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
@@ -156,10 +156,11 @@ def test_dead_letters_requeue_sends_the_message_back_once(
     lines = proc.stdout.splitlines()
     assert len(lines) == 1 and target in lines[0] and "taskell.q1" in lines[0], _explain(proc)
 
-    deadline = time.monotonic() + 15
-    while amqp.queue_declare("taskell.dead", passive=True).method.message_count < 1 + len(others):
-        assert time.monotonic() < deadline, "the requeued message never came back to taskell.dead"
-        time.sleep(0.05)
+    wait_until(
+        lambda: amqp.queue_declare("taskell.dead", passive=True).method.message_count == 1 + len(others),
+        15,
+        "the requeued message came back to taskell.dead",
+    )
     time.sleep(0.5)  # a second requeue would have reached the worker by now
     runs = [r for r in caplog.records if r.getMessage().startswith(f"dead-lettering message {target}")]
     assert len(runs) == 1, f"requeued {len(runs)} times"
@@ -186,21 +187,18 @@ def test_worker_that_loses_its_broker_for_good_exits_3(broker: str, tmp_path: Pa
     _rabbitmqctl("add_vhost", vhost)
     try:
         _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
         log_path = tmp_path / "worker.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [TASKELL, "worker", "examples.worker:handlers"],
                 cwd=ROOT,
-                env=cli_env(f"amqp://guest:guest@127.0.0.1:5672/{vhost}"),
+                env=cli_env(url),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
         try:
-            deadline = time.monotonic() + 30
-            while " consuming " not in log_path.read_text(errors="replace"):
-                assert proc.poll() is None, log_path.read_text(errors="replace")
-                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
-                time.sleep(0.1)
+            wait_consuming(taskell.Config.from_url(url), [(proc, log_path)])
             _rabbitmqctl("delete_vhost", vhost)
             returncode = proc.wait(30)
         finally:

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from taskell import cli
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import ROOT
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
