@@ -38,7 +38,7 @@ Stamps = list[tuple[str, float]]
 
 def instrument(stamps: Stamps, side: str) -> None:
     """Wrap the internal methods that mark each step, appending (step, time) to ``stamps``."""
-    from taskell import worker
+    from taskell import _settle, worker
     from taskell.transport import amqp, pika_connection
 
     def wrap(owner: Any, name: str, step: str) -> None:
@@ -66,7 +66,7 @@ def instrument(stamps: Stamps, side: str) -> None:
     setattr(amqp.AmqpTransport, "_start_consumer", start_stamped)
     if side == "worker":
         wrap(worker.Worker, "_execute", "pool")
-        wrap(worker.Worker, "_reply_final", "replied")
+        wrap(_settle.Settler, "finish", "replied")
 
 
 def run_worker(pipe: Pipe) -> None:

@@ -23,8 +23,7 @@ from .transport.pika_connection import pika_parameters
 
 __all__ = ["RequeueError", "dead_letters", "format_entries", "requeue"]
 
-_QUEUE_HEADER = "taskell-queue"
-_INTERNAL_HEADERS = (_wire.REASON_HEADER, _QUEUE_HEADER)
+_INTERNAL_HEADERS = (_wire.REASON_HEADER, _wire.QUEUE_HEADER)
 
 
 class RequeueError(Exception):
@@ -116,7 +115,7 @@ def _entry(props: Any, body: bytes) -> dict[str, Any]:
     return {
         "task_id": props.message_id,
         "type": props.type,
-        "queue": headers.get(_QUEUE_HEADER) or queue,
+        "queue": headers.get(_wire.QUEUE_HEADER) or queue,
         "reason": headers.get(_wire.REASON_HEADER) or death,
         "body": body.decode("utf-8", "replace"),
     }

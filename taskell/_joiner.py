@@ -132,7 +132,7 @@ class Joiner:
         record = self._records.get(task_id)
         if record is None or record.fired:
             return False
-        body = _wire.error_body("taskell.TaskAborted", "aborted while waiting for its dependencies")
+        body = _wire.error_body(_wire.TASK_ABORTED, "aborted while waiting for its dependencies")
         self._finish(record, _wire.ABORTED, body)
         return True
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import uuid
 import zlib
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -13,12 +15,22 @@ from .spec import TaskSpec
 from .transport import Message, Transport
 
 FINGERPRINT_HEADER = "taskell-fingerprint"
-REASON_HEADER = "taskell-reason"
+REASON_HEADER = "taskell-reason"  # why a message was dead-lettered
+QUEUE_HEADER = "taskell-queue"  # the task queue of a dead-lettered message or a join record
 DELIVERIES_HEADER = "taskell-redeliveries"  # classic queues: times the task was redelivered
+DELIVERY_COUNT_HEADER = "x-delivery-count"  # quorum queues: set by the broker itself
 JSON = "application/json"
 
 # Reply types (AMQP ``type`` of messages sent to ``reply_to``).
 PROGRESS, RESULT, FAILED, ABORTED, REJECTED = "progress", "result", "failed", "aborted", "rejected"
+
+# ``error_type`` of replies that do not come from a handler's own exception.
+TASK_ABORTED = "taskell.TaskAborted"
+PAYLOAD_ERROR = "taskell.PayloadError"
+WORKER_CRASHED = "taskell.WorkerCrashed"
+
+# Control messages (AMQP ``type``), broadcast to every worker on the abort exchange.
+ABORT, INSPECT = "abort", "inspect"
 
 
 def queue_arguments(config: Config) -> dict[str, Any]:
@@ -60,6 +72,20 @@ def task_message(spec: TaskSpec[Any, Any, Any], task_id: str, body: bytes, reply
     )
 
 
+def dead_letter(message: Message, queue: str, reason: str) -> Message:
+    """The copy of task ``message`` (taken from ``queue``) put in the dead-letter queue."""
+    return Message(
+        body=message.body,
+        type=message.type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        content_type=message.content_type,
+        persistent=True,
+        headers={**message.headers, REASON_HEADER: reason, QUEUE_HEADER: queue},
+    )
+
+
 def reply(kind: str, task_id: str, body: bytes) -> Message:
     """A progress/result/failed/aborted/rejected notice for task ``task_id``; all but progress
     are persistent, so a confirmed final reply survives a broker restart."""
@@ -71,6 +97,30 @@ def reply(kind: str, task_id: str, body: bytes) -> Message:
 def error_body(error_type: str, message: str, traceback: str = "") -> bytes:
     """The JSON body of a failed/aborted/rejected notice."""
     return json.dumps({"error_type": error_type, "message": message, "traceback": traceback}).encode()
+
+
+def control_request(kind: str, request_id: str, reply_to: str | None, body: Mapping[str, Any]) -> Message:
+    """An ``abort``/``inspect`` request to every worker; answers come to ``reply_to``."""
+    return Message(
+        body=json.dumps(body).encode(),
+        type=kind,
+        message_id=request_id,
+        reply_to=reply_to,
+        content_type=JSON,
+    )
+
+
+def control_reply(kind: str, request_id: str | None, answer: dict[str, Any]) -> Message:
+    """One worker's answer to a control request (type ``abort-reply``/``inspect-reply``)."""
+    return Message(
+        body=json.dumps(answer).encode(), type=f"{kind}-reply", correlation_id=request_id, content_type=JSON
+    )
+
+
+def control_queue() -> str:
+    """A worker's own control queue, bound to the abort exchange; named (not server-named) so
+    a reconnect can declare and bind it again."""
+    return f"taskell.control.{uuid.uuid4().hex}"
 
 
 def describe(exc: ValidationError) -> str:
@@ -106,7 +156,7 @@ def encode_result(spec: TaskSpec[Any, Any, Any], value: Any) -> tuple[str, bytes
             detail = str(exc)
         except ValidationError as field_exc:
             detail = describe(field_exc)
-    return FAILED, error_body("taskell.PayloadError", f"{spec.name}: result does not fit its type: {detail}")
+    return FAILED, error_body(PAYLOAD_ERROR, f"{spec.name}: result does not fit its type: {detail}")
 
 
 def _plain(value: Any) -> Any:
@@ -131,7 +181,6 @@ JOIN_PARTITIONS = 4
 JOIN, OUTCOME, SYNC = "join", "outcome", "sync"  # AMQP types of join-queue and sync messages
 KIND_HEADER = "taskell-kind"  # an outcome's reply kind: result, failed, aborted, rejected
 TASK_HEADER = "taskell-task"  # wire name of the task a join record or outcome is about
-QUEUE_HEADER = "taskell-queue"  # a join record's task queue
 DEPS_HEADER = "taskell-deps"  # a join record's dependency ids
 REFS_HEADER = "taskell-refs"  # a join record's [[path, dependency id], ...] as JSON
 DEPENDENCY_FAILED = "taskell.DependencyFailed"

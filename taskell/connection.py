@@ -265,12 +265,12 @@ class Connection:
             wait: seconds to collect the workers' answers (``{"worker", "task_id", "state"}``
                 with state ``aborting``, ``finished`` or ``not running here``).
         """
-        return self._broadcast("abort", {"task_id": task_id}, wait)
+        return self._broadcast(_wire.ABORT, {"task_id": task_id}, wait)
 
     def inspect(self, *, wait: float = 1.0) -> list[dict[str, Any]]:
         """Ask every live worker for its status (queues, running tasks, their progress);
         returns the answers received within ``wait`` seconds."""
-        return self._broadcast("inspect", {}, wait)
+        return self._broadcast(_wire.INSPECT, {}, wait)
 
     def _broadcast(self, kind: str, body: Mapping[str, Any], wait: float) -> list[dict[str, Any]]:
         exchange = self.config.abort_exchange
@@ -281,13 +281,7 @@ class Connection:
         answers: list[dict[str, Any]] = []
         if wait > 0:
             self._answers[message_id] = answers
-        message = Message(
-            body=json.dumps(body).encode(),
-            type=kind,
-            message_id=message_id,
-            reply_to=self.reply_queue,
-            content_type=_wire.JSON,
-        )
+        message = _wire.control_request(kind, message_id, self.reply_queue, body)
         try:
             self._transport.publish(exchange, "", message, mandatory=False).result(
                 self.config.connect_timeout
@@ -337,7 +331,7 @@ class Connection:
         message = delivery.message
         task_id = handle.id
         kind = message.type
-        if kind == "progress":
+        if kind == _wire.PROGRESS:
             deliver_progress(handle, message.body)
             return
         self._handles.pop(task_id, None)
@@ -402,11 +396,11 @@ def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) ->
         info = json.loads(body)
         error_type, text, traceback = str(info["error_type"]), str(info["message"]), str(info["traceback"])
     except (ValueError, KeyError, TypeError):
-        error_type, text, traceback = "taskell.PayloadError", f"malformed {kind} reply", ""
+        error_type, text, traceback = _wire.PAYLOAD_ERROR, f"malformed {kind} reply", ""
     if error_type == _wire.DEPENDENCY_FAILED:
         return dependency_failed(handle.id, info)
-    if kind == "aborted":
+    if kind == _wire.ABORTED:
         return TaskAborted(handle.id, text)
-    if kind == "rejected":
+    if kind == _wire.REJECTED:
         return PayloadError(handle.task, text)
     return TaskFailed(handle.id, handle.task, error_type, text, traceback)

@@ -4,48 +4,46 @@ Threads: the transport's I/O thread receives deliveries and control messages and
 network I/O; ``parallelism`` pool threads run handlers. A task is acknowledged only after its
 final reply (result, failure, abort or dead-letter) is confirmed by the broker, so a worker
 that dies mid-task leaves it to be redelivered.
+
+This module holds the lifecycle (start, stop, signals) and the wiring of a delivery's way
+through the worker's parts, each in a module of its own:
+
+- ``_intake``: the checks a delivered task passes, as one decision (run, dead-letter, ...);
+- ``_execution``: the pool threads, running handlers in-thread or in child processes;
+- ``_settle``: reply, confirm, outcome event, then ack (and the lease hand-off);
+- ``_control``: abort and inspect requests, and the ids they remember.
 """
 
 from __future__ import annotations
 
-import collections
-import dataclasses
-import json
 import logging
 import os
 import signal
 import socket
 import threading
 import time
-import traceback
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
-from pydantic import ValidationError
-
 from . import _wire
+from ._control import Control
+from ._execution import Execution
+from ._intake import DeadLetter, Finish, Intake, Recount, Run
 from ._joiner import Joiner
-from ._lease import Lease
-from ._process_pool import Child, ChildDied
-from ._running import AbortInterrupt, Progress, Running, json_form
+from ._running import Running, json_form
+from ._settle import Settler
 from .config import PREFETCH_PER_SLOT, Config
-from .context import NOTHING, Context
+from .context import NOTHING
 from .errors import BrokerUnavailable
 from .registry import Registry
-from .transport import Delivery, Message, Transport, open_transport
+from .transport import Delivery, Transport, open_transport
 
 __all__ = ["Worker"]
 
 log = logging.getLogger("taskell.worker")
 
-# Task ids kept: aborted ones, so a queued copy never starts; finished ones only to answer an
-# abort with "finished" (about 190 bytes each: a small table keeps the worker's memory flat).
-_REMEMBERED_ABORTED = 100_000
-_REMEMBERED_FINISHED = 10_000
-LEASE_CHECK_INTERVAL = 1.0  # seconds between two looks for tasks running past lease_after
 START_ATTEMPTS = 3
 
 
@@ -79,22 +77,17 @@ class Worker:
         self.parallelism = parallelism or self.config.parallelism
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._transport: Transport
+        self._control_transport: Transport
+        self._settle: Settler
+        self._execution: Execution | None = None
         self._joiner: Joiner | None = None
-        self._control: Transport
-        self._executor: ThreadPoolExecutor | None = None
-        self._running: dict[str, Running] = {}
-        self._aborted: collections.OrderedDict[str, None] = collections.OrderedDict()
-        self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._running: dict[str, Running] = {}  # filled by execution; read by control and leases
+        self._control = Control(self.name, self._running, self.status)
+        self._intake = Intake(self.registry, self.config, self._control.is_aborted)
         self._consumer_tags: list[str] = []
-        self._fingerprint_warned: set[tuple[str, str]] = set()
         self._stopping = False
         self._stopped = threading.Event()
         self._lost: BaseException | None = None  # why the broker connection was lost for good
-        self._local = threading.local()
-        self._requeue_aborted = False  # set when a graceful stop aborts what still runs
-        self._settling = threading.Condition()
-        self._settling_count = 0  # finished tasks whose replies are not yet confirmed
-        self._children: list[Child] = []
         if not self.queues:
             raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
 
@@ -112,13 +105,22 @@ class Worker:
         config = self.config
         # Two connections: one for tasks (its channel's prefetch counts only tasks) and one
         # for control messages (abort, inspect), which must flow while every slot is busy.
-        self._control = open_transport(config, name="taskell-control")
+        self._control_transport = open_transport(config, name="taskell-control")
         try:
             self._transport = open_transport(config, name="taskell-worker")
         except BaseException:
-            self._control.close()
+            self._control_transport.close()
             raise
-        transport, control = self._transport, self._control
+        transport, control = self._transport, self._control_transport
+        self._settle = Settler(transport, config)
+        self._execution = Execution(
+            self.registry,
+            transport,
+            config,
+            parallelism=self.parallelism,
+            running=self._running,
+            is_aborted=self._control.is_aborted,
+        )
         try:
             transport.declare_queue(
                 config.dead_letter_queue, durable=True, arguments=_wire.dead_letter_queue_arguments(config)
@@ -126,17 +128,11 @@ class Worker:
             transport.declare_exchange(_wire.OUTCOMES_EXCHANGE, "direct").result()
             for queue in self.queues:
                 transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
-            control.declare_exchange(config.abort_exchange, "fanout").result()
-            # Named (not server-named) so a reconnect can declare and bind it again.
-            control_queue = control.declare_queue(
-                f"taskell.control.{uuid.uuid4().hex}", durable=False, auto_delete=True
-            ).result()
-            control.bind(control_queue, config.abort_exchange).result()
-            control.consume(control_queue, self._on_control, auto_ack=True).result()
-            self._joiner = Joiner(control, config, lambda task_id: task_id in self._aborted)
+            self._control.listen(control, config.abort_exchange)
+            self._joiner = self._control.joiner = Joiner(control, config, self._control.is_aborted)
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
-            self._executor = ThreadPoolExecutor(self.parallelism, thread_name_prefix="taskell-task")
+            self._execution.start()
             # One limit for the whole channel, so a worker on several queues holds at most
             # `prefetch` tasks; quorum queues only support a limit per consumer.
             per_consumer = config.queue_type == "quorum"
@@ -145,7 +141,7 @@ class Worker:
             for queue in self.queues:
                 self._consumer_tags.append(transport.consume(queue, self._on_delivery).result())
             if transport.supports_leases:
-                transport.call_soon(self._check_leases)
+                self._settle.watch_leases(self._running, self._stopped)
         except BaseException:
             transport.close()
             control.close()
@@ -165,23 +161,13 @@ class Worker:
         self._stopping = True
         for tag in self._consumer_tags:
             self._transport.cancel(tag)
-        if self._executor is not None:
-            done = threading.Thread(target=self._executor.shutdown, kwargs={"wait": True}, daemon=True)
-            done.start()
-            done.join(timeout)
-            if done.is_alive():  # the grace period is over
-                self._requeue_aborted = True
-                for running in list(self._running.values()):
-                    running.abort()
-                done.join(10)
-        for child in self._children:
-            child.close()
+        if self._execution is not None:
+            self._execution.stop(timeout)
         # Finished tasks are acknowledged once their replies are confirmed: wait for that, so
         # a graceful stop does not hand them to another worker again.
-        with self._settling:
-            self._settling.wait_for(lambda: self._settling_count == 0, timeout=10)
+        self._settle.wait(10)
         self._transport.close()
-        self._control.close()
+        self._control_transport.close()
         self._stopped.set()
 
     def run(self) -> int:
@@ -218,35 +204,18 @@ class Worker:
             raise BrokerUnavailable(f"worker {self.name} lost its broker connection: {self._lost}")
         return 0
 
-    def _check_leases(self) -> None:
-        """Lease every task that has run ``lease_after`` seconds (see ``_lease``); runs on the
-        transport's thread every ``LEASE_CHECK_INTERVAL`` seconds, where tasks settle too, so a
-        task is either leased before its final reply settles or not at all."""
-        if self._stopped.is_set():
-            return
-        started_before = time.time() - self.config.lease_after
-        for running in list(self._running.values()):
-            if running.lease is None and running.started <= started_before:
-                running.lease = Lease(self._transport, self.config, running.delivery)
-                running.lease.start()
-        self._transport.call_later(LEASE_CHECK_INTERVAL, self._check_leases)
-
     def _on_lost(self, error: BaseException) -> None:
         log.error("worker %s lost its broker connection: %s", self.name, error)
         self._lost = error
         self._stopping = True
         self._stopped.set()
 
-    # Deliveries (I/O thread) and their execution (pool threads)
+    # Deliveries (I/O thread) and their handling (pool threads)
 
     def _on_delivery(self, delivery: Delivery) -> None:
-        assert self._executor is not None
-        if not self._stopping:
-            try:
-                self._executor.submit(self._execute, delivery)
-                return
-            except RuntimeError:  # the pool shut down just now: the worker is stopping
-                pass
+        assert self._execution is not None
+        if not self._stopping and self._execution.submit(self._execute, delivery):
+            return
         # Prefetched deliveries keep arriving until the broker has processed the cancel.
         self._transport.reject(delivery.tag, requeue=True)
 
@@ -258,282 +227,30 @@ class Worker:
             # dead-letter it with the reason.
             log.exception("internal error on delivery %s", delivery.message.message_id)
             if delivery.redelivered:
-                self._dead_letter(delivery, f"internal error: {type(exc).__name__}: {exc}")
+                self._settle.dead_letter(delivery, f"internal error: {type(exc).__name__}: {exc}")
             else:
-                self._transport.reject(delivery.tag, requeue=True)
+                self._settle.requeue(delivery)
 
     def _execute_unguarded(self, delivery: Delivery) -> None:
-        message = delivery.message
-        task_id = message.message_id or ""
+        """Intake decides, execution runs, settling ends the delivery."""
+        assert self._execution is not None
         if self._stopping:
-            self._transport.reject(delivery.tag, requeue=True)
+            self._settle.requeue(delivery)
             return
-        binding = self.registry.get(message.type or "")
-        if binding is None:
-            self._dead_letter(delivery, f"unknown task type {message.type!r}")
-            return
-        spec = binding.spec
-        if len(message.body) > self.config.max_payload_bytes:
-            self._dead_letter(
-                delivery, f"{spec.name}: payload of {len(message.body)} bytes over max_payload_bytes"
-            )
-            return
-        if not task_id:
-            self._dead_letter(delivery, f"{spec.name}: message has no message_id (task id)")
-            return
-        if task_id in self._aborted:
-            self._reply_final(
-                delivery, _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted before it started")
-            )
-            return
-        if self._poisoned(delivery, spec.name):
-            return
-        try:
-            args = spec.args.model_validate_json(message.body)
-        except ValidationError as exc:
-            self._dead_letter(delivery, f"{spec.name}: args do not validate: {_wire.describe(exc)}")
-            return
-        self._check_fingerprint(spec.name, spec.fingerprint, message)
-
-        child = self._child() if self.config.pool == "process" else None
-        progress = Progress(self._transport, binding, task_id, message.reply_to, encoded=child is not None)
-        ctx: Context[Any] = Context(
-            task_id,
-            progress,
-            redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
-            logger=logging.getLogger(f"taskell.task.{spec.name}"),
-        )
-        running = Running(binding, ctx, progress, child, delivery)
-        self._running[task_id] = running
-        if task_id in self._aborted:  # an abort that came between the check above and now
-            running.ctx._aborted.set()
-        try:
-            if child is None:
-                kind, body = self._run_handler(running, args)
-            else:
-                kind, body = self._run_in_child(running, child, delivery)
-        finally:
-            del self._running[task_id]
-        if kind == _wire.ABORTED and self._requeue_aborted:  # stopped by a graceful stop's end
-            self._transport.reject(delivery.tag, requeue=True)
-            return
-        self._remember(self._finished, task_id, _REMEMBERED_FINISHED)
-        self._reply_final(delivery, kind, body, progress.flush(), running)
-
-    def _run_handler(self, running: Running, args: Any) -> tuple[str, bytes]:
-        spec = running.binding.spec
-        try:
-            try:
-                if running.ctx.aborted:
-                    raise AbortInterrupt
-                value = running.binding.run(running.ctx, args)
-            finally:
-                running.leave_handler()
-        except AbortInterrupt:
-            return _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted while running")
-        except Exception as exc:
-            tb = traceback.format_exc()
-            return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), tb)
-        return _wire.encode_result(spec, value)
-
-    def _child(self) -> Child:
-        # One child process per pool thread, replaced when an abort (or a crash) ended it.
-        child: Child | None = getattr(self._local, "child", None)
-        if child is None or not child.alive:
-            if child is not None:
-                child.close()  # reap it and release its pipe
-                self._children.remove(child)
-            child = self._local.child = Child(self.registry)
-            self._children.append(child)
-        return child
-
-    def _run_in_child(self, running: Running, child: Child, delivery: Delivery) -> tuple[str, bytes]:
-        message = delivery.message
-        spec = running.binding.spec
-        if running.ctx.aborted:
-            return _wire.ABORTED, _wire.error_body("taskell.TaskAborted", "aborted before it started")
-        try:
-            return child.run(
-                spec.name, running.ctx.task_id, message.body, delivery.redelivered, running.progress.report
-            )
-        except ChildDied as exc:
-            if running.ctx.aborted:
-                return _wire.ABORTED, _wire.error_body(
-                    "taskell.TaskAborted", "aborted while running (process killed)"
-                )
-            return _wire.FAILED, _wire.error_body("taskell.WorkerCrashed", str(exc))
-
-    def _reply_final(
-        self,
-        delivery: Delivery,
-        kind: str,
-        body: bytes,
-        before: Sequence[Future[None]] = (),
-        running: Running | None = None,
-    ) -> None:
-        message = delivery.message
-        futures = list(before)
-        if message.reply_to:
-            reply = _wire.reply(kind, message.message_id or "", body)
-            futures.append(self._transport.publish("", message.reply_to, reply, mandatory=False))
-        self._ack_when_confirmed(delivery, futures, (kind, body), running)
-
-    def _dead_letter(self, delivery: Delivery, reason: str) -> None:
-        log.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)
-        message = delivery.message
-        dead = Message(
-            body=message.body,
-            type=message.type,
-            message_id=message.message_id,
-            correlation_id=message.correlation_id,
-            reply_to=message.reply_to,
-            content_type=message.content_type,
-            persistent=True,
-            headers={**message.headers, _wire.REASON_HEADER: reason, "taskell-queue": delivery.queue},
-        )
-        futures = [self._transport.publish("", self.config.dead_letter_queue, dead, mandatory=True)]
-        if message.reply_to and message.message_id:
-            rejected = _wire.reply(
-                _wire.REJECTED, message.message_id, _wire.error_body("taskell.PayloadError", reason)
-            )
-            futures.append(self._transport.publish("", message.reply_to, rejected, mandatory=False))
-        self._ack_when_confirmed(
-            delivery, futures, (_wire.REJECTED, _wire.error_body("taskell.PayloadError", reason))
-        )
-
-    def _ack_when_confirmed(
-        self,
-        delivery: Delivery,
-        futures: list[Future[None]],
-        outcome: tuple[str, bytes],
-        running: Running | None = None,
-    ) -> None:
-        """Once the replies are confirmed: publish the outcome event for joiners waiting on this
-        task, then acknowledge it (on the same channel, so the event is routed first). Publishing
-        the event only after the reply is confirmed is what lets a client close safely: see
-        docs/dependencies.md."""
-
-        def settle() -> None:  # on the transport's thread, where leases start too
-            self._publish_outcome(delivery, outcome)
-            lease = None if running is None else running.lease
-            if lease is None or lease.finish():
-                self._transport.ack(delivery.tag)
-
-        if not futures:
-            self._transport.call_soon(settle)
-            return
-        remaining = [len(futures)]
-        lock = threading.Lock()
-        with self._settling:
-            self._settling_count += 1
-
-        def on_done(future: Future[None]) -> None:
-            error = future.exception()
-            with lock:
-                remaining[0] -= 1
-                last = remaining[0] == 0
-            if error is not None:
-                # Not acknowledged: the broker redelivers the task after the connection drops.
-                log.error("reply for %s not confirmed: %s", delivery.message.message_id, error)
-            elif last:
-                settle()
-            if last:
-                with self._settling:
-                    self._settling_count -= 1
-                    self._settling.notify_all()
-
-        for future in futures:
-            future.add_done_callback(on_done)
-
-    def _publish_outcome(self, delivery: Delivery, outcome: tuple[str, bytes]) -> None:
-        message = delivery.message
-        # Only a task with a handle can be a dependency; fire-and-forget ones have none.
-        if message.message_id and message.reply_to:
-            event = _wire.outcome(message.message_id, message.type or "", *outcome)
-            self._transport.publish(_wire.OUTCOMES_EXCHANGE, message.message_id, event, mandatory=False)
-
-    def _poisoned(self, delivery: Delivery, name: str) -> bool:
-        """Enforce ``delivery_limit``: a task whose worker died on it that many times is
-        dead-lettered instead of started again. True if the delivery was taken care of.
-
-        Quorum queues count deliveries themselves (``x-delivery-count``). A classic queue does
-        not, so a redelivered task is first republished with the count in a header (and the
-        redelivery acked right behind it); the copy is what runs.
-        """
-        message = delivery.message
-        limit = self.config.delivery_limit
-        count = message.headers.get("x-delivery-count")
-        if count is None:
-            count = message.headers.get(_wire.DELIVERIES_HEADER, 0)
-            if delivery.redelivered:
-                count = int(count) + 1
-                if count < limit:
-                    copy = dataclasses.replace(
-                        message, headers={**message.headers, _wire.DELIVERIES_HEADER: count}
-                    )
-                    # Ack right behind the copy on the same channel, not after its confirm: the
-                    # broker handles both in order, so the copy cannot run (and kill this worker
-                    # again) while the original is still unacknowledged.
-                    self._transport.publish("", delivery.queue, copy, mandatory=True)
-                    self._transport.ack(delivery.tag)
-                    return True
-        if int(count) < limit:
-            return False
-        self._dead_letter(
-            delivery,
-            f"{name}: delivered {int(count) + 1} times, over delivery_limit ({limit}): its worker died on it each time",
-        )
-        return True
-
-    def _check_fingerprint(self, name: str, expected: str, message: Message) -> None:
-        got = message.headers.get(_wire.FINGERPRINT_HEADER)
-        if got != expected and (name, str(got)) not in self._fingerprint_warned:
-            self._fingerprint_warned.add((name, str(got)))
-            log.warning(
-                "%s: fingerprint %s differs from this worker's %s (schema versions differ)",
-                name,
-                got,
-                expected,
-            )
-
-    # Control messages: abort and inspect (I/O thread)
-
-    def _on_control(self, delivery: Delivery) -> None:
-        message = delivery.message
-        try:
-            body = json.loads(message.body)
-        except ValueError:
-            log.warning("ignoring malformed control message %r", message.body[:100])
-            return
-        if message.type == "abort":
-            answer = self._abort(str(body.get("task_id")))
-        elif message.type == "inspect":
-            answer = self.status()
-        else:
-            return
-        if message.reply_to:
-            reply = Message(
-                body=json.dumps(answer).encode(),
-                type=f"{message.type}-reply",
-                correlation_id=message.message_id,
-                content_type=_wire.JSON,
-            )
-            self._control.publish("", message.reply_to, reply, mandatory=False)
-
-    def _abort(self, task_id: str) -> dict[str, Any]:
-        running = self._running.get(task_id)
-        if running is not None:
-            running.abort()
-            state = "aborting"
-        elif self._joiner is not None and self._joiner.abort(task_id):
-            state = "aborting"
-        elif task_id in self._finished:
-            state = "finished"
-        else:
-            state = "not running here"
-        self._remember(self._aborted, task_id, _REMEMBERED_ABORTED)
-        log.info("abort %s: %s", task_id, state)
-        return {"worker": self.name, "task_id": task_id, "state": state}
+        match self._intake.check(delivery):
+            case DeadLetter(reason):
+                self._settle.dead_letter(delivery, reason)
+            case Finish(kind, body):
+                self._settle.finish(delivery, kind, body)
+            case Recount(copy):
+                self._settle.replace(delivery, copy)
+            case Run(binding, args):
+                kind, body, running = self._execution.run(binding, args, delivery)
+                if kind == _wire.ABORTED and self._execution.requeue_aborted:  # a graceful stop's end
+                    self._settle.requeue(delivery)
+                    return
+                self._control.finished.add(running.ctx.task_id)
+                self._settle.finish(delivery, kind, body, running)
 
     def status(self) -> dict[str, Any]:
         """What ``taskell inspect`` shows: identity, queues and running tasks with progress."""
@@ -555,9 +272,3 @@ class Worker:
             "parallelism": self.parallelism,
             "running": running,
         }
-
-    @staticmethod
-    def _remember(ids: collections.OrderedDict[str, None], task_id: str, limit: int) -> None:
-        ids[task_id] = None
-        if len(ids) > limit:
-            ids.popitem(last=False)

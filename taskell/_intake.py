@@ -1,0 +1,138 @@
+"""Intake: the checks a delivered task passes before it may run, as one decision per delivery.
+
+``Intake.check`` looks at a delivery and decides, without touching the broker:
+
+- ``Run``: the task is known, fits the limits and its args validate; run it.
+- ``DeadLetter``: it never can run (unknown type, too large, no id, poison, bad args).
+- ``Finish``: end it now with this final reply, without running it (aborted before it started).
+- ``Recount``: a classic queue redelivered it; republish this copy, which carries the count.
+
+The worker carries out the decision (``_settle``). A new check on incoming tasks goes here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import _wire
+from .config import Config
+from .registry import Binding, Registry
+from .transport import Delivery, Message
+
+__all__ = ["DeadLetter", "Decision", "Finish", "Intake", "Recount", "Run"]
+
+log = logging.getLogger("taskell.worker")
+
+
+@dataclass(frozen=True)
+class Run:
+    """Run the task: its handler and its validated args."""
+
+    binding: Binding
+    args: Any
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Move the message to the dead-letter queue (and tell its client) for ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """End the task with this final reply without running it."""
+
+    kind: str
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Recount:
+    """Replace the delivery by ``copy`` (same task, redelivery count in a header)."""
+
+    copy: Message
+
+
+Decision = Run | DeadLetter | Finish | Recount
+
+
+class Intake:
+    """Checks deliveries for one worker; ``check`` runs on pool threads.
+
+    Args:
+        registry: the tasks the worker serves.
+        config: ``max_payload_bytes`` and ``delivery_limit`` come from here.
+        is_aborted: whether an abort for this task id was received.
+    """
+
+    def __init__(self, registry: Registry, config: Config, is_aborted: Callable[[str], bool]) -> None:
+        self._registry = registry
+        self._config = config
+        self._is_aborted = is_aborted
+        self._fingerprint_warned: set[tuple[str, str]] = set()
+
+    def check(self, delivery: Delivery) -> Decision:
+        """The decision for ``delivery`` (checks in order; the first that applies wins)."""
+        message = delivery.message
+        task_id = message.message_id or ""
+        binding = self._registry.get(message.type or "")
+        if binding is None:
+            return DeadLetter(f"unknown task type {message.type!r}")
+        spec = binding.spec
+        if len(message.body) > self._config.max_payload_bytes:
+            return DeadLetter(f"{spec.name}: payload of {len(message.body)} bytes over max_payload_bytes")
+        if not task_id:
+            return DeadLetter(f"{spec.name}: message has no message_id (task id)")
+        if self._is_aborted(task_id):
+            return Finish(_wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted before it started"))
+        poisoned = self._poisoned(delivery, spec.name)
+        if poisoned is not None:
+            return poisoned
+        try:
+            args = spec.args.model_validate_json(message.body)
+        except ValidationError as exc:
+            return DeadLetter(f"{spec.name}: args do not validate: {_wire.describe(exc)}")
+        self._check_fingerprint(spec.name, spec.fingerprint, message)
+        return Run(binding, args)
+
+    def _poisoned(self, delivery: Delivery, name: str) -> DeadLetter | Recount | None:
+        """Enforce ``delivery_limit``: a task whose worker died on it that many times is
+        dead-lettered instead of started again.
+
+        Quorum queues count deliveries themselves (``x-delivery-count``). A classic queue does
+        not, so a redelivered task is first republished with the count in a header (and the
+        redelivery acked right behind it); the copy is what runs.
+        """
+        message = delivery.message
+        limit = self._config.delivery_limit
+        count = message.headers.get(_wire.DELIVERY_COUNT_HEADER)
+        if count is None:
+            count = message.headers.get(_wire.DELIVERIES_HEADER, 0)
+            if delivery.redelivered:
+                count = int(count) + 1
+                if count < limit:
+                    headers = {**message.headers, _wire.DELIVERIES_HEADER: count}
+                    return Recount(dataclasses.replace(message, headers=headers))
+        if int(count) < limit:
+            return None
+        return DeadLetter(
+            f"{name}: delivered {int(count) + 1} times, over delivery_limit ({limit}): its worker died on it each time"
+        )
+
+    def _check_fingerprint(self, name: str, expected: str, message: Message) -> None:
+        got = message.headers.get(_wire.FINGERPRINT_HEADER)
+        if got != expected and (name, str(got)) not in self._fingerprint_warned:
+            self._fingerprint_warned.add((name, str(got)))
+            log.warning(
+                "%s: fingerprint %s differs from this worker's %s (schema versions differ)",
+                name,
+                got,
+                expected,
+            )
