@@ -1,0 +1,126 @@
+"""The worker's intake checks (``taskell._intake``): which decision each delivery gets, without
+a broker."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+import taskell
+from examples.worker import Impl
+from generated.demo import SQUARE, SquareArgs, registry
+from taskell import _wire
+from taskell._intake import DeadLetter, Finish, Intake, Recount, Run
+from taskell._transport import Delivery, Message
+
+
+def intake(aborted: set[str] | None = None, **overrides: Any) -> Intake:
+    config = taskell.Config.load(None, env={}, url="memory://intake", **overrides)
+    return Intake(registry(Impl()), config, (aborted or set()).__contains__)
+
+
+def delivery(
+    body: bytes = b'{"x": 3}',
+    *,
+    type: str | None = SQUARE.name,
+    task_id: str | None = "t-1",
+    redelivered: bool = False,
+    headers: dict[str, Any] | None = None,
+) -> Delivery:
+    message = Message(
+        body=body,
+        type=type,
+        message_id=task_id,
+        reply_to="replies",
+        headers={_wire.FINGERPRINT_HEADER: SQUARE.fingerprint} if headers is None else headers,
+    )
+    return Delivery(message, tag=1, redelivered=redelivered, queue=SQUARE.queue)
+
+
+def test_a_valid_task_runs_with_its_validated_args() -> None:
+    decision = intake().check(delivery())
+    assert isinstance(decision, Run)
+    assert decision.binding.spec is SQUARE and decision.args == SquareArgs(x=3)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "overrides", "reason"),
+    [
+        ({"type": "demo.nope"}, {}, "unknown task type 'demo.nope'"),
+        ({"type": None}, {}, "unknown task type None"),
+        ({"body": b'{"x": 30000}'}, {"max_payload_bytes": 10}, "demo.square: payload of 12 bytes over"),
+        ({"task_id": None}, {}, "demo.square: message has no message_id (task id)"),
+        ({"task_id": ""}, {}, "demo.square: message has no message_id (task id)"),
+        ({"body": b'{"x": "seven"}'}, {}, "demo.square: args do not validate: x: "),
+        ({"body": b"not json"}, {}, "demo.square: args do not validate: (root): "),
+    ],
+)
+def test_what_can_never_run_is_dead_lettered_with_its_reason(
+    kwargs: dict[str, Any], overrides: dict[str, Any], reason: str
+) -> None:
+    decision = intake(**overrides).check(delivery(**kwargs))
+    assert isinstance(decision, DeadLetter)
+    assert decision.reason.startswith(reason), decision.reason
+
+
+def test_the_first_check_that_applies_gives_the_reason() -> None:
+    # Unknown type before size, size before the missing id.
+    checks = intake(max_payload_bytes=5)
+    first = checks.check(delivery(b"x" * 100, type="demo.nope", task_id=None))
+    assert first == DeadLetter("unknown task type 'demo.nope'")
+    second = checks.check(delivery(b"x" * 100, task_id=None))
+    assert isinstance(second, DeadLetter) and "over max_payload_bytes" in second.reason
+
+
+def test_an_aborted_task_finishes_as_aborted_without_running() -> None:
+    decision = intake(aborted={"t-1"}).check(delivery())
+    assert isinstance(decision, Finish) and decision.kind == _wire.ABORTED
+    assert json.loads(decision.body)["error_type"] == _wire.TASK_ABORTED
+
+
+def test_a_classic_redelivery_is_replaced_by_a_copy_carrying_the_count() -> None:
+    original = delivery(redelivered=True)
+    decision = intake(delivery_limit=3).check(original)
+    assert isinstance(decision, Recount)
+    assert decision.copy.headers[_wire.DELIVERIES_HEADER] == 1
+    assert decision.copy.body == original.message.body
+    assert decision.copy.message_id == "t-1"
+    assert _wire.DELIVERIES_HEADER not in original.message.headers  # the delivery is left alone
+
+
+def test_a_copy_that_was_counted_runs() -> None:
+    headers = {_wire.FINGERPRINT_HEADER: SQUARE.fingerprint, _wire.DELIVERIES_HEADER: 2}
+    assert isinstance(intake(delivery_limit=3).check(delivery(headers=headers)), Run)
+
+
+def test_a_classic_task_redelivered_up_to_the_limit_is_poison() -> None:
+    headers = {_wire.DELIVERIES_HEADER: 2}
+    decision = intake(delivery_limit=3).check(delivery(redelivered=True, headers=headers))
+    assert decision == DeadLetter(
+        "demo.square: delivered 4 times, over delivery_limit (3): its worker died on it each time"
+    )
+
+
+@pytest.mark.parametrize(("count", "poison"), [(0, False), (2, False), (3, True), (7, True)])
+def test_quorum_queues_count_deliveries_themselves(count: int, poison: bool) -> None:
+    headers = {_wire.FINGERPRINT_HEADER: SQUARE.fingerprint, _wire.DELIVERY_COUNT_HEADER: count}
+    decision = intake(delivery_limit=3).check(delivery(redelivered=count > 0, headers=headers))
+    if poison:
+        assert isinstance(decision, DeadLetter) and "over delivery_limit (3)" in decision.reason
+    else:
+        assert isinstance(decision, Run)  # never republished: the broker counts
+
+
+def test_a_fingerprint_mismatch_runs_and_warns_once_per_fingerprint(caplog: pytest.LogCaptureFixture) -> None:
+    checks = intake()
+    caplog.set_level(logging.WARNING, logger="taskell.worker")
+    for fingerprint in ("old", "old", "older"):
+        assert isinstance(checks.check(delivery(headers={_wire.FINGERPRINT_HEADER: fingerprint})), Run)
+    warnings = [r.getMessage() for r in caplog.records if "fingerprint" in r.getMessage()]
+    assert len(warnings) == 2
+    assert warnings[0].startswith("demo.square: fingerprint old differs from this worker's ")
+    assert isinstance(checks.check(delivery()), Run)
+    assert len([r for r in caplog.records if "fingerprint" in r.getMessage()]) == 2
