@@ -204,6 +204,27 @@ class Worker:
             raise BrokerUnavailable(f"worker {self.name} lost its broker connection: {self._lost}")
         return 0
 
+    def status(self) -> dict[str, Any]:
+        """What ``taskell inspect`` shows: identity, queues and running tasks with progress."""
+        now = time.time()
+        running = []
+        for task_id, task in list(self._running.items()):
+            latest = task.progress.latest
+            running.append(
+                {
+                    "task_id": task_id,
+                    "task": task.binding.spec.name,
+                    "seconds": round(now - task.started, 3),
+                    "progress": None if latest is NOTHING else json_form(task, latest),
+                }
+            )
+        return {
+            "worker": self.name,
+            "queues": self.queues,
+            "parallelism": self.parallelism,
+            "running": running,
+        }
+
     def _on_lost(self, error: BaseException) -> None:
         log.error("worker %s lost its broker connection: %s", self.name, error)
         self._lost = error
@@ -217,7 +238,7 @@ class Worker:
         if not self._stopping and self._execution.submit(self._execute, delivery):
             return
         # Prefetched deliveries keep arriving until the broker has processed the cancel.
-        self._transport.reject(delivery.tag, requeue=True)
+        self._settle.requeue(delivery)
 
     def _execute(self, delivery: Delivery) -> None:
         try:
@@ -251,24 +272,3 @@ class Worker:
                     return
                 self._control.finished.add(running.ctx.task_id)
                 self._settle.finish(delivery, kind, body, running)
-
-    def status(self) -> dict[str, Any]:
-        """What ``taskell inspect`` shows: identity, queues and running tasks with progress."""
-        now = time.time()
-        running = []
-        for task_id, task in list(self._running.items()):
-            latest = task.progress.latest
-            running.append(
-                {
-                    "task_id": task_id,
-                    "task": task.binding.spec.name,
-                    "seconds": round(now - task.started, 3),
-                    "progress": None if latest is NOTHING else json_form(task, latest),
-                }
-            )
-        return {
-            "worker": self.name,
-            "queues": self.queues,
-            "parallelism": self.parallelism,
-            "running": running,
-        }
