@@ -60,6 +60,7 @@ class Execution:
         self.requeue_aborted = False  # set when a graceful stop aborts what still runs
 
     def start(self) -> None:
+        """Create the pool threads' executor (threads start with the first tasks)."""
         self._pool = ThreadPoolExecutor(self._parallelism, thread_name_prefix="taskell-task")
 
     def submit(self, work: Callable[[Delivery], None], delivery: Delivery) -> bool:
