@@ -13,8 +13,8 @@ import pytest
 
 from taskell import _wire
 from taskell._control import Control, RecentIds
-from taskell._memory import MemoryBroker, MemoryTransport
-from taskell._transport import Delivery, Message
+from taskell.transport import Delivery, Message
+from taskell.transport.memory import MemoryBroker, MemoryTransport
 
 EXCHANGE = "taskell.abort"
 

@@ -14,7 +14,7 @@ from examples.worker import Impl
 from generated.demo import SQUARE, SquareArgs, registry
 from taskell import _wire
 from taskell._intake import DeadLetter, Finish, Intake, Recount, Run
-from taskell._transport import Delivery, Message
+from taskell.transport import Delivery, Message
 
 
 def intake(aborted: set[str] | None = None, **overrides: Any) -> Intake:

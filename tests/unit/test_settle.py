@@ -14,9 +14,9 @@ import pytest
 import taskell
 from generated.demo import SQUARE
 from taskell import _wire
-from taskell._memory import MemoryBroker, MemoryTransport
 from taskell._settle import Settler
-from taskell._transport import Delivery, Message
+from taskell.transport import Delivery, Message
+from taskell.transport.memory import MemoryBroker, MemoryTransport
 
 TASKS, REPLIES, EVENTS = "tasks", "replies", "events"
 
