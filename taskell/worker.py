@@ -27,6 +27,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import _wire
+from ._abort_log import AbortLog
 from ._joiner import Joiner
 from ._lease import Lease
 from ._process_pool import Child, ChildDied
@@ -81,6 +82,7 @@ class Worker:
         self._transport: Transport
         self._joiner: Joiner | None = None
         self._control: Transport
+        self._abort_log: AbortLog | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._running: dict[str, Running] = {}
         self._aborted: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -133,6 +135,16 @@ class Worker:
             ).result()
             control.bind(control_queue, config.abort_exchange).result()
             control.consume(control_queue, self._on_control, auto_ack=True).result()
+            if config.abort_retention > 0:
+                # Live aborts flow from here on; the records cover those sent before.
+                self._abort_log = AbortLog(
+                    open_transport(config, name="taskell-aborts"),
+                    config,
+                    self._on_recorded_abort,
+                    deliver_on=control,
+                )
+                self._abort_log.start()
+                self._abort_log.transport.add_on_lost(self._on_lost)
             self._joiner = Joiner(control, config, lambda task_id: task_id in self._aborted)
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
@@ -149,6 +161,8 @@ class Worker:
         except BaseException:
             transport.close()
             control.close()
+            if self._abort_log is not None:
+                self._abort_log.close()
             raise
         transport.add_on_lost(self._on_lost)
         control.add_on_lost(self._on_lost)
@@ -181,6 +195,8 @@ class Worker:
         with self._settling:
             self._settling.wait_for(lambda: self._settling_count == 0, timeout=10)
         self._transport.close()
+        if self._abort_log is not None:
+            self._abort_log.close()
         self._control.close()
         self._stopped.set()
 
@@ -520,7 +536,12 @@ class Worker:
             )
             self._control.publish("", message.reply_to, reply, mandatory=False)
 
-    def _abort(self, task_id: str) -> dict[str, Any]:
+    def _on_recorded_abort(self, task_id: str) -> None:
+        """An abort record from the broker (see ``_abort_log``): one not heard live yet."""
+        if task_id not in self._aborted:
+            self._abort(task_id, recorded=True)
+
+    def _abort(self, task_id: str, *, recorded: bool = False) -> dict[str, Any]:
         running = self._running.get(task_id)
         if running is not None:
             running.abort()
@@ -532,7 +553,8 @@ class Worker:
         else:
             state = "not running here"
         self._remember(self._aborted, task_id, _REMEMBERED_ABORTED)
-        log.info("abort %s: %s", task_id, state)
+        # A starting worker reads every retained record: those are not worth a line each.
+        log.log(logging.DEBUG if recorded else logging.INFO, "abort %s: %s", task_id, state)
         return {"worker": self.name, "task_id": task_id, "state": state}
 
     def status(self) -> dict[str, Any]:
