@@ -45,7 +45,7 @@ __all__ = ["AbortLog", "append", "declare", "stream_name"]
 log = logging.getLogger("taskell.worker")
 
 RECORD, MARKER = "abort", "marker"  # AMQP types of the stream's messages
-MAX_BYTES = 20_000_000  # the stream's size limit: about 100,000 records
+MAX_BYTES = 20_000_000  # the stream's size limit: about 70,000 records
 SEGMENT_BYTES = 2_000_000  # the unit the broker drops old records by
 PREFETCH = 1_000  # unacknowledged records in flight (a stream consumer must set a limit)
 CATCH_UP_TIMEOUT = 60.0  # seconds a starting worker may take to read the retained records
