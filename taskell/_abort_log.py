@@ -115,6 +115,11 @@ class AbortLog:
         transport.publish("", name, marker, mandatory=True).result(CATCH_UP_TIMEOUT)
         if not self._caught_up.wait(CATCH_UP_TIMEOUT):
             raise BrokerUnavailable(f"the abort records in {name} were not read within {CATCH_UP_TIMEOUT} s")
+        # Only a broker cancel (the stream deleted, or its node gone) ends the reading: live
+        # aborts still arrive, so the worker goes on.
+        transport.add_on_lost(
+            lambda error: log.error("no longer following the abort records in %s: %s", name, error)
+        )
 
     def close(self) -> None:
         self.transport.close()

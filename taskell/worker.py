@@ -144,7 +144,6 @@ class Worker:
                     deliver_on=control,
                 )
                 self._abort_log.start()
-                self._abort_log.transport.add_on_lost(self._on_lost)
             self._joiner = Joiner(control, config, lambda task_id: task_id in self._aborted)
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
