@@ -536,11 +536,11 @@ class Worker:
             self._control.publish("", message.reply_to, reply, mandatory=False)
 
     def _on_recorded_abort(self, task_id: str) -> None:
-        """An abort record from the broker (see ``_abort_log``): one not heard live yet."""
-        if task_id not in self._aborted:
-            self._abort(task_id, recorded=True)
+        """An abort record from the broker (see ``_abort_log``): the task never starts here.
+        Stopping it where it runs is left to the live abort, which answers its sender."""
+        self._remember(self._aborted, task_id, _REMEMBERED_ABORTED)
 
-    def _abort(self, task_id: str, *, recorded: bool = False) -> dict[str, Any]:
+    def _abort(self, task_id: str) -> dict[str, Any]:
         running = self._running.get(task_id)
         if running is not None:
             running.abort()
@@ -552,8 +552,7 @@ class Worker:
         else:
             state = "not running here"
         self._remember(self._aborted, task_id, _REMEMBERED_ABORTED)
-        # A starting worker reads every retained record: those are not worth a line each.
-        log.log(logging.DEBUG if recorded else logging.INFO, "abort %s: %s", task_id, state)
+        log.info("abort %s: %s", task_id, state)
         return {"worker": self.name, "task_id": task_id, "state": state}
 
     def status(self) -> dict[str, Any]:
