@@ -430,7 +430,9 @@ class AmqpTransport(Transport):
         arguments: Mapping[str, Any] | None = None,
     ) -> Future[str]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            consumer = Consumer(f"taskell-{next(self._consumer_numbers)}", queue, on_message, auto_ack, arguments)
+            consumer = Consumer(
+                f"taskell-{next(self._consumer_numbers)}", queue, on_message, auto_ack, arguments
+            )
             self._topology.add_consumer(consumer)
             self._start_consumer(channel, consumer, future)
 

@@ -130,7 +130,12 @@ class MemoryBroker:
             return len(q.messages) if q else 0
 
     def declare_queue(
-        self, owner: MemoryTransport, name: str, exclusive: bool, auto_delete: bool, arguments: Mapping[str, Any]
+        self,
+        owner: MemoryTransport,
+        name: str,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: Mapping[str, Any],
     ) -> str:
         with self._lock:
             name = name or f"amq.gen-{next(self._names)}"

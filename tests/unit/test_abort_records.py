@@ -19,8 +19,8 @@ import taskell
 from examples.worker import Impl
 from generated.demo import Client, registry
 from taskell import _abort_log
-from taskell._memory import MemoryBroker, MemoryTransport
-from taskell._transport import Delivery, Message
+from taskell.transport import Delivery, Message
+from taskell.transport.memory import MemoryBroker, MemoryTransport
 
 _names = itertools.count()
 
