@@ -121,7 +121,7 @@ class Config(BaseModel):
             none (an abort then reaches only the workers up at the time). The record stream
             also holds at most 20 MB (about 70,000 aborts), and a worker remembers the latest
             100,000 aborted ids. Clients and workers must agree on it: the stream is declared
-            with it. See docs/aborts.md.
+            with it. See the operations guide (docs/operations.md).
         parallelism: Tasks a worker runs at once (>= 1).
         queues: Queues a worker consumes; ``None`` means the queues of its registered tasks.
         dead_letter_queue: Where undecodable, unknown or poison messages go.
