@@ -4,8 +4,14 @@
 after the abort exchange (``taskell.abort.log``) before it broadcasts the live abort. A worker,
 before it takes any task, reads the records of the last ``abort_retention`` seconds into its
 table of aborted ids (the same bounded table live aborts fill), then follows new records for
-as long as it runs. The table is checked when a task is delivered, so a recorded task is
-refused there with an ``aborted`` reply, whether it was queued, delayed or waiting for a retry.
+as long as it runs. The table is checked when a task is delivered, so a recorded task is refused
+there with an ``aborted`` reply, however it came to the worker. A record only fills the table:
+stopping a running task (or a held join record) is the live abort's job, so the worker doing
+it is the one that answers ``aborting``.
+
+Why none is missed: the worker binds its live abort queue before it starts reading, so an
+abort is either in the stream already (its record is confirmed before the broadcast) or heard
+live; and it takes no task before it has read every record up to its marker (below).
 
 Why a stream and not a queue: reading a stream consumes nothing, so every worker, and every
 restart, reads the same records from a point in time; a queue hands each record to one
