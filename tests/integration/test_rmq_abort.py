@@ -29,8 +29,8 @@ import pytest
 
 import taskell
 from generated.demo import Client
-from tests.support import ROOT, TASKELL, URL, cli_env, poll_until, wait_consuming, wait_until, worker_pids
 from tests.integration.abort_handlers import MARKERS_ENV, example_handlers
+from tests.support import ROOT, TASKELL, URL, cli_env, poll_until, wait_consuming, wait_until, worker_pids
 
 MARKING_SPIN = "tests.integration.abort_handlers:handlers"  # pure-Python busy-loop sleep
 MARKING_IMPL = "tests.integration.abort_handlers:example_handlers"  # 10 ms time.sleep steps
