@@ -296,21 +296,28 @@ def _call(args: argparse.Namespace) -> int:
 def _abort(args: argparse.Namespace) -> int:
     from .connection import Connection
 
-    with Connection(_load_config(args)) as conn:
+    config = _load_config(args)
+    with Connection(config) as conn:
         answers = conn.abort(args.task_id, wait=args.wait)
+    recorded = config.abort_retention > 0
     if any(a.get("state") == "aborting" for a in answers):
         print(f"aborting {args.task_id}")
     elif any(a.get("state") == "finished" for a in answers):
         print(f"{args.task_id} already finished: nothing to abort")
+    elif not answers and recorded:
+        print(
+            f"no live worker answered; the abort is kept on the broker for {config.abort_retention:g} s "
+            f"(abort_retention), so a queued {args.task_id} will not start on a worker started meanwhile"
+        )
     elif not answers:
         print(
-            f"no live worker answered: the abort of {args.task_id} reached nobody, so a queued copy "
-            "will still run when a worker starts"
+            f"no live worker answered and abort_retention is 0: the abort of {args.task_id} reached "
+            "nobody, so a queued copy will still run when a worker starts"
         )
     else:
         print(
             f"{args.task_id} is not running on any of {len(answers)} live worker(s): it is finished, "
-            "unknown, or still queued (then it will not start while these workers are up)"
+            f"unknown, or still queued (then it will not start{'' if recorded else ' on these workers'})"
         )
     return EXIT_OK
 

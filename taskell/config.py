@@ -115,6 +115,13 @@ class Config(BaseModel):
 
     Attributes:
         abort_exchange: Fanout exchange every worker binds a queue to, for abort notices.
+            Aborts are also recorded in the stream named after it plus ``.log``.
+        abort_retention: Seconds an abort is kept on the broker (default one day), so a
+            worker that starts within that time still refuses the aborted task; ``0`` keeps
+            none (an abort then reaches only the workers up at the time). The record stream
+            also holds at most 20 MB (about 70,000 aborts), and a worker remembers the latest
+            100,000 aborted ids. Clients and workers must agree on it: the stream is declared
+            with it. See the operations guide (docs/operations.md).
         parallelism: Tasks a worker runs at once (>= 1).
         queues: Queues a worker consumes; ``None`` means the queues of its registered tasks.
         dead_letter_queue: Where undecodable, unknown or poison messages go.
@@ -140,6 +147,7 @@ class Config(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     abort_exchange: str = Field(default="taskell.abort", min_length=1, max_length=255)
+    abort_retention: float = Field(default=86400.0, ge=0)
     parallelism: int = Field(default=1, ge=1)
     queues: list[str] | None = Field(default=None, min_length=1)
     dead_letter_queue: str = Field(default="taskell.dead", min_length=1, max_length=255)
@@ -154,6 +162,13 @@ class Config(BaseModel):
     connect_timeout: float = Field(default=10.0, gt=0)
     heartbeat: int = Field(default=60, ge=0)
     rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)
+
+    @field_validator("abort_exchange")
+    @classmethod
+    def _valid_abort_exchange(cls, value: str) -> str:
+        if len(value.encode()) > 251:  # AMQP names are at most 255 bytes
+            raise ValueError("must be at most 251 bytes: its record stream is named after it plus '.log'")
+        return value
 
     @field_validator("queues")
     @classmethod

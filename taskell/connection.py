@@ -18,7 +18,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
-from . import _wire
+from . import _abort_log, _wire
 from ._deps import DependencyTracker, dependency_failed, find_refs
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
@@ -259,12 +259,20 @@ class Connection:
         """Ask every worker to abort task ``task_id`` (queued or running); idempotent.
 
         A running task is interrupted, a queued one never starts, and its handle raises
-        ``TaskAborted``; a finished or unknown task is left alone.
+        ``TaskAborted``; a finished or unknown task is left alone. The abort is also kept on
+        the broker for ``abort_retention`` seconds, so a worker that starts within that time
+        refuses the task too.
 
         Args:
             wait: seconds to collect the workers' answers (``{"worker", "task_id", "state"}``
                 with state ``aborting``, ``finished`` or ``not running here``).
         """
+        if self.config.abort_retention > 0:
+            stream = _abort_log.stream_name(self.config)
+            if stream not in self._declared:
+                _abort_log.declare(self._transport, self.config).result()
+                self._declared.add(stream)
+            _abort_log.append(self._transport, self.config, task_id).result(self.config.connect_timeout)
         return self._broadcast(_wire.ABORT, {"task_id": task_id}, wait)
 
     def inspect(self, *, wait: float = 1.0) -> list[dict[str, Any]]:

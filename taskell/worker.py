@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 from . import _wire
+from ._abort_log import AbortLog
 from ._control import Control
 from ._execution import Execution
 from ._intake import DeadLetter, Finish, Intake, Recount, Run
@@ -78,6 +79,7 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._transport: Transport
         self._control_transport: Transport
+        self._abort_log: AbortLog | None = None
         self._settle: Settler
         self._execution: Execution | None = None
         self._joiner: Joiner | None = None
@@ -129,6 +131,15 @@ class Worker:
             for queue in self.queues:
                 transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
             self._control.listen(control, config.abort_exchange)
+            if config.abort_retention > 0:
+                # Live aborts flow from here on; the records cover those sent before.
+                self._abort_log = AbortLog(
+                    open_transport(config, name="taskell-aborts"),
+                    config,
+                    self._control.aborted.add,
+                    deliver_on=control,
+                )
+                self._abort_log.start()
             self._joiner = self._control.joiner = Joiner(control, config, self._control.is_aborted)
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
@@ -145,6 +156,8 @@ class Worker:
         except BaseException:
             transport.close()
             control.close()
+            if self._abort_log is not None:
+                self._abort_log.close()
             raise
         transport.add_on_lost(self._on_lost)
         control.add_on_lost(self._on_lost)
@@ -167,6 +180,8 @@ class Worker:
         # a graceful stop does not hand them to another worker again.
         self._settle.wait(10)
         self._transport.close()
+        if self._abort_log is not None:
+            self._abort_log.close()
         self._control_transport.close()
         self._stopped.set()
 

@@ -295,7 +295,12 @@ class AmqpTransport(Transport):
 
         callback = None if future is None else (lambda _f: future.set_result(consumer.tag))
         channel.basic_consume(
-            consumer.queue, deliver, auto_ack=consumer.auto_ack, consumer_tag=consumer.tag, callback=callback
+            consumer.queue,
+            deliver,
+            auto_ack=consumer.auto_ack,
+            consumer_tag=consumer.tag,
+            arguments=consumer.arguments,
+            callback=callback,
         )
 
     # Any thread
@@ -416,9 +421,18 @@ class AmqpTransport(Transport):
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
         return self._declare(Prefetch(count, channel_wide=not per_consumer))
 
-    def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:
+    def consume(
+        self,
+        queue: str,
+        on_message: OnMessage,
+        *,
+        auto_ack: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Future[str]:
         def start(channel: Channel, future: Future[Any]) -> None:
-            consumer = Consumer(f"taskell-{next(self._consumer_numbers)}", queue, on_message, auto_ack)
+            consumer = Consumer(
+                f"taskell-{next(self._consumer_numbers)}", queue, on_message, auto_ack, arguments
+            )
             self._topology.add_consumer(consumer)
             self._start_consumer(channel, consumer, future)
 

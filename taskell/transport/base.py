@@ -104,8 +104,16 @@ class Transport(ABC):
         ``per_consumer``, for each consumer started after this call)."""
 
     @abstractmethod
-    def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:
-        """Start consuming; ``on_message`` runs on the transport's thread."""
+    def consume(
+        self,
+        queue: str,
+        on_message: OnMessage,
+        *,
+        auto_ack: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Future[str]:
+        """Start consuming; ``on_message`` runs on the transport's thread. ``arguments`` are the
+        consumer's (``x-stream-offset`` where a stream is read from), used again on a reconnect."""
 
     @abstractmethod
     def cancel(self, consumer_tag: str) -> None:

@@ -4,7 +4,10 @@ It serves the demo and users' unit tests of their handlers; integration tests us
 Same rules as the real path: durable named queues, a default exchange routing by queue name,
 fanout exchanges, ``mandatory`` publishes that fail when unroutable, per-connection prefetch,
 deliveries held until acknowledged and requeued (``redelivered``) when their connection closes,
-exclusive queues deleted with their connection. Callbacks run on each connection's own thread.
+exclusive queues deleted with their connection, and streams (``x-queue-type: stream``): an
+append-only log, kept ``x-max-age`` / ``x-max-length-bytes``, that every consumer reads from the
+``x-stream-offset`` it gives (``first``, ``last``, ``next``, a number or a ``datetime``).
+Callbacks run on each connection's own thread.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import collections
 import itertools
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from ..errors import BrokerUnavailable
@@ -33,6 +38,61 @@ class _Queue:
     messages: collections.deque[tuple[Message, bool]] = field(default_factory=collections.deque)
     consumers: list[_Consumer] = field(default_factory=list)
     turn: int = 0  # round-robin position among consumers
+    log: _Log | None = None  # set for streams
+
+
+_AGE_UNITS = {"Y": 365 * 86400, "M": 30 * 86400, "D": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+@dataclass
+class _Log:
+    """A stream's retained messages, oldest first, each with its offset and when it came."""
+
+    max_age: float | None
+    max_bytes: int | None
+    entries: collections.deque[tuple[int, float, Message]] = field(default_factory=collections.deque)
+    next_offset: int = 0
+    size: int = 0
+
+    @classmethod
+    def from_arguments(cls, name: str, arguments: Mapping[str, Any]) -> _Log:
+        age = arguments.get("x-max-age")
+        max_age = None
+        if age is not None:
+            number, unit = str(age)[:-1], str(age)[-1:]
+            if not number.isdigit() or unit not in _AGE_UNITS:
+                raise BrokerUnavailable(f"PRECONDITION_FAILED - invalid x-max-age {age!r} for queue {name!r}")
+            max_age = float(int(number) * _AGE_UNITS[unit])
+        max_bytes = arguments.get("x-max-length-bytes")
+        return cls(max_age, None if max_bytes is None else int(max_bytes))
+
+    def append(self, message: Message) -> None:
+        self.entries.append((self.next_offset, time.time(), message))
+        self.next_offset += 1
+        self.size += len(message.body)
+        self.trim()
+
+    def trim(self) -> None:
+        oldest = -1.0 if self.max_age is None else time.time() - self.max_age
+        while self.entries and (
+            self.entries[0][1] < oldest or (self.max_bytes is not None and self.size > self.max_bytes)
+        ):
+            self.size -= len(self.entries.popleft()[2].body)
+
+    def since(self, offset: Any) -> list[Message]:
+        """The retained messages a consumer attaching at ``offset`` reads first."""
+        self.trim()
+        if offset is None or offset == "next":
+            return []
+        if offset == "first":
+            return [m for _, _, m in self.entries]
+        if offset == "last":
+            return [m for _, _, m in list(self.entries)[-1:]]
+        if isinstance(offset, datetime):
+            return [m for _, at, m in self.entries if at >= offset.timestamp()]
+        if isinstance(offset, int):
+            return [m for n, _, m in self.entries if n >= offset]
+        raise BrokerUnavailable(f"PRECONDITION_FAILED - invalid x-stream-offset {offset!r}")
 
 
 @dataclass(eq=False)
@@ -42,6 +102,7 @@ class _Consumer:
     queue: str
     on_message: OnMessage
     auto_ack: bool
+    arguments: Mapping[str, Any] | None = None
 
 
 class MemoryBroker:
@@ -69,13 +130,22 @@ class MemoryBroker:
             return len(q.messages) if q else 0
 
     def declare_queue(
-        self, owner: MemoryTransport, name: str, exclusive: bool, auto_delete: bool, single_active: bool
+        self,
+        owner: MemoryTransport,
+        name: str,
+        exclusive: bool,
+        auto_delete: bool,
+        arguments: Mapping[str, Any],
     ) -> str:
         with self._lock:
             name = name or f"amq.gen-{next(self._names)}"
             existing = self._queues.get(name)
             if existing is None:
-                self._queues[name] = _Queue(name, owner if exclusive else None, auto_delete, single_active)
+                single_active = bool(arguments.get("x-single-active-consumer"))
+                q = _Queue(name, owner if exclusive else None, auto_delete, single_active)
+                if arguments.get("x-queue-type") == "stream":
+                    q.log = _Log.from_arguments(name, arguments)
+                self._queues[name] = q
             elif existing.owner is not None and existing.owner is not owner:
                 raise BrokerUnavailable(
                     f"RESOURCE_LOCKED - queue {name!r} is exclusive to another connection"
@@ -109,8 +179,14 @@ class MemoryBroker:
             if not targets and mandatory:
                 raise BrokerUnavailable(f"message {message.message_id} is unroutable (no such queue)")
             for name in targets:
-                self._queues[name].messages.append((message, False))
-                self._dispatch(self._queues[name])
+                q = self._queues[name]
+                if q.log is not None:  # every consumer of a stream reads every message
+                    q.log.append(message)
+                    for consumer in q.consumers:
+                        consumer.transport.deliver(consumer, name, message, False, held=False)
+                    continue
+                q.messages.append((message, False))
+                self._dispatch(q)
 
     def purge(self, name: str, delete: bool = False) -> None:
         with self._lock:
@@ -126,6 +202,10 @@ class MemoryBroker:
             if q is None:
                 raise BrokerUnavailable(f"NOT_FOUND - no queue {consumer.queue!r}")
             q.consumers.append(consumer)
+            if q.log is not None:
+                for message in q.log.since((consumer.arguments or {}).get("x-stream-offset")):
+                    consumer.transport.deliver(consumer, q.name, message, False, held=False)
+                return
             self._dispatch(q)
 
     def cancel(self, transport: MemoryTransport, tag: str) -> None:
@@ -206,10 +286,12 @@ class MemoryTransport(Transport):
     def has_capacity(self) -> bool:
         return not self._closed and (self._prefetch == 0 or len(self.unacked) < self._prefetch)
 
-    def deliver(self, consumer: _Consumer, queue_name: str, message: Message, redelivered: bool) -> None:
-        """Called by the broker, under its lock."""
+    def deliver(
+        self, consumer: _Consumer, queue_name: str, message: Message, redelivered: bool, *, held: bool = True
+    ) -> None:
+        """Called by the broker, under its lock; ``held``: until acknowledged (not from a stream)."""
         tag = next(self._tags)
-        if not consumer.auto_ack:
+        if held and not consumer.auto_ack:
             self.unacked[tag] = (queue_name, message)
         delivery = Delivery(message, tag, redelivered, queue_name)
         self.call_soon(lambda: consumer.on_message(delivery))
@@ -245,9 +327,8 @@ class MemoryTransport(Transport):
         auto_delete: bool = False,
         arguments: Mapping[str, Any] | None = None,
     ) -> Future[str]:
-        single_active = bool((arguments or {}).get("x-single-active-consumer"))
         return self._now(
-            lambda: self._broker.declare_queue(self, name, exclusive, auto_delete, single_active)
+            lambda: self._broker.declare_queue(self, name, exclusive, auto_delete, arguments or {})
         )
 
     def declare_exchange(self, name: str, kind: str) -> Future[None]:
@@ -271,9 +352,16 @@ class MemoryTransport(Transport):
 
         return self._now(apply)
 
-    def consume(self, queue: str, on_message: OnMessage, *, auto_ack: bool = False) -> Future[str]:
+    def consume(
+        self,
+        queue: str,
+        on_message: OnMessage,
+        *,
+        auto_ack: bool = False,
+        arguments: Mapping[str, Any] | None = None,
+    ) -> Future[str]:
         tag = f"ctag-{next(self._consumer_tags)}"
-        consumer = _Consumer(self, tag, queue, on_message, auto_ack)
+        consumer = _Consumer(self, tag, queue, on_message, auto_ack, arguments)
 
         def start() -> str:
             self._broker.consume(consumer)

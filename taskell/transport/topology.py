@@ -75,6 +75,7 @@ class Consumer:
     queue: str
     on_message: OnMessage = field(compare=False)
     auto_ack: bool = False
+    arguments: Mapping[str, Any] | None = None  # x-stream-offset, ... as given
 
 
 Declaration = Queue | Exchange | Binding | Prefetch

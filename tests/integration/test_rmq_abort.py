@@ -29,6 +29,7 @@ import pytest
 
 import taskell
 from generated.demo import Client
+from tests.integration.abort_handlers import MARKERS_ENV, example_handlers
 from tests.support import ROOT, TASKELL, URL, cli_env, poll_until, wait_consuming, wait_until, worker_pids
 
 MARKING_SPIN = "tests.integration.abort_handlers:handlers"  # pure-Python busy-loop sleep
@@ -585,37 +586,133 @@ def test_abort_stops_only_its_own_task(
     assert_settled(amqp)
 
 
-# 7. A known limit (xfail), and two process-mode bugs these tests found (fixed since)
+# 7. Aborts sent while no worker is up: the abort records on the broker
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limit (issue 4 asks 'while workers are up'): aborts are broadcast to live workers "
-    "only; a durable abort log (e.g. a stream bound to the abort exchange) would close it",
-)
+def aborted_before_start(handle: taskell.TaskHandle[Any, Any], markers: Path) -> None:
+    """``handle``'s task ended aborted without ever starting."""
+    with pytest.raises(taskell.TaskAborted) as info:
+        handle.result(timeout=WAIT)
+    assert info.value.task_id == handle.id
+    assert "before it started" in str(info.value)
+    assert events(markers, "start", handle.id) == [], "an aborted queued task started"
+
+
 def test_abort_while_no_worker_is_up_still_stops_the_queued_task(
     conn: taskell.Connection, spawn: Spawn, markers: Path, amqp: Any, taskell_cli: Cli
 ) -> None:
-    """A queued task never starts once aborted. Here the abort is sent while no worker is live
-    (as when a worker is started later to scale out, or restarts): the fanout reaches nobody,
-    the ids are kept only in the memory of the workers that heard it, so the task runs when a
-    worker comes up (``taskell abort`` says so: "reached nobody")."""
+    """A queued task never starts once aborted, also when the abort is sent while no
+    worker is live (as when a worker is started later to scale out, or restarts): the abort is
+    recorded on the broker and a worker that starts later reads it before taking tasks."""
     handle = Client(conn).sleep(seconds=0.2)
     conn.flush(WAIT)
     assert queue_counts(amqp, SLEEP_QUEUE)[0] == 1
     assert conn.abort(handle.id, wait=0.5) == []  # no worker to answer
     proc = taskell_cli("abort", handle.id, "--wait", "0.5")
     assert proc.returncode == 0, proc.stderr
-    spawn(Spec())
-    try:
-        outcome: object = handle.result(timeout=WAIT)
-    except taskell.TaskAborted as exc:
-        outcome = exc
-    started = events(markers, "start", handle.id)
-    assert isinstance(outcome, taskell.TaskAborted) and not started, (
-        f"a task aborted while queued ran on a worker started afterwards: result {outcome!r}, "
-        f"start events {started}; the CLI said: {proc.stdout.strip()}"
+    assert proc.stdout.startswith("no live worker answered; the abort is kept on the broker for 86400 s"), (
+        proc.stdout
     )
+    spawn(Spec())
+    aborted_before_start(handle, markers)
+    assert_settled(amqp)
+    assert squares_succeed(conn, markers, 2)
+
+
+def test_aborts_sent_before_two_workers_start_stop_only_their_tasks(
+    conn: taskell.Connection, spawn: Spawn, markers: Path, amqp: Any
+) -> None:
+    client = Client(conn)
+    handles = [client.sleep(seconds=0.1) for _ in range(6)]
+    doomed, kept = handles[::2], handles[1::2]
+    conn.flush(WAIT)
+    for handle in doomed:
+        assert handle.abort() is True
+    workers = spawn(Spec(), Spec())
+    for handle in doomed:
+        aborted_before_start(handle, markers)
+    assert [h.result(timeout=WAIT) for h in kept] == [0.1] * len(kept)
+    ran_on = {e["pid"] for h in kept for e in events(markers, "start", h.id)}
+    assert ran_on <= {w.pid for w in workers}
+    assert_settled(amqp)
+
+
+def test_a_worker_started_after_another_read_the_record_knows_it_too(
+    conn: taskell.Connection, spawn: Spawn, markers: Path, amqp: Any
+) -> None:
+    """Reading a record does not consume it: the first worker (on another queue) has read it,
+    the second, started afterwards on the task's queue, still refuses the task."""
+    handle = Client(conn).sleep(seconds=0.1)
+    conn.flush(WAIT)
+    conn.abort(handle.id)
+    spawn(Spec(queues=["taskell.q1"]))
+    assert not handle.done()
+    spawn(Spec(queues=[SLEEP_QUEUE]))
+    aborted_before_start(handle, markers)
+    assert_settled(amqp)
+
+
+def test_a_record_older_than_the_retention_is_not_applied(
+    broker: str, markers: Path, amqp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``abort_retention`` 3 s (on an abort exchange of its own, whose record stream has that
+    retention): an abort older than that is forgotten, a recent one still applies. The workers
+    run in this process, so starting one takes well under the retention."""
+    monkeypatch.setenv(MARKERS_ENV, str(markers))
+    exchange = f"taskell.abort.brief-{uuid.uuid4().hex[:8]}"
+    config = taskell.Config.from_url(broker).model_copy(
+        update={"abort_exchange": exchange, "abort_retention": 3.0}
+    )
+    try:
+        with taskell.connect(config=config) as conn:
+            client = Client(conn)
+            stale = client.sleep(seconds=0.1)
+            conn.flush(WAIT)
+            stale.abort()
+            time.sleep(3.5)
+            recent = client.sleep(seconds=0.1)
+            conn.flush(WAIT)
+            recent.abort()
+            with taskell.Worker(example_handlers, config):
+                aborted_before_start(recent, markers)
+                assert stale.result(timeout=WAIT) == 0.1
+    finally:
+        amqp.queue_delete(f"{exchange}.log")
+        amqp.exchange_delete(exchange)
+
+
+@pytest.fixture
+def fresh_vhost(broker: str) -> Iterator[str]:
+    """The URL of a vhost of its own (a quorum config redeclares the shared join queues),
+    deleted afterwards."""
+    name = f"taskell-aborts-{uuid.uuid4().hex[:8]}"
+    for command in (["add_vhost", name], ["set_permissions", "-p", name, "guest", ".*", ".*", ".*"]):
+        subprocess.run(["rabbitmqctl", "-q", *command], check=True, capture_output=True, timeout=60)
+    parts = urllib.parse.urlsplit(broker)
+    try:
+        yield parts._replace(path="/" + urllib.parse.quote(name, safe="")).geturl()
+    finally:
+        subprocess.run(
+            ["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=60, check=False
+        )
+
+
+def test_aborts_before_any_worker_with_quorum_queues(
+    fresh_vhost: str, markers: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(MARKERS_ENV, str(markers))
+    config = taskell.Config.load(None, env={}, url=fresh_vhost, queue_type="quorum")
+    with taskell.connect(config=config) as conn:
+        client = Client(conn)
+        doomed, kept = client.sleep(seconds=0.1), client.sleep(seconds=0.1)
+        conn.flush(WAIT)
+        conn.abort(doomed.id)
+        with taskell.Worker(example_handlers, config), taskell.Worker(example_handlers, config):
+            aborted_before_start(doomed, markers)
+            assert kept.result(timeout=WAIT) == 0.1
+
+
+# 8. Two process-mode bugs these tests found (fixed since)
 
 
 def test_process_mode_aborts_do_not_leak_file_descriptors(conn: taskell.Connection, spawn: Spawn) -> None:

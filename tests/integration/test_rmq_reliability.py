@@ -181,7 +181,7 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
         # The client permissions documented in the README.
         rabbitmqctl(
             "set_permissions", "-p", vhost, user,
-            r"^taskell\.(reply\..*|q1|q2|default|join\..*|outcomes|abort)$",
+            r"^taskell\.(reply\..*|q1|q2|default|join\..*|outcomes|abort|abort\.log)$",
             r"^(amq\.default|taskell\.(reply\..*|q1|q2|default|join\..*|abort))$",
             r"^(taskell\.reply\..*|taskell\.outcomes)$",
         )  # fmt: skip
@@ -191,12 +191,18 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             "set_permissions", "-p", vhost, worker_user,
             r"^taskell\..*$",
             r"^(amq\.default|taskell\.(control\..*|lease\..*|dead|outcomes|q1|q2|default))$",
-            r"^taskell\.(control\..*|lease\..*|join\..*|abort|q1|q2|default)$",
+            r"^taskell\.(control\..*|lease\..*|join\..*|abort|abort\.log|q1|q2|default)$",
         )  # fmt: skip
         worker_config = taskell.Config.load(None, env={}, url=url_for(vhost, worker_user, password))
         client_config = taskell.Config.load(None, env={}, url=url_for(vhost, user, password))
-        with taskell.Worker(registry(Impl()), worker_config), taskell.connect(config=client_config) as conn:
-            assert Client(conn).square(x=5).result(timeout=RESULT_TIMEOUT) == 25
+        with taskell.connect(config=client_config) as conn:
+            doomed = Client(conn).sleep(seconds=0.1)
+            conn.flush(RESULT_TIMEOUT)
+            conn.abort(doomed.id)  # recorded on the broker: no worker is up
+            with taskell.Worker(registry(Impl()), worker_config):
+                assert Client(conn).square(x=5).result(timeout=RESULT_TIMEOUT) == 25
+                with pytest.raises(taskell.TaskAborted):
+                    doomed.result(timeout=RESULT_TIMEOUT)
             assert password not in repr(conn) and password not in repr(client_config)
         params = pika.URLParameters(url_for(vhost, user, password))
         connection = pika.BlockingConnection(params)

@@ -45,6 +45,7 @@ def error(tmp_path: Path | None, text: str | None = None, env: dict[str, str] | 
 def test_defaults() -> None:
     c = Config.load(env={})
     assert c.abort_exchange == "taskell.abort"
+    assert c.abort_retention == 86400.0
     assert c.parallelism == 1
     assert c.queues is None  # a worker then consumes its registered tasks' queues
     assert c.dead_letter_queue == "taskell.dead"
@@ -93,6 +94,14 @@ def test_flags_override_env(tmp_path: Path) -> None:
     assert (c.parallelism, c.queues, c.prefetch) == (8, ["f1"], None)
     c = Config.load(None, env=env, parallelism=None, rabbitmq_host="flaghost", url=None)
     assert (c.parallelism, c.rabbitmq.host) == (4, "flaghost")
+
+
+def test_abort_retention_from_env_and_its_limits(tmp_path: Path) -> None:
+    assert Config.load(env={"TASKELL_ABORT_RETENTION": "600"}).abort_retention == 600.0
+    assert Config.load(env={}, abort_retention=0).abort_retention == 0.0  # no records kept
+    exc = error(tmp_path, f'[taskell]\nabort_exchange = "{"x" * 252}"\n')
+    assert "251 bytes" in exc.message and "'.log'" in exc.message
+    assert Config.load(env={}, abort_exchange="x" * 251).abort_exchange == "x" * 251
 
 
 def test_env_queue_list_parsing() -> None:
@@ -152,6 +161,8 @@ def test_unknown_key_suggests(tmp_path: Path) -> None:
         ("[taskell]\nqueues = [1]\n", "taskell.queues"),
         ("[taskell]\nqueues = []\n", "taskell.queues"),
         ('[taskell]\npool = "fork"\n', "taskell.pool"),
+        ("[taskell]\nabort_retention = -1\n", "taskell.abort_retention"),
+        (f'[taskell]\nabort_exchange = "{"x" * 252}"\n', "taskell.abort_exchange"),
         ('[taskell.rabbitmq]\nurl = "http://x"\n', "taskell.rabbitmq.url"),
     ],
 )
@@ -177,6 +188,7 @@ def test_bad_file_value_is_an_error_even_if_env_overrides(tmp_path: Path) -> Non
         ({"TASKELL_QUEUES": ""}, "TASKELL_QUEUES"),
         ({"TASKELL_URL": "http://u:pw@x"}, "TASKELL_URL"),
         ({"TASKELL_RABBITMQ_URL": "ftp://x"}, "TASKELL_RABBITMQ_URL"),
+        ({"TASKELL_ABORT_RETENTION": "a day"}, "TASKELL_ABORT_RETENTION"),
     ],
 )
 def test_wrong_type_in_env(env: dict[str, str], key: str) -> None:
