@@ -1,4 +1,4 @@
-"""The task fingerprint: hex sha256 of the task's canonical signature (SPEC §7).
+"""The task fingerprint: hex sha256 of the task's canonical signature (docs/wire.md).
 
 The signature is a compact, key-sorted JSON object: the wire name, the args (name, canonical
 type spelling, canonical JSON default if any) in schema order, the progress and result types,

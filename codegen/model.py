@@ -13,7 +13,7 @@ The tree, top down::
 
 A ``TypeExpr`` is one of ``Prim``, ``ListOf``, ``DictOf``, ``TupleOf``, ``Optional`` or
 ``Named``; ``str(expr)`` is its canonical spelling (used in fingerprints). Defaults are kept in
-their canonical JSON form (SPEC §7), already validated against their type.
+their canonical JSON form (docs/wire.md), already validated against their type.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Wire rules of SPEC §7 in one place: message properties, queue arguments, reply bodies."""
+"""Wire rules (docs/wire.md) in one place: message properties, queue arguments, reply bodies."""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 One ``Connection`` owns one broker connection (one I/O thread), one exclusive reply queue and
 the table of in-flight handles. It is safe to use from many threads at once.
+It is a little over 400 lines: submit, replies and abort/inspect share that table and the
+reply queue; dependencies (``_deps``) and handles (``handle``) already live apart.
 """
 
 from __future__ import annotations

@@ -43,7 +43,7 @@ Base64Bytes = Annotated[
     WrapValidator(_validate_bytes),
     PlainSerializer(_serialize_bytes, return_type=str, when_used="json"),
 ]
-"""``bytes`` whose JSON form is standard, padded base64 (SPEC §7)."""
+"""``bytes`` whose JSON form is standard, padded base64 (docs/wire.md)."""
 
 
 @dataclass(frozen=True, eq=False)
