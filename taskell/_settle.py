@@ -117,6 +117,7 @@ class Settler:
             self._transport.call_soon(settle)
             return
         remaining = [len(futures)]
+        failed = [False]
         lock = threading.Lock()
         with self._settling:
             self._settling_count += 1
@@ -126,10 +127,13 @@ class Settler:
             with lock:
                 remaining[0] -= 1
                 last = remaining[0] == 0
+                failed[0] = failed[0] or error is not None
+                settle_now = last and not failed[0]
             if error is not None:
-                # Not acknowledged: the broker redelivers the task after the connection drops.
+                # Not acknowledged, whichever publish failed: the broker redelivers the task
+                # after the connection drops.
                 log.error("reply for %s not confirmed: %s", delivery.message.message_id, error)
-            elif last:
+            if settle_now:
                 settle()
             if last:
                 with self._settling:

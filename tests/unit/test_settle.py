@@ -141,3 +141,14 @@ def test_a_dead_letter_copy_not_confirmed_leaves_the_task_unacknowledged(setup: 
     setup.settled()
     assert set(setup.worker.unacked) == {delivery.tag}  # redelivered once the connection drops
     assert setup.events.empty()
+
+
+def test_a_dead_letter_copy_not_confirmed_leaves_the_task_unacknowledged_even_if_its_reply_was(
+    setup: Setup,
+) -> None:
+    delivery = setup.task()  # with a reply queue: the rejected reply is confirmed after the copy fails
+    setup.worker.delete_queue(setup.config.dead_letter_queue)
+    setup.settler.dead_letter(delivery, "demo.square: bad")
+    setup.settled()
+    assert set(setup.worker.unacked) == {delivery.tag}
+    assert setup.events.empty()
