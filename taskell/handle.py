@@ -134,7 +134,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
             while self._outcome is None:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise TimeoutError(f"task {self._id} ({self._spec.name}) not done after {timeout} s")
+                    raise TimeoutError(f"task {self._id} ({self._spec.name}) not done after {timeout:g} s")
                 self._cond.wait(remaining)
             outcome = self._outcome
         if isinstance(outcome, TaskellError):
