@@ -23,7 +23,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-import pika
+import pika  # type: ignore[import-untyped]
 
 import taskell
 from bench._common import URL, percentile, start_worker, stop_worker

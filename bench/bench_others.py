@@ -45,8 +45,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pika
-import pika.exceptions
+import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 
 from bench._common import ROOT, URL, latencies, start_raw_server
 from bench.raw_pika import RawClient

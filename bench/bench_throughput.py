@@ -49,7 +49,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-import pika
+import pika  # type: ignore[import-untyped]
 import pydantic
 
 import taskell

@@ -23,9 +23,9 @@ import time
 from types import FrameType
 from typing import Any
 
-import pika
-import pika.spec
-from pika.adapters.blocking_connection import BlockingChannel
+import pika  # type: ignore[import-untyped]
+import pika.spec  # type: ignore[import-untyped]
+from pika.adapters.blocking_connection import BlockingChannel  # type: ignore[import-untyped]
 
 PERSISTENT = pika.DeliveryMode.Persistent.value
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import pika
+import pika  # type: ignore[import-untyped]
 
 from . import _wire
 from .config import Config

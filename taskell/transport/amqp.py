@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
-import pika
-import pika.exceptions
-import pika.frame
-import pika.spec
-from pika.adapters.select_connection import IOLoop, SelectConnection
-from pika.channel import Channel
+import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
+import pika.frame  # type: ignore[import-untyped]
+import pika.spec  # type: ignore[import-untyped]
+from pika.adapters.select_connection import IOLoop, SelectConnection  # type: ignore[import-untyped]
+from pika.channel import Channel  # type: ignore[import-untyped]
 
 from ..errors import BrokerUnavailable
 from .acks import AckBatcher

@@ -45,7 +45,9 @@ def test_deterministic(tmp_path: Path) -> None:
     for seed in ("1", "2"):
         out = str(tmp_path / f"seed{seed}")
         env = {"PYTHONHASHSEED": seed, "PATH": ""}
-        subprocess.run([sys.executable, "-c", script.format(out)], check=True, env=env, cwd=ROOT)
+        # -P: the root's taskell/ must not shadow the installed one, which holds taskell.codegen.
+        command = [sys.executable, "-P", "-c", script.format(out)]
+        subprocess.run(command, check=True, env=env, cwd=ROOT)
         assert read_all(Path(out) / "demo") == read_all(tmp_path / "a" / "demo")
 
 

@@ -7,7 +7,7 @@ import time
 import uuid
 from typing import Any
 
-import pika
+import pika  # type: ignore[import-untyped]
 
 import taskell
 from generated.demo import Client

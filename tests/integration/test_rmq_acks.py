@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pika
+import pika  # type: ignore[import-untyped]
 import pytest
 
 from taskell.config import Config

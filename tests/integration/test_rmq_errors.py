@@ -7,8 +7,8 @@ import time
 import uuid
 from typing import Any, cast
 
-import pika
-import pika.exceptions
+import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 import pytest
 
 import taskell

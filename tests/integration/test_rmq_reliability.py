@@ -14,8 +14,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import pika
-import pika.exceptions
+import pika  # type: ignore[import-untyped]
+import pika.exceptions  # type: ignore[import-untyped]
 import pytest
 
 import taskell

@@ -8,7 +8,7 @@ import time
 import uuid
 from typing import Any, TypeVar
 
-import pika.exceptions
+import pika.exceptions  # type: ignore[import-untyped]
 import pytest
 
 import taskell
