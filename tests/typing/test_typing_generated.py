@@ -16,6 +16,9 @@ from mypy import api
 ROOT = Path(__file__).resolve().parents[2]
 
 PRELUDE = """\
+import datetime
+import decimal
+import uuid
 from collections.abc import Sequence
 import taskell
 from generated.demo import Client, Color, Handlers, Image, registry
@@ -48,13 +51,23 @@ CLIENT_SNIPPETS = {
         refs: Sequence[taskell.Ref[object]] = [h]
         demo.fail(after=refs)
         none: None = demo.fail(message="x").result()
-        demo.book(order=models.Order(id=__import__("uuid").uuid4(), placed_at=None, amount=1), coupon=b"\\xff")
+        order = models.Order(id=uuid.uuid4(), placed_at=datetime.datetime.now(datetime.UTC), amount=decimal.Decimal(1))
+        demo.book(order=order, coupon=b"\\xff")
         """,
     "client_wrong_type": """
         demo.square(x="a")  # E: arg-type
         demo.sum(numbers=["a"])  # E: list-item
         demo.thumbnail(image=demo.square(x=1))  # E: arg-type
         demo.book(order=models.Order(id=1, placed_at=2, amount=3), coupon="AP8=")  # E: arg-type
+        """,
+    "record_constructor": """
+        now = datetime.datetime.now(datetime.UTC)
+        models.Order(id=uuid.uuid4(), placed_at=now, amount=decimal.Decimal(1), tags=("a",))
+        models.Order(id=uuid.uuid4(), placed_at=None, amount=decimal.Decimal(1))  # E: arg-type
+        models.Order(id=uuid.uuid4(), placed_at=now, amount="1")  # E: arg-type
+        models.Order(id=uuid.uuid4(), amount=decimal.Decimal(1))  # E: call-arg
+        models.Order(id=uuid.uuid4(), placed_at=now, amount=decimal.Decimal(1), colour="red")  # E: call-arg
+        Image(width="1", height=1, pixels=b"")  # E: arg-type
         """,
     "client_missing_arg": """
         demo.square()  # E: call-arg
