@@ -1,13 +1,15 @@
 """The ``taskell`` command: gen, worker, call, abort, dead-letters, inspect.
 
 Exit status, for every subcommand: 0 success; 1 task failed, aborted or timed out, or bad
-input; 2 usage error; 3 broker unavailable.
+input; 2 usage error (``gen`` and ``call`` without the extra ``taskell[gen]`` included); 3 broker
+unavailable.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import math
@@ -229,7 +231,25 @@ def _load_config(args: argparse.Namespace, **overrides: Any) -> Config:
     return Config.load(path, **overrides)
 
 
+# The schema tools' dependencies, from the extra taskell[gen]: import name -> distribution.
+_GEN_EXTRA = {"jinja2": "Jinja2", "yaml": "PyYAML", "ruff": "ruff"}
+
+
+def _has_gen_extra(command: str, modules: Sequence[str]) -> bool:
+    """True if ``modules`` can be imported; else say which distributions to install."""
+    missing = [_GEN_EXTRA[name] for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        print(
+            f"taskell {command}: needs {', '.join(missing)}, from the extra taskell[gen]: "
+            "pip install 'taskell[gen]'",
+            file=sys.stderr,
+        )
+    return not missing
+
+
 def _gen(args: argparse.Namespace) -> int:
+    if not _has_gen_extra("gen", list(_GEN_EXTRA)):
+        return EXIT_USAGE
     from .codegen import run_gen
 
     return run_gen(args.schema, args.outdir, check=args.check)
@@ -256,6 +276,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace) -> int:
+    if not _has_gen_extra("call", ["jinja2", "yaml"]):
+        return EXIT_USAGE
     from .codegen import load_specs
     from .connection import Connection
 

@@ -17,6 +17,7 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -251,3 +252,48 @@ def test_codegen_is_taskell_codegen_only(
     code = "import importlib.util, taskell.codegen; print(importlib.util.find_spec('codegen'))"
     proc = _run([str(install.python), "-P", "-c", code], install.project, PYTHONPATH=str(farms[1]))
     assert proc.stdout.strip() == "None", proc.stdout + proc.stderr
+
+
+@BOTH
+def test_runtime_needs_no_generator_dependencies(installs: Callable[[bool], Install], editable: bool) -> None:
+    # The venv has taskell's runtime dependencies only: importing any runtime module that needs
+    # jinja2, PyYAML or ruff fails here.
+    code = textwrap.dedent(
+        """
+        import importlib, pkgutil, sys, taskell
+
+        def walk(package):
+            for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+                if info.name not in ("taskell.codegen", "taskell.__main__"):
+                    module = importlib.import_module(info.name)
+                    if info.ispkg:
+                        walk(module)
+
+        walk(taskell)
+        print(sorted({"jinja2", "yaml", "ruff"} & set(sys.modules)))
+        """
+    )
+    install = installs(editable)
+    proc = _run([str(install.python), "-P", "-c", code], install.project)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    "command", [["gen", "tasks.schema.yaml"], ["call", "tasks.schema.yaml", "place", "{}"]]
+)
+def test_schema_commands_without_the_gen_extra(
+    installs: Callable[[bool], Install], command: list[str]
+) -> None:
+    install = installs(False)
+    proc = _run([str(install.python.parent / "taskell"), *command], install.project)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "pip install 'taskell[gen]'" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert not (install.project / "generated").exists()
+
+
+def test_ruff_is_pinned_as_in_the_lock() -> None:
+    # The generator promises byte-identical output, so the extra pins the formatter exactly.
+    gen = [Requirement(text) for text in PYPROJECT["project"]["optional-dependencies"]["gen"]]
+    (ruff,) = [r for r in gen if r.name == "ruff"]
+    locked = re.search(r"^ruff==(\S+)$", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
+    assert locked and str(ruff.specifier) == f"=={locked[1]}"
