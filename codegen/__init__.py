@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
-from importlib import metadata
 from typing import Any
 
+from .._version import __version__
 from ..errors import SchemaError
 from ..spec import TaskSpec
 from .fingerprint import fingerprint
@@ -37,13 +37,6 @@ __all__ = [
 ]
 
 
-def _version() -> str:
-    try:
-        return metadata.version("taskell")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def generate_sources(schema: Schema, schema_path: str, schema_bytes: bytes) -> dict[str, str]:
     """The formatted source of every generated file, keyed by file name.
 
@@ -52,7 +45,7 @@ def generate_sources(schema: Schema, schema_path: str, schema_bytes: bytes) -> d
         schema_path: the schema path as the user gave it (named in the header).
         schema_bytes: the schema file's content (hashed in the header).
     """
-    header = Header(schema_path, hashlib.sha256(schema_bytes).hexdigest(), _version())
+    header = Header(schema_path, hashlib.sha256(schema_bytes).hexdigest(), __version__)
     raw = render(prepare(schema, header))
     return {name: format_source(raw[name], name) for name in OUTPUT_FILES}
 

@@ -4,6 +4,7 @@ Declare tasks once in ``tasks.schema.yaml``, run ``taskell gen`` and use the gen
 ``Client`` (submit), ``Handlers`` (implement) and ``registry(impl)`` (serve).
 """
 
+from ._version import __version__ as __version__
 from .config import Config
 from .connection import Connection, attach, connect, fire
 from .context import Context
