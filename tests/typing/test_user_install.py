@@ -297,3 +297,24 @@ def test_ruff_is_pinned_as_in_the_lock() -> None:
     (ruff,) = [r for r in gen if r.name == "ruff"]
     locked = re.search(r"^ruff==(\S+)$", (ROOT / "requirements.lock").read_text(), re.MULTILINE)
     assert locked and str(ruff.specifier) == f"=={locked[1]}"
+
+
+def _doc_settings() -> list[str]:
+    text = (ROOT / "docs" / "typing.md").read_text()
+    return re.findall(r"^```toml\n(.*?)^```$", text, re.MULTILINE | re.DOTALL)
+
+
+@pytest.mark.parametrize("settings", _doc_settings(), ids=["strict", "pydantic-plugin"])
+def test_the_documented_mypy_settings(
+    installs: Callable[[bool], Install], settings: str, tmp_path: Path
+) -> None:
+    # Each configuration docs/typing.md offers gives the same verdicts as bare --strict.
+    project = shutil.copytree(installs(False).project, tmp_path / "project")
+    (project / "pyproject.toml").write_text(settings)
+    proc = _run([str(installs(False).python), "-m", "mypy", "--no-pretty", "good.py", "bad.py"], project)
+    expected = {
+        number: match[1]
+        for number, text in enumerate(BAD.splitlines(), 1)
+        if (match := re.search(r"# E: ([\w-]+)", text))
+    }
+    assert _errors(proc.stdout) == {"bad.py": expected}, proc.stdout + proc.stderr
