@@ -91,24 +91,22 @@ registry(Impl())  # E: arg-type
 """
 
 
-def _distributions(requirements: Iterable[str], extra: str = "") -> set[str]:
+def _distributions(requirements: Iterable[str]) -> set[str]:
     """Names of the installed distributions these requirements pull in, transitively."""
+
+    def applicable(texts: Iterable[str], extra: str) -> list[Requirement]:
+        found = map(Requirement, texts)
+        return [r for r in found if not r.marker or r.marker.evaluate({"extra": extra})]
+
     seen: set[str] = set()
-    todo = [Requirement(text) for text in requirements]
+    todo = applicable(requirements, "")
     while todo:
         requirement = todo.pop()
-        if requirement.marker and not requirement.marker.evaluate({"extra": extra}):
-            continue
         name = canonicalize_name(requirement.name)
-        if name in seen:
-            continue
-        seen.add(name)
-        for extra_name in [*requirement.extras, ""]:
-            todo.extend(
-                r
-                for r in map(Requirement, importlib.metadata.requires(name) or [])
-                if not r.marker or r.marker.evaluate({"extra": extra_name})
-            )
+        if name not in seen:
+            seen.add(name)
+            for extra in ["", *requirement.extras]:
+                todo += applicable(importlib.metadata.requires(name) or [], extra)
     return seen
 
 
