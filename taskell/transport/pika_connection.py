@@ -13,8 +13,8 @@ import ssl
 from collections.abc import Sequence
 from typing import Any
 
-import pika
-from pika.adapters.select_connection import SelectConnection
+import pika  # type: ignore[import-untyped]
+from pika.adapters.select_connection import SelectConnection  # type: ignore[import-untyped]
 
 from ..config import Config
 
