@@ -254,21 +254,21 @@ def test_codegen_is_taskell_codegen_only(
 
 @BOTH
 def test_runtime_needs_no_generator_dependencies(installs: Callable[[bool], Install], editable: bool) -> None:
-    # The venv has taskell's runtime dependencies only: importing any runtime module that needs
-    # jinja2, PyYAML or ruff fails here.
+    # Every runtime module of the checkout is installed (a subpackage missing from pyproject's
+    # package list fails here) and imports in a venv with taskell's runtime dependencies only.
+    modules = sorted(
+        ".".join(("taskell", *path.relative_to(ROOT / "taskell").with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for path in (ROOT / "taskell").rglob("*.py")
+        if path.name != "__main__.py"
+    )
     code = textwrap.dedent(
-        """
-        import importlib, pkgutil, sys, taskell
-
-        def walk(package):
-            for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
-                if info.name not in ("taskell.codegen", "taskell.__main__"):
-                    module = importlib.import_module(info.name)
-                    if info.ispkg:
-                        walk(module)
-
-        walk(taskell)
-        print(sorted({"jinja2", "yaml", "ruff"} & set(sys.modules)))
+        f"""
+        import importlib, sys
+        for name in {modules!r}:
+            importlib.import_module(name)
+        print(sorted({{"jinja2", "yaml", "ruff"}} & set(sys.modules)))
         """
     )
     install = installs(editable)
