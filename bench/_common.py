@@ -24,7 +24,17 @@ def start_worker(
     """Start ``taskell worker TARGET`` and wait until it answers ``inspect``."""
     before = {a["worker"] for a in conn.inspect(wait=0.3)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "taskell", "worker", target, "--parallelism", str(parallelism), "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "taskell",
+            "worker",
+            target,
+            "--parallelism",
+            str(parallelism),
+            "--log-level",
+            "WARNING",
+        ],
         cwd=ROOT,
         env={**os.environ, "TASKELL_URL": URL, "PYTHONPATH": str(ROOT), **(env or {})},
     )
@@ -101,7 +111,18 @@ def start_raw_server(queue: str, prefetch: int) -> subprocess.Popen[bytes]:
     """Start the raw-pika baseline ``bench.raw_pika serve`` on ``queue`` (in a session of its
     own) and wait for its ``ready`` line (30 s at most)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.raw_pika", "serve", "--url", URL, "--queue", queue, "--prefetch", str(prefetch)],
+        [
+            sys.executable,
+            "-m",
+            "bench.raw_pika",
+            "serve",
+            "--url",
+            URL,
+            "--queue",
+            queue,
+            "--prefetch",
+            str(prefetch),
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         start_new_session=True,

@@ -16,7 +16,7 @@ import statistics
 import time
 
 import taskell
-from bench._common import percentile, proc_status, start_worker, stop_worker, URL
+from bench._common import URL, percentile, proc_status, start_worker, stop_worker
 from generated.demo import Client
 
 
@@ -60,20 +60,30 @@ def main() -> None:
             baseline = round_trips(demo, 200)
             latencies = abort_latencies(demo, args.aborts)
             print(f"thread pool, pure-Python handler, {args.aborts} aborts:")
-            print(f"  abort latency median {ms(statistics.median(latencies))}, p99 {ms(percentile(latencies, 0.99))}")
-            print(f"  baseline round trip median {ms(statistics.median(baseline))} "
-                  f"(abort median = {statistics.median(latencies) / statistics.median(baseline):.2f}x a round trip)")
+            print(
+                f"  abort latency median {ms(statistics.median(latencies))}, p99 {ms(percentile(latencies, 0.99))}"
+            )
+            print(
+                f"  baseline round trip median {ms(statistics.median(baseline))} "
+                f"(abort median = {statistics.median(latencies) / statistics.median(baseline):.2f}x a round trip)"
+            )
             abort_latencies(demo, 20)  # warm-up before the leak check
             before = proc_status(worker.pid)
             abort_latencies(demo, args.leak_aborts)
             after = proc_status(worker.pid)
-            print(f"  after {args.leak_aborts} more aborts: RSS {before['VmRSS']} -> {after['VmRSS']} KiB "
-                  f"({after['VmRSS'] / before['VmRSS']:.3f}x), threads {before['Threads']} -> {after['Threads']}")
+            print(
+                f"  after {args.leak_aborts} more aborts: RSS {before['VmRSS']} -> {after['VmRSS']} KiB "
+                f"({after['VmRSS'] / before['VmRSS']:.3f}x), threads {before['Threads']} -> {after['Threads']}"
+            )
         finally:
             stop_worker(worker)
 
-        worker = start_worker(conn, "bench.spin_worker:handlers", parallelism=2,
-                              env={"BENCH_SLEEP": "csleep", "TASKELL_POOL": "process"})
+        worker = start_worker(
+            conn,
+            "bench.spin_worker:handlers",
+            parallelism=2,
+            env={"BENCH_SLEEP": "csleep", "TASKELL_POOL": "process"},
+        )
         try:
             kills = abort_latencies(demo, 20)
             print("process pool, handler in time.sleep(60), 20 aborts:")

@@ -78,7 +78,7 @@ def run_dag(demo: Client, nodes: list[Node], *, edges: bool) -> float:
     results = [h.result(timeout=120) for h in handles]
     elapsed = time.perf_counter() - started
     if edges:
-        wrong = [i for i, (node, got) in enumerate(zip(nodes, results)) if got != node.expected]
+        wrong = [i for i, (node, got) in enumerate(zip(nodes, results, strict=True)) if got != node.expected]
         if wrong:
             raise AssertionError(f"{len(wrong)} nodes with a wrong result, first: {wrong[0]}")
     return elapsed

@@ -29,6 +29,7 @@ latency p50 framework / raw (above 1 is slower). Results go to ``bench/results/o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.metadata
 import importlib.util
 import json
@@ -88,10 +89,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait(10)
             return
         except subprocess.TimeoutExpired:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
     process.wait(10)
 
 
@@ -399,7 +398,7 @@ def redis_answers() -> str | None:
 
     try:
         redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2, socket_timeout=2).ping()
-    except Exception as exc:  # noqa: BLE001 (any failure means: no results backend)
+    except Exception as exc:
         return f"no Redis answers at {REDIS_URL} ({exc})"
     return None
 
@@ -407,10 +406,8 @@ def redis_answers() -> str | None:
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for package in ("pika", "celery", "kombu", "dramatiq", "redis"):
-        try:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            pass
     return out
 
 
@@ -450,7 +447,7 @@ def main() -> None:
             try:
                 side = make()
                 measure_side(side, admin, a, figures)
-            except Exception as exc:  # noqa: BLE001 (one framework failing must not hide the others)
+            except Exception as exc:
                 errors[name] = f"{type(exc).__name__}: {exc}"
                 print(f"{name}: FAILED: {errors[name]}", flush=True)
                 if side is not None and side.log.exists():

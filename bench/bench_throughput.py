@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import functools
 import json
 import os
 import platform
@@ -53,10 +54,19 @@ import pika  # type: ignore[import-untyped]
 import pydantic
 
 import taskell
-from taskell.config import PREFETCH_PER_SLOT
-from bench._common import ROOT, URL, broker_pid, latencies, start_raw_server, proc_status, start_worker, stop_worker
+from bench._common import (
+    ROOT,
+    URL,
+    broker_pid,
+    latencies,
+    proc_status,
+    start_raw_server,
+    start_worker,
+    stop_worker,
+)
 from bench.raw_pika import RawClient
 from generated.demo import Client
+from taskell.config import PREFETCH_PER_SLOT
 
 RAW_QUEUE = "bench.raw"
 TASKELL_QUEUES = ("taskell.q1", "taskell.q2", "taskell.default")
@@ -81,8 +91,14 @@ def cpu_seconds(pids: list[int]) -> float:
 
 @contextlib.contextmanager
 def processes(
-    conn: taskell.Connection, *, workers: int, parallelism: int, raw_servers: int,
-    target: str = WORKER_TARGET, env: dict[str, str] | None = None, raw_prefetch: int | None = None,
+    conn: taskell.Connection,
+    *,
+    workers: int,
+    parallelism: int,
+    raw_servers: int,
+    target: str = WORKER_TARGET,
+    env: dict[str, str] | None = None,
+    raw_prefetch: int | None = None,
 ) -> Iterator[tuple[list[subprocess.Popen[bytes]], list[subprocess.Popen[bytes]]]]:
     """``workers`` taskell workers and ``raw_servers`` raw servers, stopped (by PID) on exit."""
     started_workers: list[subprocess.Popen[bytes]] = []
@@ -160,7 +176,11 @@ class Measure:
             # Share of all the machine's cores used by the processes measured (workers, client,
             # broker): near 100%, the machine is the bottleneck, not any one process.
             "cpu_use_pct": round(
-                100 * (self.cpu_server + self.cpu_client + self.cpu_broker) / self.wall / (os.cpu_count() or 1), 1
+                100
+                * (self.cpu_server + self.cpu_client + self.cpu_broker)
+                / self.wall
+                / (os.cpu_count() or 1),
+                1,
             ),
             **extra,
         }
@@ -177,8 +197,13 @@ def taskell_round_trip(demo: Client, count: int, pids: list[int]) -> dict[str, A
     return m.result(count, submit_rate=round(count / submitted, 1))
 
 
-def raw_round_trip(raw: RawClient, count: int, pids: list[int], body: Callable[[int], bytes] | None = None,
-                   check: Callable[[int, Any], bool] | None = None) -> dict[str, Any]:
+def raw_round_trip(
+    raw: RawClient,
+    count: int,
+    pids: list[int],
+    body: Callable[[int], bytes] | None = None,
+    check: Callable[[int, Any], bool] | None = None,
+) -> dict[str, Any]:
     encode = body or (lambda i: json.dumps({"x": i}).encode())
     verify = check or (lambda i, value: bool(value == i * i))
     raw.replies.clear()
@@ -193,7 +218,9 @@ def raw_round_trip(raw: RawClient, count: int, pids: list[int], body: Callable[[
     return m.result(count, submit_rate=round(count / submitted, 1))
 
 
-def taskell_drain_no_reply(conn: taskell.Connection, demo: Client, count: int, pids: list[int]) -> dict[str, Any]:
+def taskell_drain_no_reply(
+    conn: taskell.Connection, demo: Client, count: int, pids: list[int]
+) -> dict[str, Any]:
     # taskell.fire: no reply_to, the worker acks once it ran; one ordinary call marks the end.
     with Measure(pids) as m:
         for i in range(count - 1):
@@ -219,6 +246,7 @@ def taskell_call(demo: Client) -> Callable[[int], None]:
     def call(i: int) -> None:
         if demo.square(x=i).result(timeout=10) != i * i:
             raise AssertionError("wrong result")
+
     return call
 
 
@@ -226,6 +254,7 @@ def raw_call(raw: RawClient) -> Callable[[int], None]:
     def call(i: int) -> None:
         if json.loads(raw.call(json.dumps({"x": i}).encode())) != i * i:
             raise AssertionError("wrong raw result")
+
     return call
 
 
@@ -250,8 +279,13 @@ def taskell_payload(demo: Client, parts: list[int], count: int, pids: list[int])
 
 def raw_payload(raw: RawClient, parts: list[int], count: int, pids: list[int]) -> dict[str, Any]:
     expected = sum(parts)
-    return raw_round_trip(raw, count, pids, body=lambda i: json.dumps({"parts": parts}).encode(),
-                          check=lambda i, value: bool(value == expected))
+    return raw_round_trip(
+        raw,
+        count,
+        pids,
+        body=lambda i: json.dumps({"parts": parts}).encode(),
+        check=lambda i, value: bool(value == expected),
+    )
 
 
 # Running and reporting
@@ -267,8 +301,12 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def pairwise(
-    label: str, results: dict[str, Any], taskell_run: Callable[[], dict[str, Any]],
-    raw_run: Callable[[], dict[str, Any]] | None, runs: int, admin: Admin,
+    label: str,
+    results: dict[str, Any],
+    taskell_run: Callable[[], dict[str, Any]],
+    raw_run: Callable[[], dict[str, Any]] | None,
+    runs: int,
+    admin: Admin,
 ) -> None:
     """Alternate taskell and raw runs ``runs`` times; store the medians under ``label``."""
     taskell_runs: list[dict[str, Any]] = []
@@ -287,7 +325,9 @@ def pairwise(
 
 def cpu(side: dict[str, Any]) -> str:
     keys = ("server_cpu_us_per_task", "client_cpu_us_per_task", "broker_cpu_us_per_task")
-    return "/".join(f"{side[k]:.0f}" for k in keys if k in side) + f" ({side['cpu_use_pct']:.0f}% of all cores)"
+    return (
+        "/".join(f"{side[k]:.0f}" for k in keys if k in side) + f" ({side['cpu_use_pct']:.0f}% of all cores)"
+    )
 
 
 def show(label: str, entry: dict[str, Any]) -> None:
@@ -298,13 +338,19 @@ def show(label: str, entry: dict[str, Any]) -> None:
             r = entry["raw"]
             text += f"   raw {r['rate']:>8.0f}/s   ratio {t['rate'] / r['rate']:.2f}x"
         each = ", ".join(f"{x['rate']:.0f}" for x in t["runs"])
-        print(f"{text}   [{each}]   CPU us/task worker/client/broker: {cpu(t)}"
-              + (f" (raw {cpu(entry['raw'])})" if "raw" in entry else ""), flush=True)
+        print(
+            f"{text}   [{each}]   CPU us/task worker/client/broker: {cpu(t)}"
+            + (f" (raw {cpu(entry['raw'])})" if "raw" in entry else ""),
+            flush=True,
+        )
     else:
         r = entry["raw"]
-        print(f"  {label:<34} taskell p50 {t['p50_ms']:.3f} ms p99 {t['p99_ms']:.3f} ms   "
-              f"raw p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms   "
-              f"p50 ratio {t['p50_ms'] / r['p50_ms']:.2f}x", flush=True)
+        print(
+            f"  {label:<34} taskell p50 {t['p50_ms']:.3f} ms p99 {t['p99_ms']:.3f} ms   "
+            f"raw p50 {r['p50_ms']:.3f} ms p99 {r['p99_ms']:.3f} ms   "
+            f"p50 ratio {t['p50_ms'] / r['p50_ms']:.2f}x",
+            flush=True,
+        )
 
 
 def warm_up(demo: Client, raw: RawClient | None, count: int = 300) -> None:
@@ -322,35 +368,70 @@ def pids_of(*groups: list[subprocess.Popen[bytes]]) -> list[int]:
     return [p.pid for group in groups for p in group]
 
 
-def bench_throughput(conn: taskell.Connection, raw: RawClient, admin: Admin, a: argparse.Namespace,
-                     results: dict[str, Any]) -> None:
+def bench_throughput(
+    conn: taskell.Connection, raw: RawClient, admin: Admin, a: argparse.Namespace, results: dict[str, Any]
+) -> None:
     demo = Client(conn)
     n, runs = a.tasks, a.runs
     print(f"round trip / drain ({n} square tasks), latency ({a.calls} sequential calls):")
     with processes(conn, workers=1, parallelism=1, raw_servers=1) as (workers, servers):
         warm_up(demo, raw)
         tp, rp = pids_of(workers), pids_of(servers)
-        pairwise("round trip, 1 worker, parallelism 1", results,
-                 lambda: taskell_round_trip(demo, n, tp), lambda: raw_round_trip(raw, n, rp), runs, admin)
-        pairwise("drain (fire and forget), parallelism 1", results,
-                 lambda: taskell_drain_no_reply(conn, demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
-        pairwise("sequential latency, parallelism 1", results,
-                 lambda: latencies(taskell_call(demo), a.calls), lambda: latencies(raw_call(raw), a.calls),
-                 runs, admin)
+        pairwise(
+            "round trip, 1 worker, parallelism 1",
+            results,
+            lambda: taskell_round_trip(demo, n, tp),
+            lambda: raw_round_trip(raw, n, rp),
+            runs,
+            admin,
+        )
+        pairwise(
+            "drain (fire and forget), parallelism 1",
+            results,
+            lambda: taskell_drain_no_reply(conn, demo, n, tp),
+            lambda: raw_drain(raw, n, rp),
+            runs,
+            admin,
+        )
+        pairwise(
+            "sequential latency, parallelism 1",
+            results,
+            lambda: latencies(taskell_call(demo), a.calls),
+            lambda: latencies(raw_call(raw), a.calls),
+            runs,
+            admin,
+        )
     with processes(conn, workers=1, parallelism=4, raw_servers=1) as (workers, servers):
         warm_up(demo, raw)
         tp, rp = pids_of(workers), pids_of(servers)
-        pairwise("round trip, 1 worker, parallelism 4", results,
-                 lambda: taskell_round_trip(demo, n, tp), lambda: raw_round_trip(raw, n, rp), runs, admin)
-        pairwise("drain (fire and forget), parallelism 4", results,
-                 lambda: taskell_drain_no_reply(conn, demo, n, tp), lambda: raw_drain(raw, n, rp), runs, admin)
+        pairwise(
+            "round trip, 1 worker, parallelism 4",
+            results,
+            lambda: taskell_round_trip(demo, n, tp),
+            lambda: raw_round_trip(raw, n, rp),
+            runs,
+            admin,
+        )
+        pairwise(
+            "drain (fire and forget), parallelism 4",
+            results,
+            lambda: taskell_drain_no_reply(conn, demo, n, tp),
+            lambda: raw_drain(raw, n, rp),
+            runs,
+            admin,
+        )
         print("payload (demo.total(parts=[...]), parallelism 4):")
         for size, count in a.payloads:
             parts = parts_for(size)
             actual = len(json.dumps({"parts": parts}))
-            pairwise(f"payload {actual / 1000:.0f} kB x {count}", results,
-                     lambda: taskell_payload(demo, parts, count, tp),
-                     lambda: raw_payload(raw, parts, count, rp), runs, admin)
+            pairwise(
+                f"payload {actual / 1000:.0f} kB x {count}",
+                results,
+                functools.partial(taskell_payload, demo, parts, count, tp),
+                functools.partial(raw_payload, raw, parts, count, rp),
+                runs,
+                admin,
+            )
             entry = results[f"payload {actual / 1000:.0f} kB x {count}"]
             entry["bytes"] = actual
             for side in ("taskell", "raw"):
@@ -358,22 +439,36 @@ def bench_throughput(conn: taskell.Connection, raw: RawClient, admin: Admin, a: 
     with processes(conn, workers=2, parallelism=4, raw_servers=2) as (workers, servers):
         warm_up(demo, raw)
         tp, rp = pids_of(workers), pids_of(servers)
-        pairwise("round trip, 2 workers, parallelism 4", results,
-                 lambda: taskell_round_trip(demo, n, tp), lambda: raw_round_trip(raw, n, rp), runs, admin)
+        pairwise(
+            "round trip, 2 workers, parallelism 4",
+            results,
+            lambda: taskell_round_trip(demo, n, tp),
+            lambda: raw_round_trip(raw, n, rp),
+            runs,
+            admin,
+        )
     one = results["round trip, 1 worker, parallelism 4"]["taskell"]["rate"]
     two = results["round trip, 2 workers, parallelism 4"]["taskell"]["rate"]
     results["scaling, 2 workers / 1 worker (p4)"] = round(two / one, 2)
     print(f"  2 worker processes / 1 (parallelism 4): {two / one:.2f}x")
 
 
-def bench_progress(conn: taskell.Connection, admin: Admin, a: argparse.Namespace, results: dict[str, Any]) -> None:
+def bench_progress(
+    conn: taskell.Connection, admin: Admin, a: argparse.Namespace, results: dict[str, Any]
+) -> None:
     demo = Client(conn)
     iterations = a.progress_calls
     print(f"progress ({iterations} ctx.progress() calls vs the same loop without):")
     out: dict[str, Any] = {}
     for work in (0, a.progress_work):
-        with processes(conn, workers=1, parallelism=1, raw_servers=0, target=PROGRESS_TARGET,
-                       env={"BENCH_PROGRESS_WORK": str(work)}):
+        with processes(
+            conn,
+            workers=1,
+            parallelism=1,
+            raw_servers=0,
+            target=PROGRESS_TARGET,
+            env={"BENCH_PROGRESS_WORK": str(work)},
+        ):
             admin.purge()
             demo.sleep(seconds=-1000).result(timeout=30)  # warm-up
             rows = []
@@ -383,14 +478,16 @@ def bench_progress(conn: taskell.Connection, admin: Admin, a: argparse.Namespace
                 with_progress = handle.result(timeout=TIMEOUT)
                 final = handle.latest_progress
                 received = sum(1 for _ in handle.progress())
-                rows.append({
-                    "without_s": round(without, 4),
-                    "with_s": round(with_progress, 4),
-                    "ratio": round(without / with_progress, 3),
-                    "overhead_ns_per_call": round((with_progress - without) / iterations * 1e9, 1),
-                    "final_seen": final == float(iterations - 1),
-                    "progress_messages_received": received,
-                })
+                rows.append(
+                    {
+                        "without_s": round(without, 4),
+                        "with_s": round(with_progress, 4),
+                        "ratio": round(without / with_progress, 3),
+                        "overhead_ns_per_call": round((with_progress - without) / iterations * 1e9, 1),
+                        "final_seen": final == float(iterations - 1),
+                        "progress_messages_received": received,
+                    }
+                )
             entry = {
                 "work_rounds_per_iteration": work,
                 "runs": rows,
@@ -402,14 +499,19 @@ def bench_progress(conn: taskell.Connection, admin: Admin, a: argparse.Namespace
                 "progress_messages_received": median_of(rows, "progress_messages_received"),
             }
             out[f"work={work}"] = entry
-            print(f"  loop work {work:>3} rounds: without {entry['without_s']:.3f} s, with {entry['with_s']:.3f} s,"
-                  f" speed ratio {entry['ratio']:.2f} (goal >= 0.9), overhead {entry['overhead_ns_per_call']:.0f}"
-                  f" ns/call, final value seen: {entry['final_seen']},"
-                  f" progress messages received: {entry['progress_messages_received']:.0f}", flush=True)
+            print(
+                f"  loop work {work:>3} rounds: without {entry['without_s']:.3f} s, with {entry['with_s']:.3f} s,"
+                f" speed ratio {entry['ratio']:.2f} (goal >= 0.9), overhead {entry['overhead_ns_per_call']:.0f}"
+                f" ns/call, final value seen: {entry['final_seen']},"
+                f" progress messages received: {entry['progress_messages_received']:.0f}",
+                flush=True,
+            )
     results["progress"] = out
 
 
-def bench_memory(conn: taskell.Connection, admin: Admin, a: argparse.Namespace, results: dict[str, Any]) -> None:
+def bench_memory(
+    conn: taskell.Connection, admin: Admin, a: argparse.Namespace, results: dict[str, Any]
+) -> None:
     demo = Client(conn)
     total, chunk = a.memory_tasks, 5000
     print(f"memory (worker, parallelism 4, {total} square tasks):")
@@ -432,11 +534,17 @@ def bench_memory(conn: taskell.Connection, admin: Admin, a: argparse.Namespace, 
         time.sleep(1)  # the final RSS, after a second of rest as for the idle one
         after = proc_status(pid)
     results["memory"] = {
-        "tasks": total, "rss_idle_kib": idle, "rss_after_1000_kib": warm, "rss_after_kib": after["VmRSS"],
-        "threads_after": after["Threads"], "series": series,
+        "tasks": total,
+        "rss_idle_kib": idle,
+        "rss_after_1000_kib": warm,
+        "rss_after_kib": after["VmRSS"],
+        "threads_after": after["Threads"],
+        "series": series,
     }
-    print(f"  RSS idle {idle} KiB, after 1,000 tasks {warm} KiB, after {total:,} tasks {after['VmRSS']} KiB"
-          f" (+{after['VmRSS'] - warm} KiB since warm-up), threads {after['Threads']}")
+    print(
+        f"  RSS idle {idle} KiB, after 1,000 tasks {warm} KiB, after {total:,} tasks {after['VmRSS']} KiB"
+        f" (+{after['VmRSS'] - warm} KiB since warm-up), threads {after['Threads']}"
+    )
     print("  RSS along the run (tasks: KiB): " + ", ".join(f"{d // 1000}k: {r}" for d, r in series))
 
 
@@ -464,21 +572,22 @@ def bench_profile(a: argparse.Namespace, results: dict[str, Any]) -> None:
     threading.setprofile(hook)
     main_profile = cProfile.Profile(time.thread_time)
     try:
-        with taskell.Worker(handlers, config, parallelism=4):
-            with taskell.connect(URL) as conn:
-                demo = Client(conn)
-                main_profile.enable()  # the warm-up is profiled too, as on the other threads
-                warm_up(demo, None, WARM_UP)
-                started = time.perf_counter()
-                handles = [demo.square(x=i) for i in range(count)]
-                for handle in handles:
-                    handle.result(timeout=TIMEOUT)
-                wall = time.perf_counter() - started
-                main_profile.disable()
+        with taskell.Worker(handlers, config, parallelism=4), taskell.connect(URL) as conn:
+            demo = Client(conn)
+            main_profile.enable()  # the warm-up is profiled too, as on the other threads
+            warm_up(demo, None, WARM_UP)
+            started = time.perf_counter()
+            handles = [demo.square(x=i) for i in range(count)]
+            for handle in handles:
+                handle.result(timeout=TIMEOUT)
+            wall = time.perf_counter() - started
+            main_profile.disable()
     finally:
         threading.setprofile(None)
-    print(f"profile: {count} square round trips in one process (parallelism 4), {count / wall:.0f}/s under cProfile"
-          " (CPU time per thread)")
+    print(
+        f"profile: {count} square round trips in one process (parallelism 4), {count / wall:.0f}/s under cProfile"
+        " (CPU time per thread)"
+    )
     client = pstats.Stats(main_profile)
     worker: pstats.Stats | None = None
     for name, profile in profiles:
@@ -493,11 +602,15 @@ def bench_profile(a: argparse.Namespace, results: dict[str, Any]) -> None:
         top = top_functions(stats, per_task, a.profile_top)
         by_package = package_split(stats, per_task)
         out[side] = {"top": top, "by_package_us_per_task": by_package}
-        print(f"  {side}: own time per task by package: "
-              + ", ".join(f"{k} {v:.1f} us" for k, v in by_package.items()))
+        print(
+            f"  {side}: own time per task by package: "
+            + ", ".join(f"{k} {v:.1f} us" for k, v in by_package.items())
+        )
         for row in top:
-            print(f"    {row['tottime_us_per_task']:7.1f} us/task own, {row['cumtime_us_per_task']:7.1f} cum"
-                  f"  {row['calls_per_task']:5.1f} calls/task  {row['function']}")
+            print(
+                f"    {row['tottime_us_per_task']:7.1f} us/task own, {row['cumtime_us_per_task']:7.1f} cum"
+                f"  {row['calls_per_task']:5.1f} calls/task  {row['function']}"
+            )
     results["profile"] = out
 
 
@@ -518,16 +631,18 @@ def top_functions(stats: pstats.Stats, count: int, limit: int) -> list[dict[str,
     rows = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)
     skip = WAITING
     out = []
-    for func, (cc, nc, tt, ct, callers) in rows:
+    for func, (_cc, nc, tt, ct, _callers) in rows:
         text = where(func)
         if any(s in text for s in skip):  # idle waiting, not work
             continue
-        out.append({
-            "function": text,
-            "tottime_us_per_task": round(tt / count * 1e6, 2),
-            "cumtime_us_per_task": round(ct / count * 1e6, 2),
-            "calls_per_task": round(nc / count, 2),
-        })
+        out.append(
+            {
+                "function": text,
+                "tottime_us_per_task": round(tt / count * 1e6, 2),
+                "cumtime_us_per_task": round(ct / count * 1e6, 2),
+                "calls_per_task": round(nc / count, 2),
+            }
+        )
         if len(out) >= limit:
             break
     return out
@@ -540,7 +655,7 @@ def package_split(stats: pstats.Stats, count: int) -> dict[str, float]:
         text = where((filename, 0, name))
         if any(s in text for s in WAITING):
             key = "waiting"
-        elif text.startswith("taskell/") or text.startswith("generated/"):
+        elif text.startswith(("taskell/", "generated/")):
             key = "taskell"
         elif text.startswith("pika/"):
             key = "pika"
@@ -566,8 +681,10 @@ def ratio_table(results: dict[str, Any]) -> None:
             print(f"  {label:<38} {t['rate']:>10.0f}/s {r['rate']:>10.0f}/s {t['rate'] / r['rate']:>6.2f}x")
             entry["ratio"] = round(t["rate"] / r["rate"], 3)
         else:
-            print(f"  {label:<38} {t['p50_ms']:>7.3f}/{t['p99_ms']:.2f} {r['p50_ms']:>7.3f}/{r['p99_ms']:.2f}"
-                  f" {t['p50_ms'] / r['p50_ms']:>6.2f}x")
+            print(
+                f"  {label:<38} {t['p50_ms']:>7.3f}/{t['p99_ms']:.2f} {r['p50_ms']:>7.3f}/{r['p99_ms']:.2f}"
+                f" {t['p50_ms'] / r['p50_ms']:>6.2f}x"
+            )
             entry["ratio"] = round(t["p50_ms"] / r["p50_ms"], 3)
 
 
@@ -578,15 +695,21 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only", choices=["throughput", "progress", "memory", "profile"], default=None)
     parser.add_argument("--memory-tasks", type=int, default=None, help="default 100,000 (--quick: 20,000)")
-    parser.add_argument("--others", action="store_true",
-                        help="then run bench.bench_others (Celery, Dramatiq when installed) on the same broker")
+    parser.add_argument(
+        "--others",
+        action="store_true",
+        help="then run bench.bench_others (Celery, Dramatiq when installed) on the same broker",
+    )
     args = parser.parse_args()
     quick = args.quick
     args.runs = 1 if quick else 3
     args.tasks = 2000 if quick else 5000
     args.calls = 300 if quick else 1000
-    args.payloads = [(1000, 500), (100_000, 50), (1_000_000, 10)] if quick else \
-        [(1000, 2000), (100_000, 200), (1_000_000, 30)]
+    args.payloads = (
+        [(1000, 500), (100_000, 50), (1_000_000, 10)]
+        if quick
+        else [(1000, 2000), (100_000, 200), (1_000_000, 30)]
+    )
     args.progress_calls = 200_000 if quick else 1_000_000
     args.progress_work = 20
     args.memory_tasks = args.memory_tasks or (20_000 if quick else 100_000)
@@ -603,13 +726,16 @@ def main() -> None:
             "pika": pika.__version__,
             "pydantic": pydantic.VERSION,
             "rabbitmq": admin.version,
-            "taskell_commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                             capture_output=True, text=True).stdout.strip(),
+            "taskell_commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip(),
         },
         "cpus": os.cpu_count(),
     }
-    print(f"taskell vs raw pika on {results['url']} (RabbitMQ {admin.version}, Python {platform.python_version()},"
-          f" {os.cpu_count()} CPUs){' --quick' if quick else ''}")
+    print(
+        f"taskell vs raw pika on {results['url']} (RabbitMQ {admin.version}, Python {platform.python_version()},"
+        f" {os.cpu_count()} CPUs){' --quick' if quick else ''}"
+    )
     stale = admin.purge()
     if stale:
         print(f"  (purged {stale} stale messages)")
@@ -638,8 +764,11 @@ def main() -> None:
     print(f"results saved to {path.relative_to(ROOT)}")
     if args.others:  # same broker, same raw-pika baseline: compare through the ratios
         print("\nCelery and Dramatiq (bench/bench_others.py):", flush=True)
-        subprocess.run([sys.executable, "-m", "bench.bench_others", *(["--quick"] if quick else [])],
-                       cwd=ROOT, check=False)
+        subprocess.run(
+            [sys.executable, "-m", "bench.bench_others", *(["--quick"] if quick else [])],
+            cwd=ROOT,
+            check=False,
+        )
 
 
 if __name__ == "__main__":

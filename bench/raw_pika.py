@@ -84,7 +84,11 @@ class RawClient:
         self._next = 0
 
     def _on_reply(
-        self, ch: BlockingChannel, method: pika.spec.Basic.Deliver, props: pika.spec.BasicProperties, body: bytes
+        self,
+        ch: BlockingChannel,
+        method: pika.spec.Basic.Deliver,
+        props: pika.spec.BasicProperties,
+        body: bytes,
     ) -> None:
         self.replies[props.correlation_id] = body
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import multiprocessing
 import statistics
 import time
@@ -63,7 +64,7 @@ def instrument(stamps: Stamps, side: str) -> None:
 
         start_consumer(self, channel, dataclasses.replace(consumer, on_message=received), future)
 
-    setattr(amqp.AmqpTransport, "_start_consumer", start_stamped)
+    setattr(amqp.AmqpTransport, "_start_consumer", start_stamped)  # noqa: B010 - mypy forbids assigning a method
     if side == "worker":
         wrap(worker.Worker, "_execute", "pool")
         wrap(_settle.Settler, "finish", "replied")
@@ -129,7 +130,7 @@ def report(stamps: Stamps) -> None:
     deltas: dict[str, list[float]] = {}
     since_start: dict[str, list[float]] = {}
     for call in calls:
-        for (_, before), (step, at) in zip(call, call[1:]):
+        for (_, before), (step, at) in itertools.pairwise(call):
             deltas.setdefault(step, []).append((at - before) * 1e6)
             since_start.setdefault(step, []).append((at - call[0][1]) * 1e6)
     print(f"median over {len(calls)} sequential calls (microseconds):")

@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-JSON: TypeAlias = None | bool | int | float | str | list["JSON"] | dict[str, "JSON"]
+JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
 
 PRIMITIVES = ("int", "float", "bool", "str", "bytes", "None", "datetime", "date", "uuid", "decimal")
 """The built-in type names of the schema language."""

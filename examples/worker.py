@@ -44,7 +44,11 @@ class Impl:
         return Image(width=width, height=height, pixels=pixels, label=image.label)
 
     def book(
-        self, ctx: taskell.Context[str], order: Order, discount: decimal.Decimal | None = None, coupon: bytes = b""
+        self,
+        ctx: taskell.Context[str],
+        order: Order,
+        discount: decimal.Decimal | None = None,
+        coupon: bytes = b"",
     ) -> Receipt:
         ctx.progress(f"pricing order {order.id}")
         total = order.amount * (1 - (discount or 0))

@@ -24,28 +24,28 @@ from .spec import Base64Bytes, TaskSpec
 from .worker import Worker
 
 __all__ = [
-    # Client side
-    "Config",
-    "Connection",
-    "attach",
-    "connect",
-    "fire",
-    "Ref",
-    "TaskHandle",
-    # Worker side
-    "Context",
-    "Registry",
-    "Worker",
     # Generated code
     "Base64Bytes",
-    "TaskSpec",
     # Errors
     "BrokerUnavailable",
+    # Client side
+    "Config",
     "ConfigError",
+    "Connection",
+    # Worker side
+    "Context",
     "DependencyFailed",
     "PayloadError",
+    "Ref",
+    "Registry",
     "SchemaError",
     "TaskAborted",
     "TaskFailed",
+    "TaskHandle",
+    "TaskSpec",
     "TaskellError",
+    "Worker",
+    "attach",
+    "connect",
+    "fire",
 ]

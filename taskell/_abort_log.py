@@ -42,9 +42,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import _wire
-from .transport import Delivery, Message, Transport
 from .config import Config
 from .errors import BrokerUnavailable
+from .transport import Delivery, Message, Transport
 
 __all__ = ["AbortLog", "append", "declare", "stream_name"]
 

@@ -9,6 +9,7 @@ reply out.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -75,17 +76,13 @@ class Child:
     def kill(self) -> None:
         """Terminate the child at once (an abort)."""
         if self.process.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
     def close(self) -> None:
         """Ask the child to exit, kill it if it does not, and reap it."""
-        try:
+        with contextlib.suppress(OSError, BrokenPipeError):
             self._pipe.send(None)
-        except (OSError, BrokenPipeError):
-            pass
         self.process.join(2)
         if self.process.is_alive():
             self.kill()

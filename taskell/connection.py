@@ -26,7 +26,7 @@ from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
 from .handle import HandleOwner, Ref, TaskHandle, deliver_outcome, deliver_progress
 from .spec import TaskSpec
-from .transport import Delivery, Message, Transport, open_transport
+from .transport import Delivery, Message, open_transport
 
 __all__ = ["Connection", "connect"]
 

@@ -16,7 +16,7 @@ import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["Ack", "AckBatcher", "Reject", "TAG_BITS"]
+__all__ = ["TAG_BITS", "Ack", "AckBatcher", "Reject"]
 
 TAG_BITS = 40  # tag handed out = generation << TAG_BITS | the channel's own tag
 _TAG_MASK = (1 << TAG_BITS) - 1

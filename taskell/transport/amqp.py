@@ -20,6 +20,8 @@ readiness that every operation reads on the I/O thread.
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import itertools
 import logging
 import random
@@ -234,7 +236,7 @@ class AmqpTransport(Transport):
         self._ioloop.stop()
         if first and not self._closing:
             for callback in self._on_lost:
-                _call_safely(lambda: callback(error))
+                _call_safely(functools.partial(callback, error))
 
     # I/O thread: traffic
 
@@ -260,7 +262,7 @@ class AmqpTransport(Transport):
         self._topology.cancel(tag)
         error = BrokerUnavailable(f"the broker cancelled consumer {tag} (queue deleted?)")
         for callback in self._on_lost:
-            _call_safely(lambda: callback(error))
+            _call_safely(functools.partial(callback, error))
 
     def _on_return(self, channel: Channel, method: Any, properties: Any, body: bytes) -> None:
         self._confirms.returned(properties.message_id)
@@ -315,10 +317,8 @@ class AmqpTransport(Transport):
         self._outbox.append(fn)
         if not self._wakeup_pending:
             self._wakeup_pending = True
-            try:
+            with contextlib.suppress(Exception):  # the loop is closed: the transport is closed
                 self._ioloop.add_callback_threadsafe(self._drain)
-            except Exception:  # the loop is closed: the transport is closed
-                pass
 
     def _rpc(self, start: Callable[[Channel, Future[Any]], None]) -> Future[Any]:
         future: Future[Any] = Future()

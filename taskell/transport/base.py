@@ -131,9 +131,10 @@ class Transport(ABC):
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         """Call ``callback`` (on the transport's thread) if the connection is lost."""
 
-    def add_on_reconnect(self, callback: Callable[[], None]) -> None:
+    def add_on_reconnect(self, callback: Callable[[], None]) -> None:  # noqa: B027 - optional hook
         """Call ``callback`` (on the transport's thread) after the connection was re-established,
-        before consumers are restarted; deliveries of the old connection are void by then."""
+        before consumers are restarted; deliveries of the old connection are void by then.
+        A transport that never reconnects (the in-memory broker) keeps this no-op."""
 
     @abstractmethod
     def close(self) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from ..errors import BrokerUnavailable
 from .base import Delivery, Message, OnMessage, Transport
@@ -108,7 +108,7 @@ class _Consumer:
 class MemoryBroker:
     """One in-process broker; ``MemoryBroker.named(name)`` returns a shared instance."""
 
-    _instances: dict[str, MemoryBroker] = {}
+    _instances: ClassVar[dict[str, MemoryBroker]] = {}
     _instances_lock = threading.Lock()
 
     @classmethod

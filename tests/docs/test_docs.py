@@ -158,7 +158,7 @@ def _broker_up() -> bool:
     params.socket_timeout = 5
     try:
         pika.BlockingConnection(params).close()
-    except Exception:  # noqa: BLE001 - any failure to reach or log in
+    except Exception:
         return False
     return True
 

@@ -11,6 +11,7 @@ started.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -166,10 +167,8 @@ class RabbitNode:
         if pid is None or not self.alive():
             return
         self.resume()  # a paused node cannot stop
-        try:
+        with contextlib.suppress(NodeError, subprocess.TimeoutExpired):
             self.ctl("stop", str(self.pid_file), timeout=60)
-        except (NodeError, subprocess.TimeoutExpired):
-            pass
         deadline = time.monotonic() + 30
         while self.alive() and time.monotonic() < deadline:
             time.sleep(0.1)

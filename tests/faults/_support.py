@@ -10,6 +10,7 @@ dead-lettered, and the fault's own figures (kills, reconnects...).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -139,10 +140,8 @@ class Workers:
             if proc.popen.poll() is None:
                 proc.signal(signal.SIGKILL)
         for proc in self.started:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.popen.wait(10)
-            except subprocess.TimeoutExpired:
-                pass
 
     def executions(self) -> collections.Counter[str]:
         """How many times each task id was executed to the end (by any worker)."""

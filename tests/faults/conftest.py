@@ -105,7 +105,7 @@ def cluster(fault_dir: Path) -> Iterator[list[RabbitNode]]:
     def boot(node: RabbitNode) -> None:
         try:
             node.start()
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=boot, args=(n,)) for n in nodes]

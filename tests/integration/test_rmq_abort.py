@@ -242,7 +242,7 @@ class ProgressReader:
         try:
             for value in handle.progress():
                 self.values.append(value)
-        except BaseException as exc:  # noqa: BLE001 - reported by ended()
+        except BaseException as exc:
             self.error = exc
 
     def ended(self) -> bool:
@@ -503,7 +503,7 @@ def test_abort_of_a_finished_or_unknown_task_is_a_harmless_noop(
     (other,) = pids - {ran["pid"]}
     assert finished == {ran["pid"]: "finished", other: "not running here"}
     unknown_id = str(uuid.uuid4())
-    assert states(conn.abort(unknown_id, wait=0.5)) == {pid: "not running here" for pid in pids}
+    assert states(conn.abort(unknown_id, wait=0.5)) == dict.fromkeys(pids, "not running here")
 
     proc = taskell_cli("abort", handle.id, "--wait", "0.5")
     assert proc.returncode == 0, proc.stderr

@@ -40,7 +40,7 @@ def test_many_threads_share_one_connection(conn: taskell.Connection, start_worke
         numbers = [thread * 1000 + i for i in range(100)]
         handles = [client.square(x=n) for n in numbers]
         assert len({h.id for h in handles}) == 100
-        for n, handle in zip(numbers, handles):
+        for n, handle in zip(numbers, handles, strict=True):
             assert handle.result(timeout=RESULT_TIMEOUT) == n * n, (thread, n)
         return len(handles)
 

@@ -27,7 +27,7 @@ def collect_progress(handle: taskell.TaskHandle[T, Any], timeout: float = RESULT
     def run() -> None:
         try:
             values.extend(handle.progress())
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the test's thread
+        except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run, daemon=True)

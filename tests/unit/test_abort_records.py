@@ -66,9 +66,11 @@ def test_a_worker_started_after_another_read_the_record_refuses_the_task_too() -
         with taskell.Worker(registry(Impl()), config, queues=["taskell.q1"]):
             time.sleep(0.1)
             assert not handle.done()
-            with taskell.Worker(registry(impl), config, queues=["taskell.default"]):
-                with pytest.raises(taskell.TaskAborted):
-                    handle.result(timeout=5)
+            with (
+                taskell.Worker(registry(impl), config, queues=["taskell.default"]),
+                pytest.raises(taskell.TaskAborted),
+            ):
+                handle.result(timeout=5)
     assert impl.started == []
 
 

@@ -78,7 +78,7 @@ def test_unknown_and_repeated_confirms_are_ignored() -> None:
 
 def test_restart_returns_the_unconfirmed_in_order_and_numbers_from_one() -> None:
     confirms = Confirms()
-    a, b, c, d = sent(confirms, "a", "b", "c", "d")
+    a, b, _c, d = sent(confirms, "a", "b", "c", "d")
     confirms.confirmed(3, multiple=False, ok=True)
     confirms.returned("b")  # a return of the old channel does not carry over
     pending = confirms.restart()
