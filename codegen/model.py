@@ -7,9 +7,12 @@ The tree, top down::
       types: (Record | Enum, ...)          schema declaration order
         Record.fields: (Field, ...)        schema order
         Enum.members: (str, ...)
+      errors: (Error, ...)                 schema declaration order
+        Error.fields: (Field, ...)         schema order
       tasks: (Task, ...)                   schema declaration order
         Task.args: (Field, ...)            schema order
         Task.progress, Task.result: TypeExpr
+        Task.raises: (str, ...)            names of errors, schema order
 
 A ``TypeExpr`` is one of ``Prim``, ``ListOf``, ``DictOf``, ``TupleOf``, ``Optional`` or
 ``Named``; ``str(expr)`` is its canonical spelling (used in fingerprints). Defaults are kept in
@@ -130,6 +133,16 @@ class Enum:
 
 
 @dataclass(frozen=True)
+class Error:
+    """A declared error: a generated exception class with typed fields; its wire name is
+    ``<package>.<name>``."""
+
+    name: str
+    fields: tuple[Field, ...]
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     """One task: its wire name is ``<package>.<name>``."""
 
@@ -139,6 +152,7 @@ class Task:
     progress: TypeExpr = NONE
     result: TypeExpr = NONE
     doc: str | None = None
+    raises: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +162,7 @@ class Schema:
     package: str
     types: tuple[Record | Enum, ...]
     tasks: tuple[Task, ...]
+    errors: tuple[Error, ...] = ()
 
     def type_map(self) -> dict[str, Record | Enum]:
         """The named types by name."""

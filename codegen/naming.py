@@ -30,6 +30,11 @@ SHADOWED_BUILTINS = frozenset({"bool", "bytes", "dict", "float", "int", "list", 
 RESERVED_ARGS = frozenset({"after", "self"})
 """Argument names every stub already uses: ``after`` (order-only dependencies) and ``self``."""
 
+# What the generated exception classes inherit from taskell.TaskFailed and Exception.
+TASK_FAILED_ATTRIBUTES = frozenset(
+    {"args", "task_id", "task", "error_type", "message", "traceback", "with_traceback", "add_note"}
+)
+
 RESERVED_TYPES = frozenset({"Client", "Handlers"})
 """Type names the generated package exports itself."""
 
@@ -82,6 +87,14 @@ def check_field_name(name: str, what: str = "field name") -> str | None:
     return None
 
 
+def check_error_field_name(name: str) -> str | None:
+    """Return why ``name`` is not a valid field name of an error, or None if it is."""
+    problem = check_field_name(name)
+    if problem is None and name in TASK_FAILED_ATTRIBUTES:
+        problem = f"field name {name!r} would shadow the attribute {name!r} of taskell.TaskFailed"
+    return problem
+
+
 def check_type_name(name: str) -> str | None:
     """Return why ``name`` is not a valid record or enum name, or None if it is."""
     problem = _common(name, "type name")
@@ -108,6 +121,11 @@ def pascal_case(name: str) -> str:
 def args_model_name(task: str) -> str:
     """The name of a task's generated arguments model: ``sum`` -> ``SumArgs``."""
     return pascal_case(task) + "Args"
+
+
+def error_model_name(error: str) -> str:
+    """The name of an error's generated fields model: ``OutOfStock`` -> ``OutOfStockFields``."""
+    return error + "Fields"
 
 
 def spec_constant_name(task: str) -> str:

@@ -14,7 +14,7 @@ import jinja2
 
 from . import naming
 from .fingerprint import fingerprint
-from .model import Enum, Field, Record, Schema, TypeExpr, names_in
+from .model import Enum, Error, Field, Record, Schema, TypeExpr, names_in
 from .pyexpr import annotation, stub_annotation, value_expr
 
 __all__ = ["OUTPUT_FILES", "Header", "prepare", "render"]
@@ -70,6 +70,18 @@ class EnumView:
 
 
 @dataclass(frozen=True)
+class ErrorView:
+    """A declared error: its fields model and its exception class."""
+
+    name: str
+    wire_name: str
+    model: str
+    doc: str | None
+    fields: tuple[FieldView, ...]
+    message: str
+
+
+@dataclass(frozen=True)
 class ArgView:
     """A task argument in the client stub and the handler signature."""
 
@@ -96,6 +108,7 @@ class TaskView:
     args_fields: tuple[FieldView, ...]
     args: tuple[ArgView, ...]
     doc: str | None
+    raises: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -106,6 +119,7 @@ class Views:
     header: Header
     enums: tuple[EnumView, ...]
     records: tuple[RecordView, ...]
+    errors: tuple[ErrorView, ...]
     tasks: tuple[TaskView, ...]
     exports: tuple[str, ...]
     imports: dict[str, tuple[str, ...]]
@@ -172,6 +186,23 @@ class _Preparer:
             args_fields=tuple(self.field(a) for a in task.args),
             args=tuple(self.arg(a) for a in task.args),
             doc=_doc_with_args(task.doc, task.args),
+            raises=tuple(
+                f"_taskell.ErrorSpec(name={self.schema.package + '.' + name!r}, exception={name}, "
+                f"fields={naming.error_model_name(name)})"
+                for name in task.raises
+            ),
+        )
+
+    def error_view(self, error: Error) -> ErrorView:
+        # The message reads like the constructor call: "sku='a', available=0".
+        message = ", ".join(f"{f.name}={{{f.name}!r}}" for f in error.fields)
+        return ErrorView(
+            name=error.name,
+            wire_name=f"{self.schema.package}.{error.name}",
+            model=naming.error_model_name(error.name),
+            doc=_doc_with_args(error.doc, error.fields),
+            fields=tuple(self.field(f) for f in error.fields),
+            message=f"f{message!r}" if error.fields else '""',
         )
 
 
@@ -191,11 +222,14 @@ def prepare(schema: Schema, header: Header) -> Views:
             refs = {n for f in t.fields for n in names_in(f.type) if isinstance(prep.types[n], Record)}
             records.append(RecordView(t.name, t.doc, fields, not refs <= declared))
             declared.add(t.name)
+    errors = tuple(prep.error_view(e) for e in schema.errors)
     tasks = tuple(prep.task_view(i) for i in range(len(schema.tasks)))
     prep.uses["client"] |= {"_taskell", "_abc", "_models"}
     prep.uses["worker"] |= {"_taskell", "_typing", "_models"}
     exports = sorted(
         [t.name for t in schema.types]
+        + [e.name for e in errors]
+        + [e.model for e in errors]
         + [v.args_model for v in tasks]
         + [v.spec for v in tasks]
         + ["Client", "Handlers", "registry"]
@@ -205,7 +239,7 @@ def prepare(schema: Schema, header: Header) -> Views:
         key: tuple(sorted((_IMPORTS[m] for m in uses), key=lambda line: (line.startswith("from ."), line)))
         for key, uses in prep.uses.items()
     }
-    return Views(schema.package, header, enums, tuple(records), tasks, tuple(exports), imports)
+    return Views(schema.package, header, enums, tuple(records), errors, tasks, tuple(exports), imports)
 
 
 def _escape_doc(text: str, indent: int = 0) -> str:

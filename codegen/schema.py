@@ -29,7 +29,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ..errors import SchemaError
 from . import naming
 from .live import LiveTypes
-from .model import JSON, NONE, PRIMITIVES, Enum, Field, Named, Record, Schema, Task, TypeExpr, names_in
+from .model import JSON, NONE, PRIMITIVES, Enum, Error, Field, Named, Record, Schema, Task, TypeExpr, names_in
 from .types import NameRef, TypeSyntaxError, parse_type
 
 __all__ = ["DEFAULT_QUEUE", "load_schema", "parse_schema"]
@@ -40,9 +40,10 @@ SCHEMA_VERSION = 1
 _STR = "tag:yaml.org,2002:str"
 # libyaml's loader keeps the same node marks and is about 10x faster on large schemas.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_TOP_KEYS = ("taskell", "package", "types", "tasks")
+_TOP_KEYS = ("taskell", "package", "types", "errors", "tasks")
 _TYPE_KEYS = ("doc", "fields", "enum")
-_TASK_KEYS = ("doc", "queue", "args", "progress", "result")
+_TASK_KEYS = ("doc", "queue", "args", "progress", "result", "raises")
+_ERROR_KEYS = ("doc", "fields")
 _FIELD_KEYS = ("type", "default", "doc")
 
 
@@ -193,11 +194,14 @@ class _Loader:
 
     # --- schema parts ----------------------------------------------------------------------
 
-    def fields(self, node: Node, what: str, kind: str) -> list[_FieldDraft]:
+    def fields(self, node: Node, what: str, kind: str, *, error: bool = False) -> list[_FieldDraft]:
         drafts: list[_FieldDraft] = []
         check_name = f"{kind} name"
         for name, (key, value) in self.mapping(node, what).items():
-            problem = naming.check_field_name(name, check_name)
+            if error:
+                problem = naming.check_error_field_name(name)
+            else:
+                problem = naming.check_field_name(name, check_name)
             if problem:
                 self.problems.at(key, problem)
             start = len(drafts)
@@ -233,6 +237,7 @@ class _TaskDraft:
     args: list[_FieldDraft]
     progress: _TypeUse | None
     result: _TypeUse | None
+    raises: list[tuple[str, Node]]
 
 
 def _compose(text: str, problems: _Problems) -> Node | None:
@@ -273,6 +278,52 @@ def _parse_types(loader: _Loader, node: Node) -> list[_TypeDraft]:
     return drafts
 
 
+def _parse_errors(loader: _Loader, node: Node) -> list[_TypeDraft]:
+    drafts = []
+    for name, (key, value) in loader.mapping(node, "errors").items():
+        problem = naming.check_type_name(name)
+        if problem:
+            loader.problems.at(key, problem.replace("type name", "error name"))
+        items = loader.mapping(value, f"error {name!r}", _ERROR_KEYS)
+        draft = _TypeDraft(name, key, loader.doc(items))
+        if "fields" in items:
+            draft.fields = loader.fields(items["fields"][1], f"fields of {name!r}", "field", error=True)
+            for f in draft.fields:
+                # The constructor's defaults are plain parameter defaults, shared by every call.
+                if isinstance(f.default, (MappingNode, SequenceNode)):
+                    loader.problems.at(f.default, "a default of an error field must be a single value")
+        elif isinstance(value, MappingNode):
+            draft.fields = []  # an error without fields
+        else:
+            draft.ok = False
+        drafts.append(draft)
+    return drafts
+
+
+def _parse_raises(loader: _Loader, node: Node, task: str) -> list[tuple[str, Node]]:
+    if not isinstance(node, SequenceNode):
+        loader.problems.at(node, f"raises of {task!r} must be a list of error names")
+        return []
+    names: list[tuple[str, Node]] = []
+    for item in node.value:
+        name = loader.string(item, "an error name in raises")
+        if name is None:
+            continue
+        if name in [n for n, _ in names]:
+            loader.problems.at(item, f"duplicate error {name!r} in raises of {task!r}")
+        else:
+            names.append((name, item))
+    return names
+
+
+def _check_raises(loader: _Loader, errors: list[_TypeDraft], tasks: list[_TaskDraft]) -> None:
+    known = [e.name for e in errors]
+    for task in tasks:
+        for name, node in task.raises:
+            if name not in known:
+                loader.problems.at(node, f"unknown error {name!r}{_suggest(name, known)}")
+
+
 def _parse_members(loader: _Loader, node: Node, name: str) -> list[str]:
     if not isinstance(node, SequenceNode) or not node.value:
         loader.problems.at(node, f"enum {name!r} must be a non-empty list of names")
@@ -307,40 +358,52 @@ def _parse_tasks(loader: _Loader, node: Node) -> list[_TaskDraft]:
         args = loader.fields(items["args"][1], f"args of {name!r}", "argument") if "args" in items else []
         progress = loader.type_use(items["progress"][1], "progress") if "progress" in items else None
         result = loader.type_use(items["result"][1], "result") if "result" in items else None
-        drafts.append(_TaskDraft(name, key, loader.doc(items), queue, args, progress, result))
+        raises = _parse_raises(loader, items["raises"][1], name) if "raises" in items else []
+        drafts.append(_TaskDraft(name, key, loader.doc(items), queue, args, progress, result, raises))
     return drafts
 
 
-def _check_collisions(loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> None:
-    """Types, args models and spec constants share the generated modules' namespace."""
+def _check_collisions(
+    loader: _Loader, types: list[_TypeDraft], errors: list[_TypeDraft], tasks: list[_TaskDraft]
+) -> None:
+    """Types, errors, their models, args models and spec constants share the generated
+    modules' namespace."""
     seen: dict[str, str] = {}
     names = [(t.name, t.key, f"type {t.name!r}") for t in types]
+    for e in errors:
+        names.append((e.name, e.key, f"error {e.name!r}"))
+        names.append((naming.error_model_name(e.name), e.key, f"the fields model of error {e.name!r}"))
     for task in tasks:
         names.append((naming.args_model_name(task.name), task.key, f"the args model of task {task.name!r}"))
         names.append(
             (naming.spec_constant_name(task.name), task.key, f"the spec constant of task {task.name!r}")
         )
-    for name, node, what in names:
-        if name in seen:
+    declared = {t.name for t in types} | {e.name for e in errors}
+    for name, node, what in sorted(names, key=lambda n: n[1].start_mark.index):
+        if name in seen and name in declared and what.endswith(f" {name!r}"):
+            loader.problems.at(node, f"{what} has the name of {seen[name]}: types and errors share names")
+        elif name in seen:
             loader.problems.at(node, f"{what} is generated as {name!r}, which is already {seen[name]}")
         else:
             seen[name] = what
 
 
 def _type_uses(types: list[_TypeDraft], tasks: list[_TaskDraft]) -> Iterator[_TypeUse]:
-    for t in types:
+    for t in types:  # records, and errors (records that no type refers to)
         yield from (f.type for f in t.fields or [] if f.type)
     for task in tasks:
         yield from (a.type for a in task.args if a.type)
         yield from (u for u in (task.progress, task.result) if u)
 
 
-def _check_refs(loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft]) -> set[str]:
+def _check_refs(
+    loader: _Loader, types: list[_TypeDraft], errors: list[_TypeDraft], tasks: list[_TaskDraft]
+) -> set[str]:
     """Report unknown type names; return them."""
     unknown: set[str] = set()
     known = [t.name for t in types]
     candidates = [*known, *PRIMITIVES, "list", "dict", "tuple"]
-    for use in _type_uses(types, tasks):
+    for use in _type_uses([*types, *errors], tasks):
         for ref in use.refs:
             if ref.name not in known:
                 unknown.add(ref.name)
@@ -413,14 +476,18 @@ def _ir_types(types: list[_TypeDraft], defaults: dict[int, JSON]) -> tuple[Recor
 
 
 def _check_defaults(
-    loader: _Loader, types: list[_TypeDraft], tasks: list[_TaskDraft], tainted: set[str]
+    loader: _Loader,
+    types: list[_TypeDraft],
+    errors: list[_TypeDraft],
+    tasks: list[_TaskDraft],
+    tainted: set[str],
 ) -> dict[int, JSON]:
     """Validate every default that can be checked; return the canonical JSON by draft id.
 
     Defaults are decoded strictly from their JSON form by live types built from the types
     that are sound, so one bad type does not hide the errors of unrelated defaults.
     """
-    drafts = [f for t in types for f in t.fields or []] + [a for t in tasks for a in t.args]
+    drafts = [f for t in [*types, *errors] for f in t.fields or []] + [a for t in tasks for a in t.args]
     raw: dict[int, JSON] = {}
     for d in drafts:
         if d.default is not None:
@@ -479,10 +546,12 @@ def parse_schema(text: str, file: str) -> Schema:
         if problem:
             problems.at(top["package"][1], problem)
     types = _parse_types(loader, top["types"][1]) if "types" in top else []
+    errors = _parse_errors(loader, top["errors"][1]) if "errors" in top else []
     tasks = _parse_tasks(loader, top["tasks"][1]) if "tasks" in top else []
-    _check_collisions(loader, types, tasks)
-    bad = _check_refs(loader, types, tasks) | _check_cycles(loader, types)
-    defaults = _check_defaults(loader, types, tasks, _tainted(types, bad))
+    _check_collisions(loader, types, errors, tasks)
+    _check_raises(loader, errors, tasks)
+    bad = _check_refs(loader, types, errors, tasks) | _check_cycles(loader, types)
+    defaults = _check_defaults(loader, types, errors, tasks, _tainted(types, bad))
     if problems.found:
         raise SchemaError(problems.lines())
     ir_tasks = tuple(
@@ -493,10 +562,14 @@ def parse_schema(text: str, file: str) -> Schema:
             t.progress.expr if t.progress else NONE,
             t.result.expr if t.result else NONE,
             t.doc,
+            tuple(name for name, _ in t.raises),
         )
         for t in tasks
     )
-    return Schema(package, _ir_types(types, defaults), ir_tasks)
+    ir_errors = tuple(
+        Error(e.name, tuple(_ir_field(f, defaults) for f in e.fields or []), e.doc) for e in errors
+    )
+    return Schema(package, _ir_types(types, defaults), ir_tasks, ir_errors)
 
 
 def load_schema(path: str) -> tuple[Schema, bytes]:

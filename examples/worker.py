@@ -11,7 +11,7 @@ import decimal
 import time
 
 import taskell
-from generated.demo import Image, Order, Receipt, Tree, registry
+from generated.demo import DiscountTooLarge, Image, Order, Receipt, Tree, registry
 
 
 class Impl:
@@ -50,6 +50,8 @@ class Impl:
         discount: decimal.Decimal | None = None,
         coupon: bytes = b"",
     ) -> Receipt:
+        if discount is not None and discount > 1:
+            raise DiscountTooLarge(discount=discount, limit=decimal.Decimal(1))
         ctx.progress(f"pricing order {order.id}")
         total = order.amount * (1 - (discount or 0))
         ctx.progress("booked")

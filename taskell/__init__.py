@@ -20,7 +20,7 @@ from .errors import (
 )
 from .handle import Ref, TaskHandle
 from .registry import Registry
-from .spec import Base64Bytes, TaskSpec
+from .spec import Base64Bytes, ErrorSpec, TaskSpec
 from .worker import Worker
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     # Worker side
     "Context",
     "DependencyFailed",
+    "ErrorSpec",
     "PayloadError",
     "Ref",
     "Registry",

@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from . import _wire
 from .config import Config
-from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError, TaskFailed
+from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError
 from .handle import Ref, TaskHandle, deliver_outcome, final_reply, owner_of, when_done
 from .spec import TaskSpec
 from .transport import Message, Transport
@@ -254,6 +254,5 @@ def dependency_failed(task_id: str, info: Mapping[str, Any]) -> DependencyFailed
     elif kind == _wire.REJECTED:
         cause = PayloadError(task, text)
     else:
-        error_type, traceback = str(cause_info.get("error_type")), str(cause_info.get("traceback", ""))
-        cause = TaskFailed(root_id, task, error_type, text, traceback)
+        cause = _wire.task_failed(None, root_id, cause_info)
     return DependencyFailed(task_id, root_id, cause)

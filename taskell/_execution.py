@@ -127,8 +127,7 @@ class Execution:
         except AbortInterrupt:
             return _wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted while running")
         except Exception as exc:
-            tb = traceback.format_exc()
-            return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), tb)
+            return _wire.FAILED, _wire.failure_body(spec, exc, traceback.format_exc())
         return _wire.encode_result(spec, value)
 
     def _child(self) -> Child:

@@ -134,7 +134,7 @@ def _run_one(
     try:
         value = binding.run(ctx, spec.args.model_validate_json(body))
     except Exception as exc:
-        return _wire.FAILED, _wire.error_body(_wire.type_name(type(exc)), str(exc), traceback.format_exc())
+        return _wire.FAILED, _wire.failure_body(spec, exc, traceback.format_exc())
     if state["pending"] is not None:
         send(state["pending"][0])  # the last value before the result is always delivered
     return _wire.encode_result(spec, value)

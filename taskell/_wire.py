@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .config import Config
-from .spec import TaskSpec
+from .errors import TaskFailed
+from .spec import TaskSpec, known_spec
 from .transport import Message, Transport
 
 FINGERPRINT_HEADER = "taskell-fingerprint"
@@ -97,6 +98,44 @@ def reply(kind: str, task_id: str, body: bytes) -> Message:
 def error_body(error_type: str, message: str, traceback: str = "") -> bytes:
     """The JSON body of a failed/aborted/rejected notice."""
     return json.dumps({"error_type": error_type, "message": message, "traceback": traceback}).encode()
+
+
+def failure_body(spec: TaskSpec[Any, Any, Any], exc: Exception, traceback: str) -> bytes:
+    """The ``failed`` body for an exception a handler raised: a declared error of the task
+    also carries its fields under ``error``; any other exception is named by its class."""
+    for declared in spec.errors:
+        if isinstance(exc, declared.exception):
+            try:
+                values = {name: getattr(exc, name) for name in declared.fields.model_fields}
+                fields = declared.fields.model_validate(values, strict=True).model_dump(mode="json")
+            except (AttributeError, ValidationError) as bad:
+                detail = describe(bad) if isinstance(bad, ValidationError) else str(bad)
+                message = f"{spec.name}: error {declared.name} does not fit its type: {detail}"
+                return error_body(PAYLOAD_ERROR, message, traceback)
+            body = {"error_type": declared.name, "message": str(exc.message), "traceback": traceback}
+            return json.dumps({**body, "error": fields}).encode()
+    return error_body(type_name(type(exc)), str(exc), traceback)
+
+
+def task_failed(spec: TaskSpec[Any, Any, Any] | None, task_id: str, info: Mapping[str, Any]) -> TaskFailed:
+    """The exception for a ``failed`` body: an instance of the generated class when the error
+    is declared by the task (``spec``, else the spec of ``info["task"]`` if known here) and its
+    fields decode; a plain ``TaskFailed`` otherwise."""
+    task = str(info.get("task")) if spec is None else spec.name
+    error_type, message = str(info.get("error_type")), str(info.get("message", ""))
+    traceback = str(info.get("traceback", ""))
+    spec = spec or known_spec(task)
+    declared = spec.declared_error(error_type) if spec is not None else None
+    if declared is not None and "error" in info:
+        try:
+            fields = declared.fields.model_validate_json(json.dumps(info["error"]))
+            exc = declared.exception(**{name: getattr(fields, name) for name in declared.fields.model_fields})
+        except (ValidationError, TypeError):
+            pass  # not what this client's schema declares: untyped
+        else:
+            TaskFailed.__init__(exc, task_id, task, error_type, message, traceback)
+            return exc
+    return TaskFailed(task_id, task, error_type, message, traceback)
 
 
 def control_request(kind: str, request_id: str, reply_to: str | None, body: Mapping[str, Any]) -> Message:
@@ -242,6 +281,8 @@ def dependency_failed_body(dependency_id: str, dependency_task: str, kind: str, 
             "message": str(info.get("message", "")),
             "traceback": str(info.get("traceback", "")),
         }
+        if "error" in info:  # a declared error's fields
+            cause["error"] = info["error"]
     message = f"dependency {root_id} ({cause.get('task')}) {cause.get('kind')}: {cause.get('message')}"
     return json.dumps(
         {

@@ -413,4 +413,6 @@ def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) ->
         return TaskAborted(handle.id, text)
     if kind == _wire.REJECTED:
         return PayloadError(handle.task, text)
+    if isinstance(info, dict):
+        return _wire.task_failed(handle._spec, handle.id, info)
     return TaskFailed(handle.id, handle.task, error_type, text, traceback)

@@ -6,6 +6,7 @@
     ├── BrokerUnavailable      the broker cannot be reached, or the connection was lost
     ├── PayloadError           bytes in or out do not fit a task's model (.task, .detail)
     ├── TaskFailed             the remote handler raised (.task_id, .task, .error_type, ...)
+    │   └── (generated)        one class per declared error of a schema, with its fields
     ├── TaskAborted            the task was aborted (.task_id)
     └── DependencyFailed       an upstream task failed or was aborted (.dependency_id, .cause)
 
@@ -70,7 +71,12 @@ class PayloadError(TaskellError):
 
 
 class TaskFailed(TaskellError):
-    """The remote handler raised; its type, message and traceback text are kept."""
+    """The remote handler raised; its type, message and traceback text are kept.
+
+    The exception classes generated for a schema's ``errors`` are subclasses: a handler raises
+    one with its fields, and the client's ``result()`` raises the same class with the same
+    fields. Until it has crossed the wire, ``task_id``, ``task`` and ``traceback`` are empty.
+    """
 
     def __init__(self, task_id: str, task: str, error_type: str, message: str, traceback: str) -> None:
         super().__init__(f"{task} [{task_id}] failed: {error_type}: {message}")
@@ -79,6 +85,11 @@ class TaskFailed(TaskellError):
         self.error_type = error_type
         self.message = message
         self.traceback = traceback
+
+    def __str__(self) -> str:
+        if not self.task_id:  # a declared error raised in a handler, not sent yet
+            return f"{self.error_type}: {self.message}"
+        return f"{self.task} [{self.task_id}] failed: {self.error_type}: {self.message}"
 
 
 class TaskAborted(TaskellError):

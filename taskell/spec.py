@@ -14,7 +14,9 @@ from typing import Annotated, Any, Generic, TypeVar
 from pydantic import BaseModel, PlainSerializer, TypeAdapter, ValidationInfo, WrapValidator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Base64Bytes", "TaskSpec"]
+from .errors import TaskFailed
+
+__all__ = ["Base64Bytes", "ErrorSpec", "TaskSpec"]
 
 A = TypeVar("A", bound=BaseModel)
 P = TypeVar("P")
@@ -47,6 +49,21 @@ Base64Bytes = Annotated[
 
 
 @dataclass(frozen=True, eq=False)
+class ErrorSpec:
+    """A declared error's wire identity and codec; generated once per error.
+
+    Attributes:
+        name: the wire name ``<package>.<ErrorName>`` (the ``error_type`` of its failures).
+        exception: the generated exception class; its constructor takes the fields by keyword.
+        fields: the pydantic model of its fields (the JSON under the failure's ``error`` key).
+    """
+
+    name: str
+    exception: type[TaskFailed]
+    fields: type[BaseModel]
+
+
+@dataclass(frozen=True, eq=False)
 class TaskSpec(Generic[A, P, R]):
     """One task's wire identity and its concrete codecs; generated once per task.
 
@@ -57,6 +74,7 @@ class TaskSpec(Generic[A, P, R]):
         args: the pydantic model of the task's arguments.
         progress: encoder/decoder of progress values.
         result: encoder/decoder of the result value.
+        errors: the errors the task declares (``raises``); others reach clients untyped.
     """
 
     name: str
@@ -65,3 +83,22 @@ class TaskSpec(Generic[A, P, R]):
     args: type[A]
     progress: TypeAdapter[P]
     result: TypeAdapter[R]
+    errors: tuple[ErrorSpec, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.errors:
+            _SPECS[self.name] = self
+
+    def declared_error(self, error_type: str) -> ErrorSpec | None:
+        """The declared error whose wire name is ``error_type``, if any."""
+        return next((e for e in self.errors if e.name == error_type), None)
+
+
+_SPECS: dict[str, TaskSpec[Any, Any, Any]] = {}
+"""The specs with declared errors built in this process, by wire name: how a dependency's
+failure, which names its task but not its spec, finds the task's declared errors."""
+
+
+def known_spec(name: str) -> TaskSpec[Any, Any, Any] | None:
+    """The spec of task ``name`` if this process has built it."""
+    return _SPECS.get(name)
