@@ -378,9 +378,9 @@ def _check_collisions(
         names.append(
             (naming.spec_constant_name(task.name), task.key, f"the spec constant of task {task.name!r}")
         )
-    declared = {t.name for t in types} | {e.name for e in errors}
     for name, node, what in sorted(names, key=lambda n: n[1].start_mark.index):
-        if name in seen and name in declared and what.endswith(f" {name!r}"):
+        plain = (f"type {name!r}", f"error {name!r}")
+        if name in seen and what in plain and seen[name] in plain:
             loader.problems.at(node, f"{what} has the name of {seen[name]}: types and errors share names")
         elif name in seen:
             loader.problems.at(node, f"{what} is generated as {name!r}, which is already {seen[name]}")

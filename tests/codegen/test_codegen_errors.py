@@ -17,7 +17,7 @@ HERE = Path(__file__).parent
 BAD_EXPECTED = """\
 F:1:10: unsupported schema format version; 'taskell:' must be 1
 F:2:10: package name 'Demo' must be a lowercase identifier ([a-z][a-z0-9_]*)
-F:3:1: unknown key 'colour' in the schema; expected one of: taskell, package, types, tasks
+F:3:1: unknown key 'colour' in the schema; expected one of: taskell, package, types, errors, tasks
 F:8:7: duplicate key 'width' in fields of 'Image'
 F:9:7: field name 'json' would shadow the pydantic BaseModel attribute 'json'
 F:10:7: field name 'model_x' would shadow the pydantic BaseModel attribute 'model_x'
@@ -201,3 +201,60 @@ def test_types_parse_and_print_canonically() -> None:
         ("tuple[ tuple[int, ...] , ...]", "tuple[tuple[int, ...], ...]"),
     ]:
         assert str(parse_type(text)[0]) == canonical
+
+
+def test_errors_and_raises() -> None:
+    source = """\
+        taskell: 1
+        package: shop
+        types:
+          Sku: {fields: {code: str}}
+        errors:
+          OutOfStock:
+            doc: Not enough items left.
+            fields:
+              sku: Sku
+              available: {type: int, default: 0}
+          Sku: {fields: {n: int}}
+          Bad:
+            fields:
+              message: str
+              where: Skuu
+              tags: {type: 'list[str]', default: []}
+            retry: 3
+          OutOfStockFields: {}
+          lower: {}
+        tasks:
+          place:
+            raises: [OutOfStok, OutOfStock, OutOfStock, Sku]
+          other:
+            raises: OutOfStock
+        """
+    assert errors(source) == [
+        "F:11:3: error 'Sku' has the name of type 'Sku': types and errors share names",
+        "F:14:7: field name 'message' would shadow the attribute 'message' of taskell.TaskFailed",
+        "F:15:14: unknown type 'Skuu' (did you mean 'Sku'?)",
+        "F:16:42: a default of an error field must be a single value",
+        "F:17:5: unknown key 'retry' in error 'Bad'; expected one of: doc, fields",
+        (
+            "F:18:3: error 'OutOfStockFields' is generated as 'OutOfStockFields', which is already"
+            " the fields model of error 'OutOfStock'"
+        ),
+        "F:19:3: error name 'lower' must be PascalCase ([A-Z][A-Za-z0-9]*)",
+        "F:22:14: unknown error 'OutOfStok' (did you mean 'OutOfStock'?)",
+        "F:22:37: duplicate error 'OutOfStock' in raises of 'place'",
+        "F:24:13: raises of 'other' must be a list of error names",
+    ]
+
+
+def test_an_error_is_not_a_type() -> None:
+    source = """\
+        taskell: 1
+        package: shop
+        errors:
+          OutOfStock: {fields: {available: int}}
+        tasks:
+          place:
+            result: OutOfStock
+        """
+    assert errors(source) == ["F:7:13: unknown type 'OutOfStock'"]

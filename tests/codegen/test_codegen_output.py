@@ -97,3 +97,21 @@ def test_generated_package_exports() -> None:
     assert {"Client", "Handlers", "registry", "Image", "Color", "SUM", "SumArgs"} <= set(demo.__all__)
     public = {name for name in vars(demo.Client) if not name.startswith("_")}
     assert public == {"sum", "square", "total", "thumbnail", "book", "tree_sum", "sleep", "fail"}
+
+
+def test_declared_error_class() -> None:
+    import inspect
+
+    import taskell
+    from generated.demo import BOOK, SQUARE, DiscountTooLarge, DiscountTooLargeFields
+
+    assert issubclass(DiscountTooLarge, taskell.TaskFailed)
+    params = inspect.signature(DiscountTooLarge).parameters.values()
+    assert [(p.name, p.kind) for p in params] == [
+        ("discount", inspect.Parameter.KEYWORD_ONLY),
+        ("limit", inspect.Parameter.KEYWORD_ONLY),
+    ]
+    assert [(e.name, e.exception, e.fields) for e in BOOK.errors] == [
+        ("demo.DiscountTooLarge", DiscountTooLarge, DiscountTooLargeFields)
+    ]
+    assert SQUARE.errors == ()

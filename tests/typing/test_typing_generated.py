@@ -69,6 +69,22 @@ CLIENT_SNIPPETS = {
         models.Order(id=uuid.uuid4(), placed_at=now, amount=decimal.Decimal(1), colour="red")  # E: call-arg
         Image(width="1", height=1, pixels=b"")  # E: arg-type
         """,
+    "declared_error": """
+        def check(cond: bool) -> None:
+            if cond:
+                raise models.DiscountTooLarge(discount=decimal.Decimal(2), limit=decimal.Decimal(1))
+            try:
+                demo.book(order=models.Order(id=uuid.uuid4(), placed_at=datetime.datetime.now(datetime.UTC), amount=decimal.Decimal(1))).result()
+            except models.DiscountTooLarge as exc:
+                over: decimal.Decimal = exc.discount - exc.limit
+                where: str = exc.task_id
+            except taskell.TaskFailed as failed:
+                kind: str = failed.error_type
+        models.DiscountTooLarge(discount="2", limit=decimal.Decimal(1))  # E: arg-type
+        models.DiscountTooLarge(discount=decimal.Decimal(2))  # E: call-arg
+        models.DiscountTooLarge(discount=decimal.Decimal(2), limit=decimal.Decimal(1), reason="x")  # E: call-arg
+        models.DiscountTooLarge(decimal.Decimal(2), decimal.Decimal(1))  # E: call-arg
+        """,
     "client_missing_arg": """
         demo.square()  # E: call-arg
         """,
