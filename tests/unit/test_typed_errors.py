@@ -105,4 +105,8 @@ def test_undecodable_fields_give_a_plain_task_failed(error: object) -> None:
     info = {"error_type": "demo.DiscountTooLarge", "message": "m", "traceback": "", "error": error}
     failure = _wire.task_failed(BOOK, "id-1", info)
     assert type(failure) is taskell.TaskFailed
-    assert (failure.task_id, failure.task, failure.error_type) == ("id-1", "demo.book", "demo.DiscountTooLarge")
+    assert (failure.task_id, failure.task, failure.error_type) == (
+        "id-1",
+        "demo.book",
+        "demo.DiscountTooLarge",
+    )
