@@ -3,7 +3,7 @@
 The signature is a compact, key-sorted JSON object: the wire name, the args (name, canonical
 type spelling, canonical JSON default if any) in schema order, the progress and result types,
 and the definitions of every named type they reach (so changing a record's fields changes the
-fingerprint). Docs and the queue are excluded.
+fingerprint). Docs, the queue and the declared errors are excluded (docs/wire.md says why).
 """
 
 from __future__ import annotations
