@@ -88,6 +88,8 @@ class Control:
         try:
             body = json.loads(message.body)
         except ValueError:
+            body = None
+        if not isinstance(body, dict):
             log.warning("ignoring malformed control message %r", message.body[:100])
             return
         if message.type == _wire.ABORT:

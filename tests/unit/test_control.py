@@ -97,6 +97,7 @@ def test_malformed_and_unknown_requests_are_ignored(
     _, client, answers = wired
     for message in (
         Message(body=b"{not json", type=_wire.ABORT, message_id="r-1", reply_to="replies"),
+        Message(body=b'["t-1"]', type=_wire.ABORT, message_id="r-0", reply_to="replies"),  # not an object
         _wire.control_request("shutdown", "r-2", "replies", {}),
         _wire.control_request(_wire.INSPECT, "r-3", "replies", {}),
     ):
