@@ -24,7 +24,7 @@ from . import _abort_log, _wire
 from ._deps import DependencyTracker, dependency_failed, find_refs
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
-from .handle import HandleOwner, Ref, TaskHandle, deliver_outcome, deliver_progress
+from .handle import HandleOwner, Ref, TaskHandle, deliver_outcome, deliver_progress, spec_of
 from .spec import TaskSpec
 from .transport import Delivery, Message, open_transport
 
@@ -414,5 +414,5 @@ def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) ->
     if kind == _wire.REJECTED:
         return PayloadError(handle.task, text)
     if isinstance(info, dict):
-        return _wire.task_failed(handle._spec, handle.id, info)
+        return _wire.task_failed(spec_of(handle), handle.id, info)
     return TaskFailed(handle.id, handle.task, error_type, text, traceback)

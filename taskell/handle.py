@@ -211,3 +211,8 @@ def when_done(handle: TaskHandle[Any, Any], callback: Callable[[], None]) -> Non
 def owner_of(handle: TaskHandle[Any, Any]) -> HandleOwner:
     """The connection ``handle``'s task was submitted through."""
     return handle._owner
+
+
+def spec_of(handle: TaskHandle[Any, Any]) -> TaskSpec[Any, Any, Any]:
+    """The spec of ``handle``'s task (its declared errors decode its failure)."""
+    return handle._spec
