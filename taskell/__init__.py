@@ -16,11 +16,13 @@ from .errors import (
     SchemaError,
     TaskAborted,
     TaskellError,
+    TaskExpired,
     TaskFailed,
+    TimeLimitExceeded,
 )
 from .handle import Ref, TaskHandle
 from .registry import Registry
-from .spec import Base64Bytes, ErrorSpec, TaskSpec
+from .spec import Base64Bytes, ErrorSpec, RetryPolicy, TaskSpec
 from .worker import Worker
 
 __all__ = [
@@ -39,12 +41,15 @@ __all__ = [
     "PayloadError",
     "Ref",
     "Registry",
+    "RetryPolicy",
     "SchemaError",
     "TaskAborted",
+    "TaskExpired",
     "TaskFailed",
     "TaskHandle",
     "TaskSpec",
     "TaskellError",
+    "TimeLimitExceeded",
     "Worker",
     "attach",
     "connect",

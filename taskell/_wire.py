@@ -20,15 +20,21 @@ REASON_HEADER = "taskell-reason"  # why a message was dead-lettered
 QUEUE_HEADER = "taskell-queue"  # the task queue of a dead-lettered message or a join record
 DELIVERIES_HEADER = "taskell-redeliveries"  # classic queues: times the task was redelivered
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # quorum queues: set by the broker itself
+ATTEMPT_HEADER = "taskell-attempt"  # the attempt a task message is for (absent: 1)
+EXPIRES_HEADER = "taskell-expires-at"  # ISO 8601 UTC; not started by then: never run
+MAX_PRIORITY = 9  # priorities run from 0 (lowest, the default) to 9
 JSON = "application/json"
 
 # Reply types (AMQP ``type`` of messages sent to ``reply_to``).
 PROGRESS, RESULT, FAILED, ABORTED, REJECTED = "progress", "result", "failed", "aborted", "rejected"
+RETRYING = "retrying"  # between two attempts: attempt, delay_s, error_type, message (not final)
 
 # ``error_type`` of replies that do not come from a handler's own exception.
 TASK_ABORTED = "taskell.TaskAborted"
 PAYLOAD_ERROR = "taskell.PayloadError"
 WORKER_CRASHED = "taskell.WorkerCrashed"
+TIME_LIMIT_EXCEEDED = "taskell.TimeLimitExceeded"  # a failure; the body's ``error`` holds limit_s
+TASK_EXPIRED = "taskell.TaskExpired"  # a failure that never ran: raised as TaskExpired
 
 # Control messages (AMQP ``type``), broadcast to every worker on the abort exchange.
 ABORT, INSPECT = "abort", "inspect"
@@ -84,6 +90,7 @@ def dead_letter(message: Message, queue: str, reason: str) -> Message:
         content_type=message.content_type,
         persistent=True,
         headers={**message.headers, REASON_HEADER: reason, QUEUE_HEADER: queue},
+        priority=message.priority,
     )
 
 

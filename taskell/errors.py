@@ -6,8 +6,10 @@
     ├── BrokerUnavailable      the broker cannot be reached, or the connection was lost
     ├── PayloadError           bytes in or out do not fit a task's model (.task, .detail)
     ├── TaskFailed             the remote handler raised (.task_id, .task, .error_type, ...)
+    │   ├── TimeLimitExceeded  the handler ran past the task's time_limit (.limit_s)
     │   └── (generated)        one class per declared error of a schema, with its fields
     ├── TaskAborted            the task was aborted (.task_id)
+    ├── TaskExpired            the task was not started before it expired (.task_id)
     └── DependencyFailed       an upstream task failed or was aborted (.dependency_id, .cause)
 
 Catch ``TaskellError`` to handle all of them::
@@ -31,8 +33,10 @@ __all__ = [
     "PayloadError",
     "SchemaError",
     "TaskAborted",
+    "TaskExpired",
     "TaskFailed",
     "TaskellError",
+    "TimeLimitExceeded",
 ]
 
 
@@ -90,6 +94,26 @@ class TaskFailed(TaskellError):
         if not self.task_id:  # a declared error raised in a handler, not sent yet
             return f"{self.error_type}: {self.message}"
         return f"{self.task} [{self.task_id}] failed: {self.error_type}: {self.message}"
+
+
+class TimeLimitExceeded(TaskFailed):
+    """The handler ran longer than the task's ``time_limit`` and was stopped; ``limit_s`` is
+    the limit in seconds."""
+
+    def __init__(
+        self, task_id: str, task: str, limit_s: float, message: str = "", traceback: str = ""
+    ) -> None:
+        message = message or f"stopped after its time limit of {limit_s:g} s"
+        super().__init__(task_id, task, "taskell.TimeLimitExceeded", message, traceback)
+        self.limit_s = limit_s
+
+
+class TaskExpired(TaskellError):
+    """The task was still unstarted when it expired (``expires``), so it never ran."""
+
+    def __init__(self, task_id: str, message: str = "expired before it started") -> None:
+        super().__init__(f"task {task_id}: {message}")
+        self.task_id = task_id
 
 
 class TaskAborted(TaskellError):

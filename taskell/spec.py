@@ -9,14 +9,14 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, PlainSerializer, TypeAdapter, ValidationInfo, WrapValidator
 from pydantic_core import PydanticCustomError
 
 from .errors import TaskFailed
 
-__all__ = ["Base64Bytes", "ErrorSpec", "TaskSpec"]
+__all__ = ["Base64Bytes", "ErrorSpec", "RetryPolicy", "TaskSpec"]
 
 A = TypeVar("A", bound=BaseModel)
 P = TypeVar("P")
@@ -63,6 +63,35 @@ class ErrorSpec:
     fields: type[BaseModel]
 
 
+@dataclass(frozen=True)
+class RetryPolicy:
+    """A task's ``retry:`` declaration (docs/schema.md).
+
+    Attributes:
+        attempts: all attempts, the first included (so 1 never retries).
+        backoff: ``fixed`` waits ``delay`` each time; ``exponential`` doubles it after each retry.
+        delay: seconds before the first retry.
+        max_delay: the longest wait between two attempts, or None for no cap.
+        on: the ``error_type``s that are retried (declared errors as ``<package>.<Error>``,
+            and ``taskell.TimeLimitExceeded``); None retries any handler failure.
+    """
+
+    attempts: int
+    backoff: Literal["fixed", "exponential"] = "exponential"
+    delay: float = 1.0
+    max_delay: float | None = None
+    on: tuple[str, ...] | None = None
+
+    def delay_after(self, attempt: int) -> float:
+        """Seconds to wait after attempt number ``attempt`` (1 for the first) failed."""
+        wait = self.delay if self.backoff == "fixed" else self.delay * 2 ** (attempt - 1)
+        return wait if self.max_delay is None else min(wait, self.max_delay)
+
+    def retries(self, error_type: str, attempt: int) -> bool:
+        """Whether a failure ``error_type`` of attempt number ``attempt`` is tried again."""
+        return attempt < self.attempts and (self.on is None or error_type in self.on)
+
+
 @dataclass(frozen=True, eq=False)
 class TaskSpec(Generic[A, P, R]):
     """One task's wire identity and its concrete codecs; generated once per task.
@@ -75,6 +104,12 @@ class TaskSpec(Generic[A, P, R]):
         progress: encoder/decoder of progress values.
         result: encoder/decoder of the result value.
         errors: the errors the task declares (``raises``); others reach clients untyped.
+        retry: the retry policy, or None (a failure is final).
+        time_limit: seconds a handler may run before the worker stops it, or None.
+        expires: seconds after it became due that an unstarted task is dropped, or None.
+        priority: the default priority (0 lowest, 9 highest), or None (0).
+        queue_priorities: the task's queue is declared with priorities (some task of the
+            schema on the same queue declares ``priority``).
     """
 
     name: str
@@ -84,6 +119,11 @@ class TaskSpec(Generic[A, P, R]):
     progress: TypeAdapter[P]
     result: TypeAdapter[R]
     errors: tuple[ErrorSpec, ...] = ()
+    retry: RetryPolicy | None = None
+    time_limit: float | None = None
+    expires: float | None = None
+    priority: int | None = None
+    queue_priorities: bool = False
 
     def __post_init__(self) -> None:
         if self.errors:

@@ -289,6 +289,7 @@ class AmqpTransport(Transport):
                 content_type=props.content_type,
                 persistent=props.delivery_mode == _PERSISTENT,
                 headers=props.headers or {},
+                priority=props.priority,
             )
             try:
                 consumer.on_message(Delivery(message, tag, method.redelivered, consumer.queue))
@@ -364,6 +365,7 @@ class AmqpTransport(Transport):
             reply_to=message.reply_to,
             type=message.type,
             headers=message.headers or None,
+            priority=message.priority,
         )
         publish = Publish(future, exchange, routing_key, message.body, properties, mandatory)
 

@@ -29,6 +29,7 @@ class Message:
     content_type: str | None = None
     persistent: bool = False
     headers: dict[str, Any] = field(default_factory=dict)
+    priority: int | None = None  # 0-9; a queue orders by it only if declared with x-max-priority
 
 
 @dataclass(slots=True)
