@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
 
 __all__ = ["format_duration", "parse_duration"]
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNITS = {"ms": Decimal("0.001"), "s": Decimal(1), "m": Decimal(60), "h": Decimal(3600), "d": Decimal(86400)}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 
 
@@ -33,28 +34,30 @@ def parse_duration(text: str | int | float) -> float:
     except ValueError as exc:
         if "negative" in str(exc):
             raise
-    position, total, last_scale = 0, 0.0, float("inf")
+    # Summed exactly, rounded once: "700ms" is 0.7, not 700 * 0.001.
+    position, total, last_scale = 0, Decimal(0), Decimal("Infinity")
     for match in _PART.finditer(spelled):
         scale = _UNITS[match.group(2)]
         if match.start() != position or scale >= last_scale:
             break
-        total += float(match.group(1)) * scale
+        total += Decimal(match.group(1)) * scale
         position, last_scale = match.end(), scale
-    if position == 0 or position != len(spelled):
+    seconds = float(total)
+    if position == 0 or position != len(spelled) or not math.isfinite(seconds):
         raise ValueError(f"not a duration: {text!r} (write e.g. 30s, 10m, 1h30m, 500ms, 2d)")
-    return total
+    return seconds
 
 
 def format_duration(seconds: float) -> str:
-    """The shortest schema spelling of ``seconds`` (``90`` -> ``1m30s``)."""
-    if seconds < 1 and seconds != 0:
-        return f"{round(seconds * 1000):d}ms"
+    """The shortest schema spelling of ``seconds`` to the millisecond (``90`` -> ``1m30s``)."""
+    rest = round(seconds * 1000)
+    if 0 < rest < 1000:
+        return f"{rest}ms"
     parts = []
-    rest = round(seconds, 3)
     for unit in ("d", "h", "m"):
-        count, rest = divmod(rest, _UNITS[unit])
+        count, rest = divmod(rest, int(_UNITS[unit] * 1000))
         if count:
-            parts.append(f"{int(count)}{unit}")
+            parts.append(f"{count}{unit}")
     if rest or not parts:
-        parts.append(f"{rest:g}s")
+        parts.append(f"{rest / 1000:g}s")
     return "".join(parts)
