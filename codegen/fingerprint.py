@@ -3,7 +3,10 @@
 The signature is a compact, key-sorted JSON object: the wire name, the args (name, canonical
 type spelling, canonical JSON default if any) in schema order, the progress and result types,
 and the definitions of every named type they reach (so changing a record's fields changes the
-fingerprint). Docs, the queue and the declared errors are excluded (docs/wire.md says why).
+fingerprint). Docs, the queue and the declared errors are excluded (docs/wire.md says why), and
+so are the policies (retry, time_limit, expires, priority): they change how a task is run,
+not the args and results on the wire, so a worker and a client that differ only in policies
+still agree.
 """
 
 from __future__ import annotations

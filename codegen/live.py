@@ -19,8 +19,8 @@ from typing import Any
 
 import pydantic
 
-from ..spec import Base64Bytes, TaskSpec
-from .model import JSON, DictOf, Enum, Field, ListOf, Optional, Prim, Record, Schema, TupleOf, TypeExpr
+from ..spec import Base64Bytes, RetryPolicy, TaskSpec
+from .model import JSON, DictOf, Enum, Field, ListOf, Optional, Prim, Record, Schema, Task, TupleOf, TypeExpr
 from .naming import args_model_name
 
 __all__ = ["LiveTypes", "build_specs", "python_type"]
@@ -128,5 +128,18 @@ def build_specs(schema: Schema, fingerprints: Mapping[str, str]) -> dict[str, Ta
             args=live.model(args_model_name(task.name), task.args),
             progress=pydantic.TypeAdapter(python_type(task.progress, live.classes)),
             result=pydantic.TypeAdapter(python_type(task.result, live.classes)),
+            retry=_retry_policy(schema, task),
+            time_limit=task.time_limit,
+            expires=task.expires,
+            priority=task.priority,
+            queue_priorities=schema.queue_priorities(task),
         )
     return specs
+
+
+def _retry_policy(schema: Schema, task: Task) -> RetryPolicy | None:
+    r = task.retry
+    if r is None:
+        return None
+    on = None if r.on is None else tuple(schema.error_type(name) for name in r.on)
+    return RetryPolicy(r.attempts, r.backoff, r.delay, r.max_delay, on)

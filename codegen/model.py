@@ -13,18 +13,28 @@ The tree, top down::
         Task.args: (Field, ...)            schema order
         Task.progress, Task.result: TypeExpr
         Task.raises: (str, ...)            names of errors, schema order
+        Task.retry: Retry | None           retry policy; durations in seconds
+          Retry.on: (str, ...) | None      names of errors and TimeLimitExceeded, schema order
+        Task.time_limit, Task.expires: float | None   seconds
+        Task.priority: int | None          0 to 9
 
 A ``TypeExpr`` is one of ``Prim``, ``ListOf``, ``DictOf``, ``TupleOf``, ``Optional`` or
 ``Named``; ``str(expr)`` is its canonical spelling (used in fingerprints). Defaults are kept in
-their canonical JSON form (docs/wire.md), already validated against their type.
+their canonical JSON form (docs/wire.md), already validated against their type. Policies
+(``retry``, ``time_limit``, ``expires``, ``priority``) are None when the schema leaves them out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Literal, TypeAlias
+
+from .._wire import TIME_LIMIT_EXCEEDED
 
 JSON: TypeAlias = bool | int | float | str | list["JSON"] | dict[str, "JSON"] | None
+
+RETRY_BUILTINS = {"TimeLimitExceeded": TIME_LIMIT_EXCEEDED}
+"""The names ``retry.on`` takes besides declared errors, with their wire names."""
 
 PRIMITIVES = ("int", "float", "bool", "str", "bytes", "None", "datetime", "date", "uuid", "decimal")
 """The built-in type names of the schema language."""
@@ -143,6 +153,25 @@ class Error:
 
 
 @dataclass(frozen=True)
+class Retry:
+    """A task's ``retry:`` policy; durations in seconds.
+
+    Attributes:
+        attempts: all attempts, the first included.
+        backoff: ``fixed`` or ``exponential``.
+        delay: the wait before the first retry.
+        max_delay: the longest wait, or None for no cap.
+        on: the names retried (declared errors and ``RETRY_BUILTINS``), or None: any failure.
+    """
+
+    attempts: int
+    backoff: Literal["fixed", "exponential"] = "exponential"
+    delay: float = 1.0
+    max_delay: float | None = None
+    on: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Task:
     """One task: its wire name is ``<package>.<name>``."""
 
@@ -153,6 +182,10 @@ class Task:
     result: TypeExpr = NONE
     doc: str | None = None
     raises: tuple[str, ...] = ()
+    retry: Retry | None = None
+    time_limit: float | None = None
+    expires: float | None = None
+    priority: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +204,14 @@ class Schema:
     def wire_name(self, task: Task) -> str:
         """The task's wire name, ``<package>.<task>``."""
         return f"{self.package}.{task.name}"
+
+    def error_type(self, name: str) -> str:
+        """The wire ``error_type`` of a declared error or a name of ``RETRY_BUILTINS``."""
+        return RETRY_BUILTINS.get(name, f"{self.package}.{name}")
+
+    def queue_priorities(self, task: Task) -> bool:
+        """Whether the task's queue is declared with priorities: some task on it has one."""
+        return any(t.priority is not None for t in self.tasks if t.queue == task.queue)
 
 
 def names_in(expr: TypeExpr) -> list[str]:

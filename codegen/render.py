@@ -14,7 +14,7 @@ import jinja2
 
 from . import naming
 from .fingerprint import fingerprint
-from .model import Enum, Error, Field, Record, Schema, TypeExpr, names_in
+from .model import Enum, Error, Field, Record, Schema, Task, TypeExpr, names_in
 from .pyexpr import annotation, stub_annotation, value_expr
 
 __all__ = ["OUTPUT_FILES", "Header", "prepare", "render"]
@@ -109,6 +109,7 @@ class TaskView:
     args: tuple[ArgView, ...]
     doc: str | None
     raises: tuple[str, ...]
+    policies: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -187,11 +188,34 @@ class _Preparer:
             args=tuple(self.arg(a) for a in task.args),
             doc=_doc_with_args(task.doc, task.args),
             raises=tuple(
-                f"_taskell.ErrorSpec(name={self.schema.package + '.' + name!r}, exception={name}, "
+                f"_taskell.ErrorSpec(name={self.schema.error_type(name)!r}, exception={name}, "
                 f"fields={naming.error_model_name(name)})"
                 for name in task.raises
             ),
+            policies=self.policies(task),
         )
+
+    def policies(self, task: Task) -> tuple[str, ...]:
+        """The ``TaskSpec`` keyword arguments of the task's policies, only those set."""
+        found = []
+        if task.retry:
+            r = task.retry
+            parts = [f"attempts={r.attempts!r}", f"backoff={r.backoff!r}", f"delay={r.delay!r}"]
+            if r.max_delay is not None:
+                parts.append(f"max_delay={r.max_delay!r}")
+            if r.on is not None:
+                parts.append(f"on={tuple(self.schema.error_type(name) for name in r.on)!r}")
+            found.append(f"retry=_taskell.RetryPolicy({', '.join(parts)})")
+        for name, value in (
+            ("time_limit", task.time_limit),
+            ("expires", task.expires),
+            ("priority", task.priority),
+        ):
+            if value is not None:
+                found.append(f"{name}={value!r}")
+        if self.schema.queue_priorities(task):
+            found.append("queue_priorities=True")
+        return tuple(found)
 
     def error_view(self, error: Error) -> ErrorView:
         # The message reads like the constructor call: "sku='a', available=0".

@@ -20,16 +20,33 @@ import json
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import pydantic
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from ..durations import format_duration, parse_duration
 from ..errors import SchemaError
 from . import naming
 from .live import LiveTypes
-from .model import JSON, NONE, PRIMITIVES, Enum, Error, Field, Named, Record, Schema, Task, TypeExpr, names_in
+from .model import (
+    JSON,
+    NONE,
+    PRIMITIVES,
+    RETRY_BUILTINS,
+    Enum,
+    Error,
+    Field,
+    Named,
+    Record,
+    Retry,
+    Schema,
+    Task,
+    TypeExpr,
+    names_in,
+)
 from .types import NameRef, TypeSyntaxError, parse_type
 
 __all__ = ["DEFAULT_QUEUE", "load_schema", "parse_schema"]
@@ -42,7 +59,21 @@ _STR = "tag:yaml.org,2002:str"
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TOP_KEYS = ("taskell", "package", "types", "errors", "tasks")
 _TYPE_KEYS = ("doc", "fields", "enum")
-_TASK_KEYS = ("doc", "queue", "args", "progress", "result", "raises")
+_TASK_KEYS = (
+    "doc",
+    "queue",
+    "args",
+    "progress",
+    "result",
+    "raises",
+    "retry",
+    "time_limit",
+    "expires",
+    "priority",
+)
+_RETRY_KEYS = ("attempts", "backoff", "delay", "max_delay", "on")
+_BACKOFFS = ("fixed", "exponential")
+_DURATION_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _ERROR_KEYS = ("doc", "fields")
 _FIELD_KEYS = ("type", "default", "doc")
 
@@ -146,6 +177,28 @@ class _Loader:
         text = self.string(items["doc"][1], "doc")
         return text if text and text.strip() else None
 
+    def integer(self, node: Node) -> int | None:
+        """The value of an integer scalar, else None (the caller reports it)."""
+        if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:int":
+            return None
+        value = self.constructor.construct_object(node)
+        return value if isinstance(value, int) else None
+
+    def duration(self, node: Node, what: str, *, positive: bool = False) -> float | None:
+        """Seconds of a duration (``30s``, ``1h30m``, or a number of seconds), reporting bad ones."""
+        if not isinstance(node, ScalarNode) or node.tag not in _DURATION_TAGS:
+            self.problems.at(node, f"{what} must be a duration (e.g. 30s, 10m, 1h30m, 500ms, 2d)")
+            return None
+        try:
+            seconds = parse_duration(node.value)
+        except ValueError as exc:
+            self.problems.at(node, f"bad {what}: {exc}")
+            return None
+        if positive and seconds == 0:
+            self.problems.at(node, f"{what} must be longer than 0")
+            return None
+        return seconds
+
     def type_use(self, node: Node, what: str) -> _TypeUse | None:
         text = self.string(node, f"{what} (a type expression)")
         if text is None:
@@ -229,6 +282,15 @@ class _TypeDraft:
 
 
 @dataclass
+class _RetryDraft:
+    attempts: int = 1
+    backoff: Literal["fixed", "exponential"] = "exponential"
+    delay: float = 1.0
+    max_delay: float | None = None
+    on: list[tuple[str, Node]] | None = None
+
+
+@dataclass
 class _TaskDraft:
     name: str
     key: Node
@@ -238,6 +300,10 @@ class _TaskDraft:
     progress: _TypeUse | None
     result: _TypeUse | None
     raises: list[tuple[str, Node]]
+    retry: _RetryDraft | None = None
+    time_limit: float | None = None
+    expires: float | None = None
+    priority: int | None = None
 
 
 def _compose(text: str, problems: _Problems) -> Node | None:
@@ -300,28 +366,85 @@ def _parse_errors(loader: _Loader, node: Node) -> list[_TypeDraft]:
     return drafts
 
 
-def _parse_raises(loader: _Loader, node: Node, task: str) -> list[tuple[str, Node]]:
+def _parse_error_names(loader: _Loader, node: Node, key: str, task: str) -> list[tuple[str, Node]]:
+    """The names listed under ``raises`` or ``retry.on`` (``key``)."""
     if not isinstance(node, SequenceNode):
-        loader.problems.at(node, f"raises of {task!r} must be a list of error names")
+        loader.problems.at(node, f"{key} of {task!r} must be a list of error names")
         return []
     names: list[tuple[str, Node]] = []
     for item in node.value:
-        name = loader.string(item, "an error name in raises")
+        name = loader.string(item, f"an error name in {key}")
         if name is None:
             continue
         if name in [n for n, _ in names]:
-            loader.problems.at(item, f"duplicate error {name!r} in raises of {task!r}")
+            loader.problems.at(item, f"duplicate error {name!r} in {key} of {task!r}")
         else:
             names.append((name, item))
     return names
 
 
+def _parse_retry(loader: _Loader, node: Node, task: str) -> _RetryDraft:
+    items = loader.mapping(node, f"retry of {task!r}", _RETRY_KEYS)
+    draft = _RetryDraft()
+    if "attempts" not in items:
+        if isinstance(node, MappingNode):
+            loader.problems.at(node, f"retry of {task!r} needs 'attempts' (all attempts, the first included)")
+    else:
+        value = items["attempts"][1]
+        attempts = loader.integer(value)
+        if attempts is None or attempts < 1:
+            loader.problems.at(value, "retry.attempts must be an integer of at least 1")
+        else:
+            draft.attempts = attempts
+    if "backoff" in items:
+        value = items["backoff"][1]
+        text = value.value if isinstance(value, ScalarNode) and value.tag == _STR else None
+        if text == "fixed" or text == "exponential":
+            draft.backoff = text
+        else:
+            hint = _suggest(text, list(_BACKOFFS)) if text else ""
+            loader.problems.at(value, f"retry.backoff must be 'fixed' or 'exponential'{hint}")
+    delay_ok = True
+    if "delay" in items:
+        delay = loader.duration(items["delay"][1], "retry.delay")
+        delay_ok = delay is not None
+        draft.delay = draft.delay if delay is None else delay
+    if "max_delay" in items:
+        value = items["max_delay"][1]
+        draft.max_delay = loader.duration(value, "retry.max_delay")
+        if draft.max_delay is not None and delay_ok and draft.max_delay < draft.delay:
+            loader.problems.at(
+                value,
+                f"retry.max_delay ({format_duration(draft.max_delay)}) is shorter than retry.delay"
+                f" ({format_duration(draft.delay)})",
+            )
+    if "on" in items:
+        value = items["on"][1]
+        draft.on = _parse_error_names(loader, value, "retry.on", task)
+        if isinstance(value, SequenceNode) and not value.value:
+            loader.problems.at(value, "retry.on must not be empty (leave it out to retry on any failure)")
+    return draft
+
+
 def _check_raises(loader: _Loader, errors: list[_TypeDraft], tasks: list[_TaskDraft]) -> None:
+    """Report unknown names in raises and retry.on, and retry.on names the task cannot fail with."""
     known = [e.name for e in errors]
     for task in tasks:
         for name, node in task.raises:
             if name not in known:
                 loader.problems.at(node, f"unknown error {name!r}{_suggest(name, known)}")
+        raised = [n for n, _ in task.raises]
+        for name, node in task.retry.on if task.retry and task.retry.on else []:
+            if name in RETRY_BUILTINS:
+                if task.time_limit is None:
+                    loader.problems.at(node, f"retry on {name!r} needs a time_limit on task {task.name!r}")
+            elif name not in known:
+                hint = _suggest(name, [*known, *RETRY_BUILTINS])
+                loader.problems.at(node, f"unknown error {name!r}{hint}")
+            elif name not in raised:
+                loader.problems.at(
+                    node, f"error {name!r} is not in raises of {task.name!r}; add it there to retry on it"
+                )
 
 
 def _parse_members(loader: _Loader, node: Node, name: str) -> list[str]:
@@ -358,9 +481,25 @@ def _parse_tasks(loader: _Loader, node: Node) -> list[_TaskDraft]:
         args = loader.fields(items["args"][1], f"args of {name!r}", "argument") if "args" in items else []
         progress = loader.type_use(items["progress"][1], "progress") if "progress" in items else None
         result = loader.type_use(items["result"][1], "result") if "result" in items else None
-        raises = _parse_raises(loader, items["raises"][1], name) if "raises" in items else []
-        drafts.append(_TaskDraft(name, key, loader.doc(items), queue, args, progress, result, raises))
+        raises = _parse_error_names(loader, items["raises"][1], "raises", name) if "raises" in items else []
+        draft = _TaskDraft(name, key, loader.doc(items), queue, args, progress, result, raises)
+        _parse_policies(loader, items, draft)
+        drafts.append(draft)
     return drafts
+
+
+def _parse_policies(loader: _Loader, items: dict[str, tuple[Node, Node]], draft: _TaskDraft) -> None:
+    if "retry" in items:
+        draft.retry = _parse_retry(loader, items["retry"][1], draft.name)
+    if "time_limit" in items:
+        draft.time_limit = loader.duration(items["time_limit"][1], "time_limit", positive=True)
+    if "expires" in items:
+        draft.expires = loader.duration(items["expires"][1], "expires", positive=True)
+    if "priority" in items:
+        value = items["priority"][1]
+        draft.priority = loader.integer(value)
+        if draft.priority is None or not 0 <= draft.priority <= 9:
+            loader.problems.at(value, "priority must be an integer from 0 (lowest) to 9")
 
 
 def _check_collisions(
@@ -513,6 +652,13 @@ def _check_defaults(
     return canonical
 
 
+def _ir_retry(d: _RetryDraft | None) -> Retry | None:
+    if d is None:
+        return None
+    on = None if d.on is None else tuple(name for name, _ in d.on)
+    return Retry(d.attempts, d.backoff, d.delay, d.max_delay, on)
+
+
 def parse_schema(text: str, file: str) -> Schema:
     """Validate schema source ``text`` and build its IR.
 
@@ -563,6 +709,10 @@ def parse_schema(text: str, file: str) -> Schema:
             t.result.expr if t.result else NONE,
             t.doc,
             tuple(name for name, _ in t.raises),
+            _ir_retry(t.retry),
+            t.time_limit,
+            t.expires,
+            t.priority,
         )
         for t in tasks
     )
