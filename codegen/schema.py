@@ -147,7 +147,9 @@ class _Loader:
             return {}
         items: dict[str, tuple[Node, Node]] = {}
         for key, value in node.value:
-            if not isinstance(key, ScalarNode) or key.tag != _STR:
+            # YAML 1.1 reads a plain `on` as a boolean: an expected key counts by its text.
+            named = isinstance(key, ScalarNode) and (key.tag == _STR or key.value in (allowed or ()))
+            if not named:
                 self.problems.at(key, f"keys of {what} must be names")
             elif key.value in items:
                 self.problems.at(key, f"duplicate key {key.value!r} in {what}")

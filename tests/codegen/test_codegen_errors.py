@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from taskell.codegen import run_gen
+from taskell.codegen.model import Retry
 from taskell.codegen.schema import parse_schema
 from taskell.codegen.types import TypeSyntaxError, parse_type
 from taskell.errors import SchemaError
@@ -258,3 +259,97 @@ def test_an_error_is_not_a_type() -> None:
             result: OutOfStock
         """
     assert errors(source) == ["F:7:13: unknown type 'OutOfStock'"]
+
+
+def test_task_policies() -> None:
+    source = """\
+        taskell: 1
+        package: shop
+        errors:
+          OutOfStock: {fields: {available: int}}
+          Busy: {}
+        tasks:
+          place:
+            raises: [OutOfStock]
+            retry:
+              attempts: 0
+              backoff: exponental
+              delay: soon
+              max_delay: 10ms
+              on: [OutOfStok, Busy, TimeLimitExceeded, OutOfStock, OutOfStock, 3]
+              jitter: 1
+            time_limit: 0s
+            expires: -1m
+            priority: 10
+          other:
+            retry: {attempts: 2.5, backoff: 1, delay: 2s, max_delay: 1500ms, on: []}
+            time_limit: 1h
+            expires: {a: 1}
+            priority: high
+          third:
+            retry: 3
+            time_limit: '1:30'
+            priority: true
+          fourth:
+            retry: {}
+            expires: 0
+          fifth:
+            retry: {attempts: 2, on: Busy, delay: -1}
+            time_limit:
+        """
+    assert errors(source) == [
+        "F:10:17: retry.attempts must be an integer of at least 1",
+        "F:11:16: retry.backoff must be 'fixed' or 'exponential' (did you mean 'exponential'?)",
+        "F:12:14: bad retry.delay: not a duration: 'soon' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:14:12: unknown error 'OutOfStok' (did you mean 'OutOfStock'?)",
+        "F:14:23: error 'Busy' is not in raises of 'place'; add it there to retry on it",
+        "F:14:29: retry on 'TimeLimitExceeded' needs a time_limit on task 'place'",
+        "F:14:60: duplicate error 'OutOfStock' in retry.on of 'place'",
+        "F:14:72: an error name in retry.on must be a string",
+        (
+            "F:15:7: unknown key 'jitter' in retry of 'place'; expected one of: attempts, backoff, delay,"
+            " max_delay, on"
+        ),
+        "F:16:17: time_limit must be longer than 0",
+        "F:17:14: bad expires: not a duration: '-1m' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:18:15: priority must be an integer from 0 (lowest) to 9",
+        "F:20:23: retry.attempts must be an integer of at least 1",
+        "F:20:37: retry.backoff must be 'fixed' or 'exponential'",
+        "F:20:62: retry.max_delay (1.5s) is shorter than retry.delay (2s)",
+        "F:20:74: retry.on must not be empty (leave it out to retry on any failure)",
+        "F:22:14: expires must be a duration (e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:23:15: priority must be an integer from 0 (lowest) to 9",
+        "F:25:12: retry of 'third' must be a mapping",
+        "F:26:17: bad time_limit: not a duration: '1:30' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:27:15: priority must be an integer from 0 (lowest) to 9",
+        "F:29:12: retry of 'fourth' needs 'attempts' (all attempts, the first included)",
+        "F:30:14: expires must be longer than 0",
+        "F:32:30: retry.on of 'fifth' must be a list of error names",
+        "F:32:43: bad retry.delay: a duration cannot be negative: -1.0",
+        "F:33:16: time_limit must be a duration (e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+    ]
+
+
+def test_task_policies_that_are_valid() -> None:
+    source = """\
+        taskell: 1
+        package: shop
+        errors:
+          Busy: {}
+        tasks:
+          place:
+            raises: [Busy]
+            retry: {attempts: 1, backoff: fixed, delay: 0, max_delay: 0s, on: [Busy, TimeLimitExceeded]}
+            time_limit: 1.5
+            expires: 1d
+            priority: 0
+          other:
+            retry: {attempts: 4}
+            priority: 9
+        """
+    schema = parse_schema(textwrap.dedent(source), "F")
+    place, other = schema.tasks
+    assert place.retry == Retry(1, "fixed", 0.0, 0.0, ("Busy", "TimeLimitExceeded"))
+    assert (place.time_limit, place.expires, place.priority) == (1.5, 86400.0, 0)
+    assert other.retry == Retry(4, "exponential", 1.0, None, None)
+    assert (other.time_limit, other.expires, other.priority) == (None, None, 9)
