@@ -103,7 +103,14 @@ def test_declared_error_class() -> None:
     import inspect
 
     import taskell
-    from generated.demo import BOOK, SQUARE, DiscountTooLarge, DiscountTooLargeFields
+    from generated.demo import (
+        BOOK,
+        SQUARE,
+        DiscountTooLarge,
+        DiscountTooLargeFields,
+        Unavailable,
+        UnavailableFields,
+    )
 
     assert issubclass(DiscountTooLarge, taskell.TaskFailed)
     params = inspect.signature(DiscountTooLarge).parameters.values()
@@ -112,6 +119,7 @@ def test_declared_error_class() -> None:
         ("limit", inspect.Parameter.KEYWORD_ONLY),
     ]
     assert [(e.name, e.exception, e.fields) for e in BOOK.errors] == [
-        ("demo.DiscountTooLarge", DiscountTooLarge, DiscountTooLargeFields)
+        ("demo.DiscountTooLarge", DiscountTooLarge, DiscountTooLargeFields),
+        ("demo.Unavailable", Unavailable, UnavailableFields),
     ]
     assert SQUARE.errors == ()
