@@ -183,7 +183,10 @@ class _Loader:
         """The value of an integer scalar, else None (the caller reports it)."""
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:int":
             return None
-        value = self.constructor.construct_object(node)
+        try:
+            value = self.constructor.construct_object(node)
+        except ValueError:  # !!int with a text that is not one
+            return None
         return value if isinstance(value, int) else None
 
     def duration(self, node: Node, what: str, *, positive: bool = False) -> float | None:
@@ -238,6 +241,9 @@ class _Loader:
             value = self.constructor.construct_object(node, deep=True)
         except ConstructorError as exc:
             self.problems.at(node, f"bad default: {exc.problem}")
+            return False, None
+        except (ValueError, KeyError):  # an explicit tag its text does not fit: !!int x
+            self.problems.at(node, f"bad default: not a valid {node.tag.rsplit(':', 1)[-1]}: {node.value!r}")
             return False, None
         if isinstance(value, float) and not math.isfinite(value):
             self.problems.at(node, "a default must be representable in JSON (no nan or infinity)")
@@ -304,6 +310,7 @@ class _TaskDraft:
     raises: list[tuple[str, Node]]
     retry: _RetryDraft | None = None
     time_limit: float | None = None
+    limited: bool = False  # time_limit is given, valid or not
     expires: float | None = None
     priority: int | None = None
 
@@ -438,7 +445,7 @@ def _check_raises(loader: _Loader, errors: list[_TypeDraft], tasks: list[_TaskDr
         raised = [n for n, _ in task.raises]
         for name, node in task.retry.on if task.retry and task.retry.on else []:
             if name in RETRY_BUILTINS:
-                if task.time_limit is None:
+                if not task.limited:
                     loader.problems.at(node, f"retry on {name!r} needs a time_limit on task {task.name!r}")
             elif name not in known:
                 hint = _suggest(name, [*known, *RETRY_BUILTINS])
@@ -494,6 +501,7 @@ def _parse_policies(loader: _Loader, items: dict[str, tuple[Node, Node]], draft:
     if "retry" in items:
         draft.retry = _parse_retry(loader, items["retry"][1], draft.name)
     if "time_limit" in items:
+        draft.limited = True
         draft.time_limit = loader.duration(items["time_limit"][1], "time_limit", positive=True)
     if "expires" in items:
         draft.expires = loader.duration(items["expires"][1], "expires", positive=True)

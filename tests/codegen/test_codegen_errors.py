@@ -278,7 +278,6 @@ def test_task_policies() -> None:
               max_delay: 10ms
               on: [OutOfStok, Busy, TimeLimitExceeded, OutOfStock, OutOfStock, 3]
               jitter: 1
-            time_limit: 0s
             expires: -1m
             priority: 10
           other:
@@ -292,6 +291,7 @@ def test_task_policies() -> None:
             priority: true
           fourth:
             retry: {}
+            time_limit: 0s
             expires: 0
           fifth:
             retry: {attempts: 2, on: Busy, delay: -1}
@@ -310,19 +310,19 @@ def test_task_policies() -> None:
             "F:15:7: unknown key 'jitter' in retry of 'place'; expected one of: attempts, backoff, delay,"
             " max_delay, on"
         ),
-        "F:16:17: time_limit must be longer than 0",
-        "F:17:14: bad expires: not a duration: '-1m' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
-        "F:18:15: priority must be an integer from 0 (lowest) to 9",
-        "F:20:23: retry.attempts must be an integer of at least 1",
-        "F:20:37: retry.backoff must be 'fixed' or 'exponential'",
-        "F:20:62: retry.max_delay (1.5s) is shorter than retry.delay (2s)",
-        "F:20:74: retry.on must not be empty (leave it out to retry on any failure)",
-        "F:22:14: expires must be a duration (e.g. 30s, 10m, 1h30m, 500ms, 2d)",
-        "F:23:15: priority must be an integer from 0 (lowest) to 9",
-        "F:25:12: retry of 'third' must be a mapping",
-        "F:26:17: bad time_limit: not a duration: '1:30' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
-        "F:27:15: priority must be an integer from 0 (lowest) to 9",
-        "F:29:12: retry of 'fourth' needs 'attempts' (all attempts, the first included)",
+        "F:16:14: bad expires: not a duration: '-1m' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:17:15: priority must be an integer from 0 (lowest) to 9",
+        "F:19:23: retry.attempts must be an integer of at least 1",
+        "F:19:37: retry.backoff must be 'fixed' or 'exponential'",
+        "F:19:62: retry.max_delay (1.5s) is shorter than retry.delay (2s)",
+        "F:19:74: retry.on must not be empty (leave it out to retry on any failure)",
+        "F:21:14: expires must be a duration (e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:22:15: priority must be an integer from 0 (lowest) to 9",
+        "F:24:12: retry of 'third' must be a mapping",
+        "F:25:17: bad time_limit: not a duration: '1:30' (write e.g. 30s, 10m, 1h30m, 500ms, 2d)",
+        "F:26:15: priority must be an integer from 0 (lowest) to 9",
+        "F:28:12: retry of 'fourth' needs 'attempts' (all attempts, the first included)",
+        "F:29:17: time_limit must be longer than 0",
         "F:30:14: expires must be longer than 0",
         "F:32:30: retry.on of 'fifth' must be a list of error names",
         "F:32:43: bad retry.delay: a duration cannot be negative: -1.0",
@@ -353,3 +353,24 @@ def test_task_policies_that_are_valid() -> None:
     assert (place.time_limit, place.expires, place.priority) == (1.5, 86400.0, 0)
     assert other.retry == Retry(4, "exponential", 1.0, None, None)
     assert (other.time_limit, other.expires, other.priority) == (None, None, 9)
+
+
+def test_explicit_tags_that_do_not_fit_their_text() -> None:
+    source = """\
+        taskell: 1
+        package: shop
+        tasks:
+          place:
+            args:
+              a: {type: int, default: !!int x}
+              b: {type: bool, default: !!bool maybe}
+            priority: !!int high
+            time_limit: 0
+            retry: {attempts: 2, on: [TimeLimitExceeded]}
+        """
+    assert errors(source) == [
+        "F:6:31: bad default: not a valid int: 'x'",
+        "F:7:32: bad default: not a valid bool: 'maybe'",
+        "F:8:15: priority must be an integer from 0 (lowest) to 9",
+        "F:9:17: time_limit must be longer than 0",
+    ]
