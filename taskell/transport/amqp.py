@@ -38,11 +38,22 @@ from pika.adapters.select_connection import IOLoop, SelectConnection  # type: ig
 from pika.channel import Channel  # type: ignore[import-untyped]
 
 from ..errors import BrokerUnavailable
+from . import delays
 from .acks import AckBatcher
 from .base import Delivery, Message, OnMessage, Transport
 from .confirms import Confirms, Publish
 from .pika_connection import CoalescingConnection
-from .topology import Binding, Consumer, Declaration, Exchange, Prefetch, Queue, Topology, declare
+from .topology import (
+    Binding,
+    Consumer,
+    Declaration,
+    Exchange,
+    ExchangeBinding,
+    Prefetch,
+    Queue,
+    Topology,
+    declare,
+)
 
 __all__ = ["AmqpTransport"]
 
@@ -88,6 +99,11 @@ class AmqpTransport(Transport):
         self._ready = False  # the channel is open and in confirm mode
         self._ever_opened = False
         self._topology = Topology()  # replayed after a reconnect
+        # Delayed delivery: the ladder of delay levels and each destination queue's binding,
+        # declared on first use (then replayed like the rest of the topology).
+        self._delay_lock = threading.Lock()
+        self._delay_levels: Future[None] | None = None
+        self._delay_routes: dict[str, Future[None]] = {}
         self._consumer_numbers = itertools.count(1)
         self._on_lost: list[Callable[[BaseException], None]] = []
         self._on_reconnect: list[Callable[[], None]] = []
@@ -378,6 +394,38 @@ class AmqpTransport(Transport):
         self.call_soon(run)
         return future
 
+    def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:
+        if delay <= 0:
+            return self.publish("", queue, message, mandatory=True)
+        key = delays.routing_key(delays.delay_ms(delay), queue)
+        future: Future[None] = Future()
+
+        def send(ready: Future[None]) -> None:
+            error = ready.exception()
+            if error is not None:
+                future.set_exception(error)
+                return
+            # mandatory: the ladder routes every delay > 0 into a level queue, so a return
+            # means the ladder is missing, never a silent loss.
+            _chain(self.publish(delays.ENTRY_EXCHANGE, key, message, mandatory=True), future)
+
+        self._delay_route(queue).add_done_callback(send)
+        return future
+
+    def _delay_route(self, queue: str) -> Future[None]:
+        """Resolves once the delay levels and ``queue``'s binding to their end are declared
+        (on this transport's first delayed message, and its first to ``queue``)."""
+        with self._delay_lock:
+            levels = self._delay_levels
+            if levels is None or (levels.done() and levels.exception() is not None):
+                levels = self._delay_levels = _all([self._declare(d) for d in delays.declarations()])
+            route = self._delay_routes.get(queue)
+            if route is None or (route.done() and route.exception() is not None):
+                # Sent after the levels: pika sends a channel's declarations one at a time, in order.
+                route = _all([levels, self._declare(delays.destination_binding(queue))])
+                self._delay_routes[queue] = route
+            return route
+
     def declare_queue(
         self,
         name: str,
@@ -395,6 +443,9 @@ class AmqpTransport(Transport):
 
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
         return self._declare(Binding(queue, exchange, routing_key))
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str = "") -> Future[None]:
+        return self._declare(ExchangeBinding(destination, source, routing_key))
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         def start(channel: Channel, future: Future[Any]) -> None:
@@ -540,6 +591,11 @@ class _OnChannel:
             binding.queue, binding.exchange, binding.routing_key or None, callback=self._done
         )
 
+    def bind_exchange(self, binding: ExchangeBinding) -> None:
+        self._channel.exchange_bind(
+            binding.destination, binding.source, binding.routing_key, callback=self._done
+        )
+
     def set_prefetch(self, prefetch: Prefetch) -> None:
         self._channel.basic_qos(
             prefetch_count=prefetch.count, global_qos=prefetch.channel_wide, callback=self._done
@@ -547,6 +603,43 @@ class _OnChannel:
 
     def start_consumer(self, consumer: Consumer) -> None:
         self._transport._start_consumer(self._channel, consumer)
+
+
+def _all(futures: Sequence[Future[Any]]) -> Future[None]:
+    """Resolves when every one of ``futures`` has; fails with the first failure."""
+    combined: Future[None] = Future()
+    remaining = [len(futures)]
+    lock = threading.Lock()
+
+    def one_done(future: Future[Any]) -> None:
+        error = future.exception()
+        with lock:
+            if combined.done():
+                return
+            remaining[0] -= 1
+            if error is not None:
+                combined.set_exception(error)
+            elif remaining[0] == 0:
+                combined.set_result(None)
+
+    for future in futures:
+        future.add_done_callback(one_done)
+    if not futures:
+        combined.set_result(None)
+    return combined
+
+
+def _chain(source: Future[None], target: Future[None]) -> None:
+    """Settle ``target`` as ``source`` settles."""
+
+    def copy(done: Future[None]) -> None:
+        error = done.exception()
+        if error is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(None)
+
+    source.add_done_callback(copy)
 
 
 def _call_safely(callback: Callable[[], None]) -> None:

@@ -62,6 +62,18 @@ class Transport(ABC):
         returns (unroutable with ``mandatory``) or the connection is lost."""
 
     @abstractmethod
+    def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:
+        """Publish ``message`` so that it reaches task queue ``queue`` (through the default
+        exchange) ``delay`` seconds from now, never earlier; ``delay`` <= 0 publishes at once
+        (``mandatory``). The future resolves once the broker holds the message, which it then
+        keeps across restarts; it fails like ``publish``'s.
+
+        Raises:
+            ValueError: a delay longer than the broker can hold (RabbitMQ: about 8.7 years),
+                or a queue name it cannot route a delayed message to.
+        """
+
+    @abstractmethod
     def declare_queue(
         self,
         name: str,
@@ -76,11 +88,16 @@ class Transport(ABC):
 
     @abstractmethod
     def declare_exchange(self, name: str, kind: str) -> Future[None]:
-        """Declare a durable ``fanout`` or ``direct`` exchange."""
+        """Declare a durable ``fanout``, ``direct`` or ``topic`` exchange."""
 
     @abstractmethod
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
         """Bind ``queue`` to ``exchange`` (the key is ignored by fanout exchanges)."""
+
+    @abstractmethod
+    def bind_exchange(self, destination: str, source: str, routing_key: str = "") -> Future[None]:
+        """Bind exchange ``destination`` to exchange ``source``: what ``source`` routes with a
+        matching key also goes through ``destination``."""
 
     @abstractmethod
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:

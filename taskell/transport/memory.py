@@ -2,7 +2,8 @@
 
 It serves the demo and users' unit tests of their handlers; integration tests use RabbitMQ.
 Same rules as the real path: durable named queues, a default exchange routing by queue name,
-fanout exchanges, ``mandatory`` publishes that fail when unroutable, per-connection prefetch,
+fanout and direct exchanges (also bound to each other), ``mandatory`` publishes that fail when
+unroutable, delayed messages held until due (one timer thread per broker), per-connection prefetch,
 deliveries held until acknowledged and requeued (``redelivered``) when their connection closes,
 exclusive queues deleted with their connection, and streams (``x-queue-type: stream``): an
 append-only log, kept ``x-max-age`` / ``x-max-length-bytes``, that every consumer reads from the
@@ -13,7 +14,9 @@ Callbacks run on each connection's own thread.
 from __future__ import annotations
 
 import collections
+import heapq
 import itertools
+import logging
 import queue
 import threading
 import time
@@ -24,9 +27,14 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from ..errors import BrokerUnavailable
+from . import delays
 from .base import Delivery, Message, OnMessage, Transport
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
+
+log = logging.getLogger("taskell.memory")
+
+_REDELIVER_AFTER = 1.0  # seconds before a due message whose queue is gone is tried again
 
 
 @dataclass
@@ -121,7 +129,15 @@ class MemoryBroker:
         self._queues: dict[str, _Queue] = {}
         # exchange name -> (kind, bindings as (queue, routing key)); "" is the default exchange
         self._exchanges: dict[str, tuple[str, set[tuple[str, str]]]] = {}
+        # exchange name -> bindings of other exchanges to it, as (destination, routing key)
+        self._exchange_bindings: dict[str, set[tuple[str, str]]] = {}
         self._names = itertools.count(1)
+        # Delayed messages as (due on the monotonic clock, sequence, queue, message), a heap
+        # served by one timer thread, started with the first one.
+        self._delayed: list[tuple[float, int, str, Message]] = []
+        self._delayed_numbers = itertools.count()
+        self._delayed_changed = threading.Condition(self._lock)
+        self._timer: threading.Thread | None = None
 
     def queue_depth(self, name: str) -> int:
         """Messages ready (not delivered) in queue ``name``; 0 if it does not exist."""
@@ -166,14 +182,29 @@ class MemoryBroker:
             else:
                 bindings.discard((queue_name, routing_key))
 
+    def bind_exchange(self, destination: str, source: str, routing_key: str) -> None:
+        with self._lock:
+            for name in (destination, source):
+                if name not in self._exchanges:
+                    raise BrokerUnavailable(f"NOT_FOUND - no exchange {name!r}")
+            self._exchange_bindings.setdefault(source, set()).add((destination, routing_key))
+
+    def _route(self, exchange: str, routing_key: str, seen: set[str]) -> set[str]:
+        """The queues ``exchange`` routes ``routing_key`` to, through bound exchanges too."""
+        kind, bindings = self._exchanges[exchange]
+        seen.add(exchange)
+        routed = {q for q, key in bindings if kind == "fanout" or key == routing_key}
+        for destination, key in self._exchange_bindings.get(exchange, ()):
+            if destination not in seen and (kind == "fanout" or key == routing_key):
+                routed |= self._route(destination, routing_key, seen)
+        return routed
+
     def publish(self, exchange: str, routing_key: str, message: Message, mandatory: bool) -> None:
         with self._lock:
             if exchange == "":
                 targets = [routing_key] if routing_key in self._queues else []
             elif exchange in self._exchanges:
-                kind, bindings = self._exchanges[exchange]
-                routed = {q for q, key in bindings if kind == "fanout" or key == routing_key}
-                targets = sorted(q for q in routed if q in self._queues)
+                targets = sorted(q for q in self._route(exchange, routing_key, set()) if q in self._queues)
             else:
                 raise BrokerUnavailable(f"NOT_FOUND - no exchange {exchange!r}")
             if not targets and mandatory:
@@ -187,6 +218,45 @@ class MemoryBroker:
                     continue
                 q.messages.append((message, False))
                 self._dispatch(q)
+
+    def publish_delayed(self, queue_name: str, message: Message, delay: float) -> None:
+        """Hold ``message`` until ``delay`` seconds from now, then put it in ``queue_name``."""
+        with self._lock:
+            if queue_name not in self._queues:
+                raise BrokerUnavailable(f"message {message.message_id} is unroutable (no such queue)")
+            if delay <= 0:
+                self.publish("", queue_name, message, mandatory=True)
+                return
+            due = time.monotonic() + delay
+            heapq.heappush(self._delayed, (due, next(self._delayed_numbers), queue_name, message))
+            if self._timer is None:
+                self._timer = threading.Thread(
+                    target=self._release_due, name="taskell-memory-delays", daemon=True
+                )
+                self._timer.start()
+            self._delayed_changed.notify()
+
+    def delayed_count(self) -> int:
+        """Messages held for a later delivery."""
+        with self._lock:
+            return len(self._delayed)
+
+    def _release_due(self) -> None:
+        # The broker's timer thread: sleeps until the earliest due message, then routes it.
+        with self._lock:
+            while True:
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, _, queue_name, message = heapq.heappop(self._delayed)
+                    if queue_name in self._queues:
+                        self.publish("", queue_name, message, mandatory=False)
+                    else:  # deleted meanwhile: kept, like RabbitMQ's at-least-once dead-lettering
+                        log.warning(
+                            "delayed message %s: no queue %r; retrying", message.message_id, queue_name
+                        )
+                        entry = (now + _REDELIVER_AFTER, next(self._delayed_numbers), queue_name, message)
+                        heapq.heappush(self._delayed, entry)
+                self._delayed_changed.wait(self._delayed[0][0] - now if self._delayed else None)
 
     def purge(self, name: str, delete: bool = False) -> None:
         with self._lock:
@@ -318,6 +388,11 @@ class MemoryTransport(Transport):
     def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
         return self._now(lambda: self._broker.publish(exchange, routing_key, message, mandatory))
 
+    def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:
+        if delay > 0:
+            delays.delay_ms(delay)  # the same limit as on RabbitMQ
+        return self._now(lambda: self._broker.publish_delayed(queue, message, delay))
+
     def declare_queue(
         self,
         name: str,
@@ -336,6 +411,9 @@ class MemoryTransport(Transport):
 
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
         return self._now(lambda: self._broker.bind(queue, exchange, routing_key))
+
+    def bind_exchange(self, destination: str, source: str, routing_key: str = "") -> Future[None]:
+        return self._now(lambda: self._broker.bind_exchange(destination, source, routing_key))
 
     def unbind(self, queue: str, exchange: str, routing_key: str) -> None:
         self._now(lambda: self._broker.bind(queue, exchange, routing_key, add=False))

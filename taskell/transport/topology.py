@@ -19,6 +19,7 @@ __all__ = [
     "Consumer",
     "Declaration",
     "Exchange",
+    "ExchangeBinding",
     "Prefetch",
     "Queue",
     "Target",
@@ -60,6 +61,15 @@ class Binding:
 
 
 @dataclass(frozen=True, slots=True)
+class ExchangeBinding:
+    """Exchange ``destination`` bound to exchange ``source`` with ``routing_key``."""
+
+    destination: str
+    source: str
+    routing_key: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Prefetch:
     """The channel's prefetch limit; ``channel_wide`` False limits each later consumer instead."""
 
@@ -78,7 +88,7 @@ class Consumer:
     arguments: Mapping[str, Any] | None = None  # x-stream-offset, ... as given
 
 
-Declaration = Queue | Exchange | Binding | Prefetch
+Declaration = Queue | Exchange | Binding | ExchangeBinding | Prefetch
 
 
 class Target(Protocol):
@@ -89,6 +99,8 @@ class Target(Protocol):
     def declare_exchange(self, exchange: Exchange) -> None: ...
 
     def bind(self, binding: Binding) -> None: ...
+
+    def bind_exchange(self, binding: ExchangeBinding) -> None: ...
 
     def set_prefetch(self, prefetch: Prefetch) -> None: ...
 
@@ -142,6 +154,8 @@ def declare(target: Target, declaration: Declaration) -> None:
         target.declare_exchange(declaration)
     elif isinstance(declaration, Binding):
         target.bind(declaration)
+    elif isinstance(declaration, ExchangeBinding):
+        target.bind_exchange(declaration)
     else:
         target.set_prefetch(declaration)
 

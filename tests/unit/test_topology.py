@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from taskell.transport.base import Delivery
-from taskell.transport.topology import Binding, Consumer, Exchange, Prefetch, Queue, Topology
+from taskell.transport.topology import Binding, Consumer, Exchange, ExchangeBinding, Prefetch, Queue, Topology
 
 
 class Recorder:
@@ -22,6 +22,9 @@ class Recorder:
 
     def bind(self, binding: Binding) -> None:
         self.calls.append(("bind", binding))
+
+    def bind_exchange(self, binding: ExchangeBinding) -> None:
+        self.calls.append(("bind_exchange", binding))
 
     def set_prefetch(self, prefetch: Prefetch) -> None:
         self.calls.append(("prefetch", prefetch))
@@ -140,3 +143,17 @@ def test_replay_can_be_repeated_for_every_reconnect() -> None:
     topology.add(Queue("a"))
     topology.add_consumer(Consumer("c1", "a", ignore))
     assert replayed(topology) == replayed(topology) == [("queue", Queue("a")), ("consumer", "c1")]
+
+
+def test_exchange_bindings_replay_in_order_once() -> None:
+    topology = Topology()
+    topology.add(Exchange("a", "topic"))
+    topology.add(Exchange("b", "topic"))
+    topology.add(ExchangeBinding("b", "a", "*.0.#"))
+    topology.add(ExchangeBinding("b", "a", "*.0.#"))
+    topology.delete_queue("b")  # a queue of that name: the exchange binding stays
+    assert replayed(topology) == [
+        ("exchange", Exchange("a", "topic")),
+        ("exchange", Exchange("b", "topic")),
+        ("bind_exchange", ExchangeBinding("b", "a", "*.0.#")),
+    ]

@@ -1,0 +1,158 @@
+"""Delayed delivery on a real RabbitMQ (taskell/transport/delays.py): messages reach classic and
+quorum task queues when due, never early; the delay levels are declared again after a reconnect."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import taskell
+from taskell.transport import Delivery, Message, Transport, open_transport
+from taskell.transport import delays as ladder
+from tests.support import wait_until
+
+LATE_OK = 0.5  # seconds a message may arrive after it is due, on a loaded 2-core machine
+
+
+@pytest.fixture
+def transport(config: taskell.Config) -> Iterator[Transport]:
+    transport = open_transport(config, name="test-delays")
+    yield transport
+    transport.close()
+
+
+def task_queue(transport: Transport, queue_type: str) -> str:
+    name = f"test.delays.{queue_type}.{uuid.uuid4().hex[:8]}"
+    transport.declare_queue(name, arguments={"x-queue-type": queue_type, "x-expires": 120_000}).result(30)
+    return name
+
+
+def collect(transport: Transport, queue: str) -> dict[str, float]:
+    """Arrival times (monotonic) by message id of what ``queue`` receives."""
+    arrived: dict[str, float] = {}
+
+    def on_message(delivery: Delivery) -> None:
+        arrived[str(delivery.message.message_id)] = time.monotonic()
+        transport.ack(delivery.tag)
+
+    transport.consume(queue, on_message).result(30)
+    return arrived
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_delayed_messages_reach_the_queue_when_due_never_early(transport: Transport, queue_type: str) -> None:
+    queue = task_queue(transport, queue_type)
+    arrived = collect(transport, queue)
+    transport.publish_delayed(queue, Message(b"warm-up", message_id="warm-up"), 0.01).result(60)
+    wait_until(lambda: "warm-up" in arrived, 10, "the first delayed message (levels just declared)")
+    sent: dict[str, tuple[float, float]] = {}
+    for n, delay in enumerate([1.5, 0.2, 1.0, 0.001, 0.75, 1.234, 0.5, 0.0]):
+        message = Message(b"x", message_id=f"m{n}", persistent=True, headers={"h": n}, priority=3)
+        sent[f"m{n}"] = (time.monotonic(), delay)
+        transport.publish_delayed(queue, message, delay).result(30)
+    wait_until(lambda: len(arrived) == len(sent) + 1, 10, "every delayed message")
+    for name, (at, delay) in sent.items():
+        assert delay <= arrived[name] - at < delay + LATE_OK, (name, delay, arrived[name] - at)
+
+
+def test_a_delayed_message_keeps_its_properties(transport: Transport) -> None:
+    queue = task_queue(transport, "classic")
+    got: list[Message] = []
+
+    def on_message(delivery: Delivery) -> None:
+        got.append(delivery.message)
+        transport.ack(delivery.tag)
+
+    transport.consume(queue, on_message).result(30)
+    sent = Message(
+        b'{"x": 1}',
+        type="demo.square",
+        message_id="t1",
+        reply_to="r",
+        content_type="application/json",
+        persistent=True,
+        headers={"taskell-fingerprint": "abc"},
+        priority=7,
+    )
+    transport.publish_delayed(queue, sent, 0.05).result(60)
+    wait_until(lambda: len(got) == 1, 10, "the delayed message")
+    [message] = got
+    assert (message.body, message.type, message.message_id, message.reply_to) == (
+        sent.body,
+        "demo.square",
+        "t1",
+        "r",
+    )
+    assert (message.content_type, message.persistent, message.priority) == ("application/json", True, 7)
+    assert message.headers["taskell-fingerprint"] == "abc"
+
+
+def test_the_levels_are_quorum_queues(transport: Transport, amqp: Any) -> None:
+    queue = task_queue(transport, "classic")
+    transport.publish_delayed(queue, Message(b"", message_id="x"), 0.01).result(60)
+    for level in (0, ladder.LEVELS - 1):
+        # passive declares only check existence; an active one with other arguments would fail
+        amqp.queue_declare(f"taskell.delay.{level}", durable=True, arguments=ladder.queue_arguments(level))
+
+
+def test_a_delay_too_long_is_a_value_error(transport: Transport) -> None:
+    queue = task_queue(transport, "classic")
+    with pytest.raises(ValueError, match=r"8\.7 years"):
+        transport.publish_delayed(queue, Message(b""), 300_000_000.0)
+
+
+def rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def vhost(broker: str) -> Iterator[str]:
+    """A vhost of this test's own, so it can drop every connection to it and delete the levels."""
+    name = f"taskell-delays-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=120, check=False)
+
+
+def test_a_reconnect_declares_the_levels_again(vhost: str) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    transport = open_transport(taskell.Config.from_url(url), name="test-delays")
+    reconnected = threading.Event()
+    transport.add_on_reconnect(reconnected.set)
+    try:
+        queue = task_queue(transport, "classic")
+        arrived = collect(transport, queue)
+        transport.publish_delayed(queue, Message(b"", message_id="before"), 0.01).result(60)
+        wait_until(lambda: "before" in arrived, 10, "the first delayed message")
+        # The levels vanish (as on a new node), then the connection drops.
+        other = open_transport(taskell.Config.from_url(url), name="test-delete")
+        try:
+            for level in range(ladder.LEVELS):
+                other.delete_queue(f"taskell.delay.{level}")
+            other.declare_queue("", exclusive=True).result(60)  # after the deletes, in order
+        finally:
+            other.close()
+        for pid in [
+            line.split("\t")[0]
+            for line in rabbitmqctl("list_connections", "pid", "vhost").splitlines()
+            if line.endswith("\t" + vhost)
+        ]:
+            rabbitmqctl("close_connection", pid, "test")
+        assert reconnected.wait(30)
+        start = time.monotonic()
+        transport.publish_delayed(queue, Message(b"", message_id="after"), 0.3).result(60)
+        wait_until(lambda: "after" in arrived, 10, "a delayed message after the reconnect")
+        assert arrived["after"] - start >= 0.3
+    finally:
+        transport.close()

@@ -1,0 +1,134 @@
+"""The delay ladder (taskell/transport/delays.py): rounding, routing keys, and a walk of the
+declared topology under RabbitMQ's topic matching rules, proving a message waits in exactly the
+levels of its 1 digits and ends in its own queue only."""
+
+from __future__ import annotations
+
+import pytest
+
+from taskell.transport import delays
+from taskell.transport.topology import Binding, Exchange, ExchangeBinding, Queue
+
+
+def topic_match(pattern: str, key: str) -> bool:
+    """RabbitMQ's topic rule: ``*`` is one word, ``#`` zero or more."""
+
+    def match(p: list[str], k: list[str]) -> bool:
+        if not p:
+            return not k
+        if p[0] == "#":
+            return any(match(p[1:], k[i:]) for i in range(len(k) + 1))
+        return bool(k) and (p[0] == "*" or p[0] == k[0]) and match(p[1:], k[1:])
+
+    return match(pattern.split("."), key.split("."))
+
+
+class Ladder:
+    """The declared topology, walked the way the broker routes and dead-letters."""
+
+    def __init__(self, destinations: list[str]) -> None:
+        declared = delays.declarations() + [delays.destination_binding(q) for q in destinations]
+        self.exchanges = {d.name for d in declared if isinstance(d, Exchange)}
+        self.queues = {d.name: d for d in declared if isinstance(d, Queue)}
+        self.bindings = [d for d in declared if isinstance(d, Binding)]
+        self.links = [d for d in declared if isinstance(d, ExchangeBinding)]
+        for b in self.bindings:
+            assert b.exchange in self.exchanges
+        for link in self.links:
+            assert {link.source, link.destination} <= self.exchanges
+
+    def route(self, exchange: str, key: str) -> set[str]:
+        queues = {
+            b.queue for b in self.bindings if b.exchange == exchange and topic_match(b.routing_key, key)
+        }
+        for link in self.links:
+            if link.source == exchange and topic_match(link.routing_key, key):
+                queues |= self.route(link.destination, key)
+        return queues
+
+    def walk(self, key: str) -> tuple[list[str], int, set[str]]:
+        """The level queues a message published with ``key`` waits in, the total wait (ms),
+        and the queues it finally reaches."""
+        waited, total = [], 0
+        reached = self.route(delays.ENTRY_EXCHANGE, key)
+        while len(reached) == 1 and (name := next(iter(reached))) in self.queues:
+            arguments = self.queues[name].arguments or {}
+            waited.append(name)
+            total += arguments["x-message-ttl"]
+            reached = self.route(arguments["x-dead-letter-exchange"], key)
+        return waited, total, reached
+
+
+def test_delays_round_up_to_whole_milliseconds() -> None:
+    assert delays.delay_ms(0.29) == 290  # not 291 from 0.29 * 1000 = 290.00000000000006
+    assert delays.delay_ms(0.0001) == 1
+    assert delays.delay_ms(1.2341) == 1235
+    assert delays.delay_ms(0) == 0
+    assert delays.delay_ms(delays.MAX_DELAY_MS / 1000) == delays.MAX_DELAY_MS
+
+
+def test_a_delay_over_the_longest_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"8\.7 years"):
+        delays.delay_ms(delays.MAX_DELAY_MS / 1000 + 0.001)
+    with pytest.raises(ValueError, match="finite"):
+        delays.delay_ms(float("inf"))
+
+
+def test_the_routing_key_is_the_digits_most_significant_first_then_the_queue() -> None:
+    key = delays.routing_key(5, "taskell.q1")
+    words = key.split(".")
+    assert len(words) == delays.LEVELS + 2
+    assert words[: delays.LEVELS] == ["0"] * (delays.LEVELS - 3) + ["1", "0", "1"]
+    assert words[delays.LEVELS :] == ["taskell", "q1"]
+    assert delays.routing_key(delays.MAX_DELAY_MS, "q").startswith("1." * delays.LEVELS)
+
+
+@pytest.mark.parametrize("ms", [1, 2, 5, 1000, 1234, 86_400_000, 2**31 + 7, delays.MAX_DELAY_MS])
+def test_a_message_waits_in_the_levels_of_its_one_digits_then_reaches_its_queue(ms: int) -> None:
+    ladder = Ladder(["taskell.q1", "q1", "other.taskell.q1"])
+    waited, total, reached = ladder.walk(delays.routing_key(ms, "taskell.q1"))
+    assert total == ms
+    levels = [int(name.rsplit(".", 1)[1]) for name in waited]
+    assert levels == sorted((n for n in range(delays.LEVELS) if ms >> n & 1), reverse=True)
+    # exactly its own queue: not "q1" (a suffix of its name) nor a queue whose name ends with it
+    assert reached == {"taskell.q1"}
+
+
+def test_every_level_is_a_quorum_queue_that_dead_letters_at_least_once() -> None:
+    queues = [d for d in delays.declarations() if isinstance(d, Queue)]
+    assert [q.name for q in queues] == [f"taskell.delay.{n}" for n in range(delays.LEVELS)]
+    for n, queue in enumerate(queues):
+        assert queue.durable
+        assert queue.arguments == {
+            "x-queue-type": "quorum",
+            "x-message-ttl": 2**n,
+            "x-dead-letter-exchange": f"taskell.delay.{n - 1}" if n else "taskell.delay.deliver",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+
+def test_each_exchange_is_declared_before_anything_refers_to_it() -> None:
+    seen: set[str] = set()
+    for d in delays.declarations():
+        if isinstance(d, Exchange):
+            seen.add(d.name)
+        elif isinstance(d, Queue):
+            assert (d.arguments or {})["x-dead-letter-exchange"] in seen
+        elif isinstance(d, Binding):
+            assert d.exchange in seen
+        elif isinstance(d, ExchangeBinding):
+            assert {d.source, d.destination} <= seen
+
+
+@pytest.mark.parametrize("name", ["", "a.*.b", "#", "x" * 180])
+def test_a_queue_the_ladder_cannot_route_to_is_refused(name: str) -> None:
+    with pytest.raises(ValueError, match="cannot be delayed to"):
+        delays.routing_key(1000, name)
+    with pytest.raises(ValueError, match="cannot be delayed to"):
+        delays.destination_binding(name)
+
+
+def test_the_longest_queue_name_fits_a_routing_key() -> None:
+    key = delays.routing_key(delays.MAX_DELAY_MS, "x" * 179)
+    assert len(key.encode()) == 255
