@@ -6,7 +6,7 @@ Declare tasks once in ``tasks.schema.yaml``, run ``taskell gen`` and use the gen
 
 from ._version import __version__ as __version__
 from .config import Config
-from .connection import Connection, attach, connect, fire
+from .connection import Connection, ConnectionView, attach, connect, fire
 from .context import Context
 from .errors import (
     BrokerUnavailable,
@@ -34,6 +34,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Connection",
+    "ConnectionView",
     # Worker side
     "Context",
     "DependencyFailed",

@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
 from . import _wire
+from ._options import SubmitOptions
 from .config import Config
 from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError
 from .handle import Ref, TaskHandle, deliver_outcome, final_reply, owner_of, when_done
@@ -74,9 +75,15 @@ class NewHandle(Protocol):
 
 
 class Submit(Protocol):
-    """The connection's plain submission (validate, publish)."""
+    """The connection's submission (validate, publish) with options."""
 
-    def __call__(self, spec: TaskSpec[Any, P, R], args: Mapping[str, object]) -> TaskHandle[P, R]: ...
+    def __call__(
+        self,
+        spec: TaskSpec[Any, P, R],
+        args: Mapping[str, object],
+        after: Sequence[Ref[object]],
+        options: SubmitOptions,
+    ) -> TaskHandle[P, R]: ...
 
 
 class DependencyTracker:
@@ -128,8 +135,11 @@ class DependencyTracker:
         args: Mapping[str, object],
         refs: list[tuple[Path, TaskHandle[Any, Any]]],
         after: Sequence[Ref[object]],
+        options: SubmitOptions,
     ) -> TaskHandle[P, R]:
-        """Submit ``spec`` once its dependencies (``refs`` in ``args``, and ``after``) succeed."""
+        """Submit ``spec`` once its dependencies (``refs`` in ``args``, and ``after``) succeed;
+        a delay (or eta) of ``options`` counts from then."""
+        options.delay_now()  # an eta too far away fails now, not in a joiner
         deps = {h.id: h for h in [*(h for _, h in refs), *(_handle(r) for r in after)]}
         # One snapshot: dependencies end meanwhile. A final reply is set before done() is true.
         ended = {dep_id: final_reply(dep) for dep_id, dep in deps.items() if dep.done()}
@@ -153,7 +163,7 @@ class DependencyTracker:
                 deliver_outcome(handle, error, (_wire.FAILED, failure))
                 return handle
         if not pending:
-            return self._submit(spec, resolved)
+            return self._submit(spec, resolved, (), options)
 
         # Defaults filled in, JSON forms applied; validation happens on the worker (mypy checked
         # the types already), since the pending values are not known yet.
@@ -178,7 +188,13 @@ class DependencyTracker:
                 _wire.FINGERPRINT_HEADER: spec.fingerprint,
                 _wire.DEPS_HEADER: [dep.id for dep in pending],
                 _wire.REFS_HEADER: json.dumps([[list(path), dep_id] for path, dep_id in pending_refs]),
+                **_wire.join_options(
+                    delay=options.delay,
+                    eta=options.eta,
+                    expires=spec.expires if options.expires is None else options.expires,
+                ),
             },
+            priority=spec.priority if options.priority is None else options.priority,
         )
         self._publish(join_queue, record, handle.id)
         with self._lock:

@@ -21,7 +21,7 @@ from typing import Any
 
 from . import _wire
 from .config import Config
-from .transport import Delivery, Message, Transport
+from .transport import Delivery, Transport
 
 __all__ = ["Joiner"]
 
@@ -151,18 +151,10 @@ class Joiner:
         args = json.loads(message.body)
         for path, dep in record.refs:
             _put(args, path, json.loads(self._outcomes[dep].body))
-        task = Message(
-            body=json.dumps(args, separators=(",", ":")).encode(),
-            type=str(message.headers.get(_wire.TASK_HEADER)),
-            message_id=message.message_id,
-            reply_to=message.reply_to,
-            content_type=_wire.JSON,
-            persistent=True,
-            headers={_wire.FINGERPRINT_HEADER: message.headers.get(_wire.FINGERPRINT_HEADER)},
-        )
+        task, delay = _wire.joined_task(message, json.dumps(args, separators=(",", ":")).encode())
         record.fired = True
         queue = str(message.headers.get(_wire.QUEUE_HEADER))
-        self._when_confirmed(record, [self._transport.publish("", queue, task, mandatory=True)])
+        self._when_confirmed(record, [self._transport.publish_delayed(queue, task, delay)])
 
     def _finish(self, record: _Record, kind: str, body: bytes) -> None:
         """End a record without running its task: tell its client, then its own dependents

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 import zlib
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -14,6 +16,7 @@ from .config import Config
 from .errors import TaskFailed
 from .spec import TaskSpec, known_spec
 from .transport import Message, Transport
+from .transport.delays import MAX_DELAY_MS
 
 FINGERPRINT_HEADER = "taskell-fingerprint"
 REASON_HEADER = "taskell-reason"  # why a message was dead-lettered
@@ -66,17 +69,70 @@ def reply_queue_arguments(config: Config, extra: dict[str, Any]) -> dict[str, An
     return {"x-queue-type": "quorum", **extra} if config.queue_type == "quorum" else dict(extra)
 
 
-def task_message(spec: TaskSpec[Any, Any, Any], task_id: str, body: bytes, reply_to: str | None) -> Message:
-    """The one AMQP message of a task submission."""
+def task_message(
+    spec: TaskSpec[Any, Any, Any],
+    task_id: str,
+    body: bytes,
+    reply_to: str | None,
+    *,
+    priority: int | None = None,
+    expires: float | None = None,
+    delay: float = 0.0,
+    headers: Mapping[str, Any] | None = None,
+) -> Message:
+    """The one AMQP message of a task submission.
+
+    ``priority`` and ``expires`` (seconds) given per call override the spec's; a task that
+    expires carries ``taskell-expires-at``: when it becomes due (now, or after ``delay``
+    seconds) plus ``expires``. ``headers`` are added last (``taskell-attempt`` on a retry).
+    """
+    return compose_task(
+        spec.name,
+        spec.fingerprint,
+        task_id,
+        body,
+        reply_to,
+        priority=spec.priority if priority is None else priority,
+        expires=spec.expires if expires is None else expires,
+        delay=delay,
+        headers=headers,
+    )
+
+
+def compose_task(
+    task: str,
+    fingerprint: str | None,
+    task_id: str | None,
+    body: bytes,
+    reply_to: str | None,
+    *,
+    priority: int | None,
+    expires: float | None,
+    delay: float = 0.0,
+    headers: Mapping[str, Any] | None = None,
+) -> Message:
+    """A task message from its parts, options already resolved (see ``task_message``)."""
+    all_headers: dict[str, Any] = {FINGERPRINT_HEADER: fingerprint}
+    if expires is not None:
+        all_headers[EXPIRES_HEADER] = utc_iso(
+            datetime.now(UTC) + timedelta(seconds=max(delay, 0.0) + expires)
+        )
+    all_headers.update(headers or {})
     return Message(
         body=body,
-        type=spec.name,
+        type=task,
         message_id=task_id,
         reply_to=reply_to,
         content_type=JSON,
         persistent=True,
-        headers={FINGERPRINT_HEADER: spec.fingerprint},
+        headers=all_headers,
+        priority=priority,
     )
+
+
+def utc_iso(moment: datetime) -> str:
+    """``moment`` as ISO 8601 in UTC, to the millisecond (``2026-01-31T12:00:00.000+00:00``)."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
 def dead_letter(message: Message, queue: str, reason: str) -> Message:
@@ -230,6 +286,58 @@ TASK_HEADER = "taskell-task"  # wire name of the task a join record or outcome i
 DEPS_HEADER = "taskell-deps"  # a join record's dependency ids
 REFS_HEADER = "taskell-refs"  # a join record's [[path, dependency id], ...] as JSON
 DEPENDENCY_FAILED = "taskell.DependencyFailed"
+# A join record's submission options, for the task it fires (its ``priority`` is the record's):
+DELAY_HEADER = "taskell-delay"  # seconds the task waits once its dependencies are done
+ETA_HEADER = "taskell-eta"  # ISO 8601: the task is due then, or when they are done if later
+EXPIRES_AFTER_HEADER = "taskell-expires"  # seconds after it is due that the task expires
+
+
+def join_options(*, delay: float | None, eta: datetime | None, expires: float | None) -> dict[str, Any]:
+    """The headers of a join record's options that are set."""
+    headers: dict[str, Any] = {}
+    if delay:
+        headers[DELAY_HEADER] = delay
+    if eta is not None:
+        headers[ETA_HEADER] = utc_iso(eta)
+    if expires is not None:
+        headers[EXPIRES_AFTER_HEADER] = expires
+    return headers
+
+
+def joined_task(record: Message, body: bytes) -> tuple[Message, float]:
+    """The task a join record fires, with ``body`` as its args, and its delay from now."""
+    headers = record.headers
+    delay = _number(headers.get(DELAY_HEADER)) or 0.0
+    if ETA_HEADER in headers:
+        try:
+            due = datetime.fromisoformat(str(headers[ETA_HEADER]))
+            delay = (due - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            delay = 0.0
+    delay = min(max(delay, 0.0), MAX_DELAY_MS / 1000)  # clients check it; never a ValueError here
+    task = compose_task(
+        str(headers.get(TASK_HEADER)),
+        _text(headers.get(FINGERPRINT_HEADER)),
+        record.message_id,
+        body,
+        record.reply_to,
+        priority=record.priority,
+        expires=_number(headers.get(EXPIRES_AFTER_HEADER)),
+        delay=delay,
+    )
+    return task, delay
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def join_queue(task_id: str) -> str:

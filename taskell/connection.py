@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, wait
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,13 +23,14 @@ from pydantic import ValidationError
 
 from . import _abort_log, _wire
 from ._deps import DependencyTracker, dependency_failed, find_refs
+from ._options import SubmitOptions
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
 from .handle import HandleOwner, Ref, TaskHandle, deliver_outcome, deliver_progress, spec_of
 from .spec import TaskSpec
 from .transport import Delivery, Message, open_transport
 
-__all__ = ["Connection", "connect"]
+__all__ = ["Connection", "ConnectionView", "connect"]
 
 log = logging.getLogger("taskell.client")
 
@@ -83,6 +85,8 @@ def fire(stub: Callable[A, TaskHandle[Any, Any]], /, *args: A.args, **kwargs: A.
     """
     conn = getattr(stub, "__self__", None)
     conn = getattr(conn, "_conn", None)
+    if isinstance(conn, ConnectionView):
+        conn = conn.connection
     if not isinstance(conn, Connection):
         raise TypeError("fire() takes a method of a generated Client, e.g. taskell.fire(demo.square, x=3)")
     conn._local.fire_and_forget = True
@@ -120,6 +124,7 @@ class Connection:
         self._declared: set[str] = set()
         self._answers: dict[str | None, list[dict[str, Any]]] = {}
         self._local = threading.local()  # per-thread submission mode (see taskell.fire)
+        self._warned_retention = False
         self._declare_lock = threading.Lock()
         self._closed = False
         try:
@@ -138,7 +143,7 @@ class Connection:
                 config,
                 self.reply_queue,
                 new_handle=self._new_handle,
-                submit=self.submit,
+                submit=self._submit,
                 publish=self._publish,
                 declare_queue=self._declare_task_queue,
                 is_open=lambda: not self._closed,
@@ -175,8 +180,53 @@ class Connection:
             PayloadError: ``args`` do not validate against the task's model.
             BrokerUnavailable: the connection is closed or lost.
         """
+        return self._submit(spec, args, after, _DEFAULTS)
+
+    def submit_json(self, spec: TaskSpec[Any, P, R], json_args: str | bytes) -> TaskHandle[P, R]:
+        """Like ``submit``, with the arguments as JSON (as ``taskell call`` takes them)."""
+        return self._submit_json(spec, json_args, _DEFAULTS)
+
+    def options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        priority: int | None = None,
+        expires: float | timedelta | None = None,
+    ) -> ConnectionView:
+        """A view of this connection whose submissions carry these options; give it to a
+        generated ``Client`` in place of the connection::
+
+            Client(conn.options(delay=60, priority=9)).square(x=3)
+
+        Options given here override the schema's. A view's ``options`` makes another view
+        with some options changed (a delay replaces an eta and back).
+
+        Args:
+            delay: seconds (or a ``timedelta``) the broker holds the task before it is queued.
+            eta: an aware ``datetime`` the task is held until (give ``delay`` or ``eta``).
+                With dependencies, the wait starts once they are done.
+            priority: 0 (lowest) to 9; workers start waiting tasks of higher priority first.
+            expires: seconds (or a ``timedelta``): a task not started that long after it is
+                due (submitted, or at the end of its delay) never runs and its handle raises
+                ``TaskExpired``.
+
+        Raises:
+            ValueError: an option out of range, ``delay`` and ``eta`` both, or a naive ``eta``.
+        """
+        return ConnectionView(
+            self, SubmitOptions.make(delay=delay, eta=eta, priority=priority, expires=expires)
+        )
+
+    def _submit(
+        self,
+        spec: TaskSpec[Any, P, R],
+        args: Mapping[str, object],
+        after: Sequence[Ref[object]],
+        options: SubmitOptions,
+    ) -> TaskHandle[P, R]:
         if after:
-            return self._deps.submit(spec, args, find_refs(args), after)
+            return self._deps.submit(spec, args, find_refs(args), after, options)
         try:
             body = spec.args.model_validate(args).model_dump_json().encode()
         except ValidationError as exc:
@@ -185,30 +235,54 @@ class Connection:
             refs = find_refs(args)
             if not refs:
                 raise PayloadError(spec.name, _wire.describe(exc)) from None
-            return self._deps.submit(spec, args, refs, after)
-        return self._publish_task(spec, body)
+            return self._deps.submit(spec, args, refs, after, options)
+        return self._publish_task(spec, body, options)
 
-    def submit_json(self, spec: TaskSpec[Any, P, R], json_args: str | bytes) -> TaskHandle[P, R]:
-        """Like ``submit``, with the arguments as JSON (as ``taskell call`` takes them)."""
+    def _submit_json(
+        self, spec: TaskSpec[Any, P, R], json_args: str | bytes, options: SubmitOptions
+    ) -> TaskHandle[P, R]:
         try:
             body = spec.args.model_validate_json(json_args).model_dump_json().encode()
         except ValidationError as exc:
             raise PayloadError(spec.name, _wire.describe(exc)) from None
-        return self._publish_task(spec, body)
+        return self._publish_task(spec, body, options)
 
-    def _publish_task(self, spec: TaskSpec[Any, P, R], body: bytes) -> TaskHandle[P, R]:
+    def _publish_task(
+        self, spec: TaskSpec[Any, P, R], body: bytes, options: SubmitOptions
+    ) -> TaskHandle[P, R]:
         if self._closed:
             raise BrokerUnavailable("connection is closed")
         if len(body) > self.config.max_payload_bytes:
             raise PayloadError(spec.name, f"args are {len(body)} bytes, over max_payload_bytes")
+        delay = options.delay_now()
+        self._check_delay(delay)
         self._declare_task_queue(spec.queue)
-        if getattr(self._local, "fire_and_forget", False):
-            handle = self._new_handle(spec, expect_reply=False)  # never completed
-            self._publish(spec.queue, _wire.task_message(spec, handle.id, body, None), None)
-            return handle
-        handle = self._new_handle(spec)
-        self._publish(spec.queue, _wire.task_message(spec, handle.id, body, self.reply_queue), handle.id)
+        fire_and_forget = getattr(self._local, "fire_and_forget", False)
+        handle = self._new_handle(spec, expect_reply=not fire_and_forget)  # fired: never completed
+        message = _wire.task_message(
+            spec,
+            handle.id,
+            body,
+            None if fire_and_forget else self.reply_queue,
+            priority=options.priority,
+            expires=options.expires,
+            delay=delay,
+        )
+        self._publish(spec.queue, message, None if fire_and_forget else handle.id, delay)
         return handle
+
+    def _check_delay(self, delay: float) -> None:
+        """Warn (once per connection) of a delay that outlasts the aborts kept on the broker."""
+        retention = self.config.abort_retention
+        if delay > retention and not self._warned_retention:
+            self._warned_retention = True
+            log.warning(
+                "a task is delayed %.0f s, longer than abort_retention (%.0f s): an abort sent more "
+                "than %.0f s before it is due may not stop it (see the operations guide)",
+                delay,
+                retention,
+                retention,
+            )
 
     def _new_handle(self, spec: TaskSpec[Any, P, R], *, expect_reply: bool = True) -> TaskHandle[P, R]:
         handle: TaskHandle[P, R] = TaskHandle(self._owner, spec, str(uuid.uuid4()))
@@ -216,9 +290,13 @@ class Connection:
             self._handles[handle.id] = handle
         return handle
 
-    def _publish(self, queue: str, message: Message, task_id: str | None) -> None:
-        """Publish (mandatory) in the background; a refusal fails task ``task_id``'s handle."""
-        confirmed = self._transport.publish("", queue, message, mandatory=True)
+    def _publish(self, queue: str, message: Message, task_id: str | None, delay: float = 0.0) -> None:
+        """Publish (mandatory) in the background, to reach ``queue`` after ``delay`` seconds;
+        a refusal fails task ``task_id``'s handle."""
+        if delay > 0:
+            confirmed = self._transport.publish_delayed(queue, message, delay)
+        else:
+            confirmed = self._transport.publish("", queue, message, mandatory=True)
         self._unconfirmed.add(confirmed)
         confirmed.add_done_callback(lambda f: self._on_confirmed(f, task_id))
 
@@ -394,6 +472,52 @@ class Connection:
             self._closed = True
             self._transport.close()
             self._fail_pending(BrokerUnavailable("connection closed before the task ended"))
+
+
+_DEFAULTS = SubmitOptions()
+
+
+class ConnectionView:
+    """A ``Connection`` whose submissions carry options (``Connection.options``): a delay or
+    an eta, a priority, an expiry. Give it to a generated ``Client`` like a connection; it has
+    no state of its own, so any number of views may share one connection."""
+
+    __slots__ = ("_conn", "_options")
+
+    def __init__(self, conn: Connection, options: SubmitOptions) -> None:
+        self._conn = conn
+        self._options = options
+
+    def __repr__(self) -> str:
+        set_options = {k: v for k, v in vars(self._options).items() if v is not None}
+        return f"<taskell.ConnectionView {self._conn.config.masked_url()} {set_options}>"
+
+    @property
+    def connection(self) -> Connection:
+        """The connection the submissions go through."""
+        return self._conn
+
+    def options(
+        self,
+        *,
+        delay: float | timedelta | None = None,
+        eta: datetime | None = None,
+        priority: int | None = None,
+        expires: float | timedelta | None = None,
+    ) -> ConnectionView:
+        """A view with these options changed, the others kept (see ``Connection.options``)."""
+        newer = SubmitOptions.make(delay=delay, eta=eta, priority=priority, expires=expires)
+        return ConnectionView(self._conn, self._options.combine(newer))
+
+    def submit(
+        self, spec: TaskSpec[Any, P, R], args: Mapping[str, object], *, after: Sequence[Ref[object]] = ()
+    ) -> TaskHandle[P, R]:
+        """``Connection.submit`` with this view's options."""
+        return self._conn._submit(spec, args, after, self._options)
+
+    def submit_json(self, spec: TaskSpec[Any, P, R], json_args: str | bytes) -> TaskHandle[P, R]:
+        """``Connection.submit_json`` with this view's options."""
+        return self._conn._submit_json(spec, json_args, self._options)
 
 
 def _fail(handle: TaskHandle[Any, Any], error: TaskellError) -> None:

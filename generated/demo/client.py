@@ -12,7 +12,8 @@ from . import models as _models
 
 
 class Client:
-    """Submits the tasks of package ``demo`` through a ``taskell.Connection``.
+    """Submits the tasks of package ``demo`` through a ``taskell.Connection``, or a
+    view of one with submission options (``conn.options(delay=60)``).
 
     Each argument may also be given as a ``taskell.Ref`` (a handle of a task whose result has
     the argument's type), which makes the new task depend on it; ``after`` adds order-only
@@ -21,7 +22,7 @@ class Client:
 
     __slots__ = ("_conn",)
 
-    def __init__(self, conn: _taskell.Connection) -> None:
+    def __init__(self, conn: _taskell.Connection | _taskell.ConnectionView) -> None:
         self._conn = conn
 
     def sum(
