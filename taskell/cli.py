@@ -18,9 +18,11 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from .config import Config
+from .durations import parse_duration
 from .errors import BrokerUnavailable, ConfigError, PayloadError, SchemaError, TaskellError
 
 __all__ = ["main"]
@@ -144,6 +146,32 @@ def _parser() -> argparse.ArgumentParser:
         help="stop waiting after S seconds and exit 1 (the task goes on; default: wait until it ends)",
     )
     call.add_argument("--no-wait", action="store_true", help="print the task id and exit at once")
+    when = call.add_mutually_exclusive_group()
+    when.add_argument(
+        "--delay",
+        type=_delay,
+        metavar="DURATION",
+        help="the broker holds the task this long before it is queued (e.g. 30s, 10m, 1h30m)",
+    )
+    when.add_argument(
+        "--eta",
+        type=_eta,
+        metavar="TIME",
+        help="the broker holds the task until then: ISO 8601 with an offset, e.g. 2030-01-31T09:00:00+01:00",
+    )
+    call.add_argument(
+        "--priority",
+        type=_priority,
+        metavar="N",
+        help="0 (lowest) to 9; workers start waiting tasks of higher priority first (default: the schema's)",
+    )
+    call.add_argument(
+        "--expires",
+        type=_expires,
+        metavar="DURATION",
+        help="not started this long after it is due: the task never runs and the call fails "
+        "(default: the schema's)",
+    )
 
     abort = command("abort", "abort a queued or running task by id", _abort)
     abort.add_argument("task_id", metavar="TASK_ID", type=_task_id, help="the task id (a UUID)")
@@ -183,6 +211,7 @@ def _parser() -> argparse.ArgumentParser:
 # Argument types: a bad value is a usage error (exit 2) naming the option.
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_MAX_DELAY_S = (2**38 - 1) / 1000  # transport.delays.MAX_DELAY_MS, without importing the transport
 
 
 def _positive_int(text: str) -> int:
@@ -202,6 +231,47 @@ def _seconds(text: str) -> float:
         value = math.nan
     if not 0 <= value < math.inf:
         raise argparse.ArgumentTypeError(f"expected seconds (a number >= 0), got {text!r}")
+    return value
+
+
+def _delay(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if seconds > _MAX_DELAY_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than the longest delay (about 8.7 years)")
+    return seconds
+
+
+def _expires(text: str) -> float:
+    seconds = _delay(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"expected a duration > 0, got {text!r}")
+    return seconds
+
+
+def _eta(text: str) -> datetime:
+    try:
+        eta = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not an ISO 8601 time, e.g. 2030-01-31T09:00:00+01:00: {text!r}"
+        ) from None
+    if eta.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time's offset (e.g. +00:00 or Z): {text!r}")
+    if (eta - datetime.now(UTC)).total_seconds() > _MAX_DELAY_S:
+        raise argparse.ArgumentTypeError(f"{text!r} is further away than the longest delay (about 8.7 years)")
+    return eta
+
+
+def _priority(text: str) -> int:
+    try:
+        value: int | None = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to 9, got {text!r}")
     return value
 
 
@@ -290,8 +360,13 @@ def _call(args: argparse.Namespace) -> int:
         )
         return EXIT_FAILED
     config = _load_config(args)
+    options = {
+        name: getattr(args, name)
+        for name in ("delay", "eta", "priority", "expires")
+        if getattr(args, name) is not None
+    }
     with Connection(config) as conn:
-        handle = conn.submit_json(spec, args.json_args)
+        handle = (conn.options(**options) if options else conn).submit_json(spec, args.json_args)
         if args.no_wait:
             conn.flush(config.connect_timeout)
             print(handle.id)

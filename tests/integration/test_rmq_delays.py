@@ -1,21 +1,29 @@
 """Delayed delivery on a real RabbitMQ (taskell/transport/delays.py): messages reach classic and
-quorum task queues when due, never early; the delay levels are declared again after a reconnect."""
+quorum task queues when due, never early; the delay levels are declared again after a reconnect.
+Tasks submitted through ``conn.options`` and ``taskell call``: delays, etas, priority and
+expiry on the message, and a delayed task aborted before it is due never runs.
+(A broker restart with delayed tasks: tests/faults/test_fault_delays.py.)"""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 import taskell
+from examples.worker import Impl
+from generated.demo import Client, registry
+from taskell import _wire
 from taskell.transport import Delivery, Message, Transport, open_transport
 from taskell.transport import delays as ladder
-from tests.support import wait_until
+from tests.support import RESULT_TIMEOUT, RunCli, wait_until
 
 LATE_OK = 0.5  # seconds a message may arrive after it is due, on a loaded 2-core machine
 
@@ -117,7 +125,8 @@ def rabbitmqctl(*args: str) -> str:
 
 @pytest.fixture
 def vhost(broker: str) -> Iterator[str]:
-    """A vhost of this test's own, so it can drop every connection to it and delete the levels."""
+    """A vhost of this test's own: for task queues of another type than the shared vhost's, or
+    to drop every connection to it and delete the levels."""
     name = f"taskell-delays-{uuid.uuid4().hex[:8]}"
     rabbitmqctl("add_vhost", name)
     rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
@@ -156,3 +165,120 @@ def test_a_reconnect_declares_the_levels_again(vhost: str) -> None:
         assert arrived["after"] - start >= 0.3
     finally:
         transport.close()
+
+
+# Tasks
+
+
+class Clock(Impl):
+    """The demo handlers, noting when each ``square`` started (by its ``x``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: dict[int, list[float]] = {}
+
+    def square(self, ctx: taskell.Context[None], x: int) -> int:
+        self.started.setdefault(x, []).append(time.monotonic())
+        return x * x
+
+
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_delayed_tasks_start_when_due_never_early(vhost: str, queue_type: str) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    config = taskell.Config.load(None, env={}, url=url, queue_type=queue_type)
+    clock = Clock()
+    delays = {n: 0.1 + n * 0.15 for n in range(12)}
+    with taskell.Worker(registry(clock), config, parallelism=4), taskell.connect(config=config) as conn:
+        Client(conn.options(delay=0.01)).square(x=99).result(timeout=RESULT_TIMEOUT)  # levels declared
+        submitted, handles = {}, []
+        for n, delay in delays.items():
+            submitted[n] = time.monotonic()
+            handles.append(Client(conn.options(delay=delay)).square(x=n))
+        assert [h.result(timeout=RESULT_TIMEOUT) for h in handles] == [n * n for n in delays]
+    for n, delay in delays.items():
+        [started] = clock.started[n]
+        assert delay <= started - submitted[n] < delay + LATE_OK, (n, delay, started - submitted[n])
+
+
+def test_an_eta_holds_the_task_until_then(conn: taskell.Connection, start_worker: Any) -> None:
+    clock = Clock()
+    start_worker(parallelism=2, impl=clock)
+    eta = datetime.now(UTC) + timedelta(seconds=1)
+    handle = Client(conn.options(eta=eta)).square(x=4)
+    assert handle.result(timeout=RESULT_TIMEOUT) == 16
+    [started] = clock.started[4]
+    assert datetime.now(UTC) - timedelta(seconds=time.monotonic() - started) >= eta - timedelta(
+        milliseconds=5
+    )
+
+
+def test_a_task_message_carries_priority_and_expiry(conn: taskell.Connection, amqp: Any) -> None:
+    handle = Client(conn.options(delay=0.2, priority=8, expires=60)).square(x=2)
+    conn.flush(30)
+    due = datetime.now(UTC) + timedelta(seconds=0.2)
+
+    def get() -> Any:
+        return amqp.basic_get("taskell.q1", auto_ack=True)
+
+    wait_until(
+        lambda: amqp.queue_declare("taskell.q1", passive=True).method.message_count == 1, 10, "the task"
+    )
+    _, props, body = get()
+    assert (props.message_id, props.type, props.priority) == (handle.id, "demo.square", 8)
+    expires_at = datetime.fromisoformat(props.headers[_wire.EXPIRES_HEADER])
+    assert abs((expires_at - (due + timedelta(seconds=60))).total_seconds()) < 1
+    assert props.headers[_wire.FINGERPRINT_HEADER]
+    assert json.loads(body) == {"x": 2}
+
+
+def test_a_delayed_task_aborted_before_it_is_due_never_runs(
+    config: taskell.Config, conn: taskell.Connection
+) -> None:
+    clock = Clock()
+    handle = Client(conn.options(delay=2)).square(x=6)
+    conn.flush(30)
+    # No worker is up: the abort is kept on the broker (abort_retention), and the worker that
+    # starts afterwards refuses the task when it comes due.
+    conn.abort(handle.id)
+    with taskell.Worker(registry(clock), config, parallelism=2):
+        with pytest.raises(taskell.TaskAborted):
+            handle.result(timeout=RESULT_TIMEOUT)
+        assert Client(conn).square(x=7).result(timeout=RESULT_TIMEOUT) == 49
+    assert 6 not in clock.started
+
+
+def test_a_delayed_task_aborted_while_a_worker_is_up_never_runs(
+    conn: taskell.Connection, start_worker: Any
+) -> None:
+    clock = Clock()
+    start_worker(parallelism=2, impl=clock)
+    start = time.monotonic()
+    handle = Client(conn.options(delay=1.5)).square(x=8)
+    conn.abort(handle.id)
+    with pytest.raises(taskell.TaskAborted):
+        handle.result(timeout=RESULT_TIMEOUT)
+    assert time.monotonic() - start >= 1.5  # refused when it came due, not before
+    assert 8 not in clock.started
+
+
+def test_call_with_a_delay_priority_and_expiry(taskell_cli: RunCli, worker: taskell.Worker) -> None:
+    start = time.monotonic()
+    proc = taskell_cli(
+        "call",
+        "tasks.schema.yaml",
+        "square",
+        '{"x": 5}',
+        "--delay",
+        "1s",
+        "--priority",
+        "3",
+        "--expires",
+        "1m",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "25"
+    assert time.monotonic() - start >= 1.0
+    eta = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    proc = taskell_cli("call", "tasks.schema.yaml", "square", '{"x": 6}', "--eta", eta, "--timeout", "30")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "36"

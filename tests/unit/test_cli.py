@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from taskell import cli
+from taskell.transport.delays import MAX_DELAY_MS
 from tests.support import ROOT
 
 
@@ -54,6 +56,16 @@ def test_help_names_the_broker_variable_and_the_precedence(capsys: pytest.Captur
         (["worker", "m:a", "--log-level", "loud"], "--log-level"),
         (["call", "s.yaml", "sum", "{}", "--timeout", "-1"], "--timeout"),
         (["call", "s.yaml", "sum", "{}", "--timeout", "nan"], "--timeout"),
+        (["call", "s.yaml", "sum", "{}", "--delay", "soon"], "--delay"),
+        (["call", "s.yaml", "sum", "{}", "--delay", "-5s"], "--delay"),
+        (["call", "s.yaml", "sum", "{}", "--delay", "4000d"], "--delay"),
+        (["call", "s.yaml", "sum", "{}", "--delay", "1s", "--eta", "2030-01-01T00:00:00Z"], "--eta"),
+        (["call", "s.yaml", "sum", "{}", "--eta", "2030-01-01T00:00:00"], "--eta"),
+        (["call", "s.yaml", "sum", "{}", "--eta", "tomorrow"], "--eta"),
+        (["call", "s.yaml", "sum", "{}", "--priority", "10"], "--priority"),
+        (["call", "s.yaml", "sum", "{}", "--priority", "high"], "--priority"),
+        (["call", "s.yaml", "sum", "{}", "--expires", "0s"], "--expires"),
+        (["call", "s.yaml", "sum", "{}", "--expires", "1x"], "--expires"),
         (["inspect", "--wait", "soon"], "--wait"),
         (["dead-letters", "--limit", "0"], "--limit"),
     ],
@@ -67,6 +79,16 @@ def test_bad_arguments_are_usage_errors(
     err = capsys.readouterr().err
     assert message in err, err
     assert "Traceback" not in err
+
+
+def test_call_reads_the_submission_options() -> None:
+    args = cli._parser().parse_args(
+        ["call", "s.yaml", "sum", "{}", "--delay", "1m30s", "--priority", "7", "--expires", "500ms"]
+    )
+    assert (args.delay, args.eta, args.priority, args.expires) == (90.0, None, 7, 0.5)
+    args = cli._parser().parse_args(["call", "s.yaml", "sum", "{}", "--eta", "2030-01-31T09:00:00+01:00"])
+    assert args.eta == datetime(2030, 1, 31, 8, 0, tzinfo=UTC)
+    assert cli._MAX_DELAY_S == MAX_DELAY_MS / 1000
 
 
 def test_abort_takes_the_canonical_form_of_a_task_id() -> None:
