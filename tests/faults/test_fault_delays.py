@@ -1,0 +1,95 @@
+"""Delayed tasks across a broker restart on the private node: 200 tasks held by the delay levels
+(quorum queues) while the node stops and boots again: none lost, none run before it was due."""
+
+from __future__ import annotations
+
+import collections
+import random
+import statistics
+import time
+
+import pytest
+
+import taskell
+from examples.worker import Impl
+from generated.demo import Client, registry
+from tests.faults._rabbit import RabbitNode
+from tests.faults._support import Report, client_config, queue_depth
+
+TASKS = 200
+LONGEST = 30.0  # seconds: delays are spread over 1..LONGEST: some end during the outage, some after
+
+
+class Clock(Impl):
+    """The demo handlers, noting when each ``square`` started (by its ``x``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: dict[int, list[float]] = collections.defaultdict(list)
+
+    def square(self, ctx: taskell.Context[None], x: int) -> int:
+        self.started[x].append(time.monotonic())
+        return x * x
+
+
+def test_delayed_tasks_survive_a_broker_restart(
+    private_broker: RabbitNode, vhost: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = random.Random(13)
+    delays = {x: rng.uniform(1.0, LONGEST) for x in range(TASKS)}
+    clock = Clock()
+    config = client_config([vhost], connect_timeout=5)
+    started = time.monotonic()
+    with taskell.Worker(registry(clock), config, parallelism=8), taskell.connect(config=config) as conn:
+        # The first delayed task declares the levels (38 quorum queues): not part of the lateness.
+        assert Client(conn.options(delay=0.01)).square(x=-1).result(timeout=60) == 1
+        submitted, handles = {}, []
+        for x, delay in delays.items():
+            submitted[x] = time.monotonic()
+            handles.append((x, Client(conn.options(delay=delay)).square(x=x)))
+        conn.flush(60)  # every one is held by the broker now
+        ran_before = sum(1 for x in delays if clock.started[x])
+        down = time.monotonic()
+        private_broker.restart_node()
+        back = time.monotonic()
+        wrong, lost = [], []
+        for x, handle in handles:
+            try:
+                if handle.result(timeout=max(1.0, LONGEST + 90 - (time.monotonic() - started))) != x * x:
+                    wrong.append(x)
+            except (taskell.TaskellError, TimeoutError) as exc:
+                lost.append((x, repr(exc)))
+        # The levels work on after the restart.
+        after = Client(conn.options(delay=0.5)).square(x=TASKS)
+        assert after.result(timeout=60) == TASKS * TASKS
+    late = sorted(
+        clock.started[x][0] - submitted[x] - delay for x, delay in delays.items() if clock.started[x]
+    )
+    # Tasks due once the node was up again and the worker had had time to reconnect.
+    due_after = [x for x, delay in delays.items() if submitted[x] + delay > back + 10]
+    late_after = sorted(clock.started[x][0] - submitted[x] - delays[x] for x in due_after if clock.started[x])
+    early = [x for x, delay in delays.items() if any(t - submitted[x] < delay for t in clock.started[x])]
+    runs = collections.Counter({x: len(clock.started[x]) for x in delays})
+    Report(
+        fault="broker node restarted while every task waits in the delay levels",
+        load=f"{TASKS} tasks delayed 1-{LONGEST:.0f} s (random), one in-process worker x 8",
+        submitted=TASKS,
+        lost=len(lost),
+        duplicated=sum(1 for c in runs.values() if c > 1),
+        dead_lettered=queue_depth(vhost, "taskell.dead"),
+        seconds=round(time.monotonic() - started, 1),
+        details={
+            "outage_s": round(back - down, 1),
+            "ran_before_restart": ran_before,
+            "early": len(early),
+            "late_p50_s": round(statistics.median(late), 3) if late else None,
+            "late_max_s": round(late[-1], 3) if late else None,
+            "due_10s_after_restart": len(due_after),
+            "their_late_p50_s": round(statistics.median(late_after), 3) if late_after else None,
+            "their_late_max_s": round(late_after[-1], 3) if late_after else None,
+        },
+    ).emit()
+    assert lost == [] and wrong == []
+    assert early == []
+    assert all(runs[x] >= 1 for x in delays)
+    assert ran_before < TASKS  # the restart came while tasks were still held
