@@ -287,27 +287,28 @@ DEPS_HEADER = "taskell-deps"  # a join record's dependency ids
 REFS_HEADER = "taskell-refs"  # a join record's [[path, dependency id], ...] as JSON
 DEPENDENCY_FAILED = "taskell.DependencyFailed"
 # A join record's submission options, for the task it fires (its ``priority`` is the record's):
-DELAY_HEADER = "taskell-delay"  # seconds the task waits once its dependencies are done
+# (whole milliseconds: AMQP tables, as pika writes them, hold no floats)
+DELAY_HEADER = "taskell-delay-ms"  # the task waits this long once its dependencies are done
 ETA_HEADER = "taskell-eta"  # ISO 8601: the task is due then, or when they are done if later
-EXPIRES_AFTER_HEADER = "taskell-expires"  # seconds after it is due that the task expires
+EXPIRES_AFTER_HEADER = "taskell-expires-ms"  # the task expires this long after it is due
 
 
 def join_options(*, delay: float | None, eta: datetime | None, expires: float | None) -> dict[str, Any]:
     """The headers of a join record's options that are set."""
     headers: dict[str, Any] = {}
     if delay:
-        headers[DELAY_HEADER] = delay
+        headers[DELAY_HEADER] = math.ceil(round(delay * 1000, 3))  # never shortened
     if eta is not None:
         headers[ETA_HEADER] = utc_iso(eta)
     if expires is not None:
-        headers[EXPIRES_AFTER_HEADER] = expires
+        headers[EXPIRES_AFTER_HEADER] = round(expires * 1000)
     return headers
 
 
 def joined_task(record: Message, body: bytes) -> tuple[Message, float]:
     """The task a join record fires, with ``body`` as its args, and its delay from now."""
     headers = record.headers
-    delay = _number(headers.get(DELAY_HEADER)) or 0.0
+    delay = (_number(headers.get(DELAY_HEADER)) or 0.0) / 1000
     if ETA_HEADER in headers:
         try:
             due = datetime.fromisoformat(str(headers[ETA_HEADER]))
@@ -322,7 +323,7 @@ def joined_task(record: Message, body: bytes) -> tuple[Message, float]:
         body,
         record.reply_to,
         priority=record.priority,
-        expires=_number(headers.get(EXPIRES_AFTER_HEADER)),
+        expires=_milliseconds(headers.get(EXPIRES_AFTER_HEADER)),
         delay=delay,
     )
     return task, delay
@@ -334,6 +335,11 @@ def _number(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _milliseconds(value: Any) -> float | None:
+    number = _number(value)
+    return None if number is None else number / 1000
 
 
 def _text(value: Any) -> str | None:

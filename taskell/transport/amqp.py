@@ -389,7 +389,10 @@ class AmqpTransport(Transport):
             if self._channel is None:  # lost meanwhile: the outbox is drained once reconnected
                 future.set_exception(self._lost or BrokerUnavailable("channel is closed"))
                 return
-            self._basic_publish(self._channel, publish)
+            try:
+                self._basic_publish(self._channel, publish)
+            except pika.exceptions.UnsupportedAMQPFieldException as exc:  # nothing was sent
+                future.set_exception(ValueError(f"message {message.message_id} cannot be encoded: {exc!r}"))
 
         self.call_soon(run)
         return future

@@ -282,3 +282,11 @@ def test_call_with_a_delay_priority_and_expiry(taskell_cli: RunCli, worker: task
     proc = taskell_cli("call", "tasks.schema.yaml", "square", '{"x": 6}', "--eta", eta, "--timeout", "30")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "36"
+
+
+def test_a_header_amqp_cannot_hold_fails_the_publish_at_once(transport: Transport) -> None:
+    queue = task_queue(transport, "classic")
+    bad = Message(b"", message_id="bad", headers={"seconds": 1.5})  # pika writes no floats
+    with pytest.raises(ValueError, match="cannot be encoded"):
+        transport.publish("", queue, bad, mandatory=True).result(10)
+    transport.publish("", queue, Message(b"", message_id="good"), mandatory=True).result(10)

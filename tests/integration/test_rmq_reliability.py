@@ -181,17 +181,17 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
         # The client permissions documented in the README.
         rabbitmqctl(
             "set_permissions", "-p", vhost, user,
-            r"^taskell\.(reply\..*|q1|q2|default|join\..*|outcomes|abort|abort\.log)$",
-            r"^(amq\.default|taskell\.(reply\..*|q1|q2|default|join\..*|abort))$",
-            r"^(taskell\.reply\..*|taskell\.outcomes)$",
+            r"^taskell\.(reply\..*|q1|q2|default|join\..*|outcomes|abort|abort\.log|delay\..*)$",
+            r"^(amq\.default|taskell\.(reply\..*|q1|q2|default|join\..*|abort|delay\..*))$",
+            r"^(taskell\.reply\..*|taskell\.outcomes|taskell\.delay\..*)$",
         )  # fmt: skip
         rabbitmqctl("add_user", worker_user, password)
         # The worker permissions documented in the README.
         rabbitmqctl(
             "set_permissions", "-p", vhost, worker_user,
             r"^taskell\..*$",
-            r"^(amq\.default|taskell\.(control\..*|lease\..*|dead|outcomes|q1|q2|default))$",
-            r"^taskell\.(control\..*|lease\..*|join\..*|abort|abort\.log|q1|q2|default)$",
+            r"^(amq\.default|taskell\.(control\..*|lease\..*|dead|outcomes|q1|q2|default|delay\..*))$",
+            r"^taskell\.(control\..*|lease\..*|join\..*|abort|abort\.log|q1|q2|default|delay\..*)$",
         )  # fmt: skip
         worker_config = taskell.Config.load(None, env={}, url=url_for(vhost, worker_user, password))
         client_config = taskell.Config.load(None, env={}, url=url_for(vhost, user, password))
@@ -201,6 +201,12 @@ def test_a_client_user_cannot_consume_task_queues(vhost: str) -> None:
             conn.abort(doomed.id)  # recorded on the broker: no worker is up
             with taskell.Worker(registry(Impl()), worker_config):
                 assert Client(conn).square(x=5).result(timeout=RESULT_TIMEOUT) == 25
+                # Delayed: the client declares the delay levels; the joiner (a worker) publishes
+                # a delayed dependent there.
+                later = Client(conn.options(delay=0.2))
+                assert later.square(x=6).result(timeout=RESULT_TIMEOUT) == 36
+                nap = Client(conn).sleep(seconds=0.3)
+                assert later.total(parts=[4], after=[nap]).result(timeout=RESULT_TIMEOUT) == 4
                 with pytest.raises(taskell.TaskAborted):
                     doomed.result(timeout=RESULT_TIMEOUT)
             assert password not in repr(conn) and password not in repr(client_config)

@@ -230,3 +230,21 @@ def test_a_view_is_safe_from_many_threads(conn: taskell.Connection) -> None:
     for thread in threads:
         thread.join(10)
     assert sorted(h.result(timeout=10) for h in handles) == sorted(n * n for n in range(20))
+
+
+def test_a_join_record_holds_its_options_in_whole_milliseconds() -> None:
+    eta = datetime(2030, 1, 31, 9, 0, tzinfo=UTC)
+    headers = _wire.join_options(delay=0.2001, eta=eta, expires=1.5)
+    assert headers == {
+        _wire.DELAY_HEADER: 201,  # rounded up: never early
+        _wire.ETA_HEADER: "2030-01-31T09:00:00.000+00:00",
+        _wire.EXPIRES_AFTER_HEADER: 1500,
+    }
+    assert all(isinstance(v, (int, str)) for v in headers.values())  # what AMQP tables hold
+    record = Message(
+        b"{}", message_id="t", reply_to="r", headers={**headers, _wire.TASK_HEADER: "demo.square"}
+    )
+    before = datetime.now(UTC)
+    task, delay = _wire.joined_task(record, b'{"x":1}')
+    assert 0 < delay <= (eta - before).total_seconds()
+    assert (task.type, task.message_id, task.reply_to, task.body) == ("demo.square", "t", "r", b'{"x":1}')
