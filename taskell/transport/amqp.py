@@ -400,7 +400,8 @@ class AmqpTransport(Transport):
     def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:
         if delay <= 0:
             return self.publish("", queue, message, mandatory=True)
-        key = delays.routing_key(delays.delay_ms(delay), queue)
+        ms = delays.delay_ms(delay)
+        key = delays.routing_key(ms, queue)
         future: Future[None] = Future()
 
         def send(ready: Future[None]) -> None:
@@ -408,9 +409,9 @@ class AmqpTransport(Transport):
             if error is not None:
                 future.set_exception(error)
                 return
-            # mandatory: the ladder routes every delay > 0 into a level queue, so a return
-            # means the ladder is missing, never a silent loss.
-            _chain(self.publish(delays.ENTRY_EXCHANGE, key, message, mandatory=True), future)
+            # mandatory: the entry level routes the message into its queue, so a return means
+            # the ladder is missing, never a silent loss.
+            _chain(self.publish(delays.entry(ms), key, message, mandatory=True), future)
 
         self._delay_route(queue).add_done_callback(send)
         return future
@@ -441,8 +442,10 @@ class AmqpTransport(Transport):
         # Server-named queues cannot be declared again after a reconnect, so are not replayed.
         return self._declare(Queue(name, durable, exclusive, auto_delete, arguments), replayed=bool(name))
 
-    def declare_exchange(self, name: str, kind: str) -> Future[None]:
-        return self._declare(Exchange(name, kind))
+    def declare_exchange(
+        self, name: str, kind: str, *, arguments: Mapping[str, Any] | None = None
+    ) -> Future[None]:
+        return self._declare(Exchange(name, kind, arguments))
 
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:
         return self._declare(Binding(queue, exchange, routing_key))
@@ -587,7 +590,9 @@ class _OnChannel:
         )
 
     def declare_exchange(self, exchange: Exchange) -> None:
-        self._channel.exchange_declare(exchange.name, exchange.kind, durable=True, callback=self._done)
+        self._channel.exchange_declare(
+            exchange.name, exchange.kind, durable=True, arguments=exchange.arguments, callback=self._done
+        )
 
     def bind(self, binding: Binding) -> None:
         self._channel.queue_bind(

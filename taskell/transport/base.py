@@ -87,8 +87,11 @@ class Transport(ABC):
         ``arguments`` (``x-queue-type``, ...); resolves to its name."""
 
     @abstractmethod
-    def declare_exchange(self, name: str, kind: str) -> Future[None]:
-        """Declare a durable ``fanout``, ``direct`` or ``topic`` exchange."""
+    def declare_exchange(
+        self, name: str, kind: str, *, arguments: Mapping[str, Any] | None = None
+    ) -> Future[None]:
+        """Declare a durable ``fanout``, ``direct`` or ``topic`` exchange, with broker-specific
+        ``arguments`` (``alternate-exchange``)."""
 
     @abstractmethod
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:

@@ -5,11 +5,16 @@ first. Level N (37 down to 0) is a topic exchange ``taskell.delay.N`` and a queu
 name whose messages expire after 2**N ms and are then dead-lettered to exchange
 ``taskell.delay.(N-1)`` (level 0: to ``taskell.delay.deliver``). Exchange N routes a message
 whose digit N is 1 into queue N, and one whose digit N is 0 straight on to exchange N-1 (an
-exchange-to-exchange binding, no wait). A delayed message is published to level 37 with the
-routing key ``<38 digits, one word each>.<destination queue>``; dead-lettering keeps that key,
-so it waits in exactly the levels of its 1 digits, longest first, and ``taskell.delay.deliver``
-finally routes it to its queue, which is bound there with 38 ``*`` words and its own name (an
-exact match: ``#.name`` would also catch a queue whose name ends with ``.name``).
+exchange-to-exchange binding, no wait). A delayed message is published with the routing key
+``<38 digits, one word each>.<destination queue>`` to the level of its highest 1 digit (the
+levels above would only pass it on: each exchange-to-exchange hop costs the broker about 0.1 ms
+of routing per message); dead-lettering keeps that key, so it waits in exactly the levels of its
+1 digits, longest first, then leaves level 0 through ``taskell.delay.deliver`` to
+``taskell.delay.route``, which routes it to its queue: each queue is bound there with 38 ``*``
+words and its own name (an exact match: ``#.name`` would also catch a queue whose name ends with
+``.name``). A message whose queue was deleted meanwhile goes to the queue
+``taskell.delay.unroutable`` (the route exchange's alternate exchange): retried in its level
+instead, it would hold up the messages behind it there.
 
 Every message of one level waits the same time, so the queue's head always expires first: a
 level never holds a due message behind a later one, and a message is late only by the hops it
@@ -33,20 +38,23 @@ from .topology import Binding, Declaration, Exchange, ExchangeBinding, Queue
 
 __all__ = [
     "DELIVER_EXCHANGE",
-    "ENTRY_EXCHANGE",
     "LEVELS",
     "MAX_DELAY_MS",
+    "ROUTE_EXCHANGE",
+    "UNROUTABLE",
     "declarations",
     "delay_ms",
     "destination_binding",
+    "entry",
     "routing_key",
 ]
 
 LEVELS = 38
 MAX_DELAY_MS = 2**LEVELS - 1
 PREFIX = "taskell.delay"
-ENTRY_EXCHANGE = f"{PREFIX}.{LEVELS - 1}"
-DELIVER_EXCHANGE = f"{PREFIX}.deliver"
+DELIVER_EXCHANGE = f"{PREFIX}.deliver"  # where level 0 (and any run of 0 digits) ends
+ROUTE_EXCHANGE = f"{PREFIX}.route"  # binds each destination queue
+UNROUTABLE = f"{PREFIX}.unroutable"  # a fanout exchange and its queue: for deleted destinations
 _MAX_KEY_BYTES = 255
 
 
@@ -83,10 +91,16 @@ def routing_key(ms: int, queue: str) -> str:
     return ".".join(format(ms, f"0{LEVELS}b")) + "." + queue
 
 
+def entry(ms: int) -> str:
+    """The exchange a message delayed ``ms`` milliseconds is published to: the level of its
+    highest 1 digit (level 0 for no delay: it passes straight on to its queue)."""
+    return level_name(max(ms.bit_length() - 1, 0))
+
+
 def destination_binding(queue: str) -> Binding:
-    """How ``queue`` is bound to the deliver exchange: any 38 digits, then exactly its name."""
+    """How ``queue`` is bound to the route exchange: any 38 digits, then exactly its name."""
     _check_queue(queue)
-    return Binding(queue, DELIVER_EXCHANGE, "*." * LEVELS + queue)
+    return Binding(queue, ROUTE_EXCHANGE, "*." * LEVELS + queue)
 
 
 def queue_arguments(level: int) -> dict[str, Any]:
@@ -103,7 +117,14 @@ def queue_arguments(level: int) -> dict[str, Any]:
 
 def declarations() -> list[Declaration]:
     """Every exchange, queue and binding of the ladder, each exchange before its bindings."""
-    out: list[Declaration] = [Exchange(DELIVER_EXCHANGE, "topic")]
+    out: list[Declaration] = [
+        Exchange(UNROUTABLE, "fanout"),
+        Queue(UNROUTABLE, durable=True, arguments={"x-queue-type": "quorum"}),
+        Binding(UNROUTABLE, UNROUTABLE),
+        Exchange(ROUTE_EXCHANGE, "topic", arguments={"alternate-exchange": UNROUTABLE}),
+        Exchange(DELIVER_EXCHANGE, "topic"),
+        ExchangeBinding(ROUTE_EXCHANGE, DELIVER_EXCHANGE, "#"),
+    ]
     for level in range(LEVELS):
         name = level_name(level)
         digit = "*." * (LEVELS - 1 - level)  # the words before digit ``level``

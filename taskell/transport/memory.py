@@ -406,7 +406,9 @@ class MemoryTransport(Transport):
             lambda: self._broker.declare_queue(self, name, exclusive, auto_delete, arguments or {})
         )
 
-    def declare_exchange(self, name: str, kind: str) -> Future[None]:
+    def declare_exchange(
+        self, name: str, kind: str, *, arguments: Mapping[str, Any] | None = None
+    ) -> Future[None]:
         return self._now(lambda: self._broker.declare_exchange(name, kind))
 
     def bind(self, queue: str, exchange: str, routing_key: str = "") -> Future[None]:

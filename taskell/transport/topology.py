@@ -49,6 +49,11 @@ class Exchange:
 
     name: str
     kind: str
+    arguments: Mapping[str, Any] | None = None  # alternate-exchange, ... as declared
+
+    def __post_init__(self) -> None:
+        if self.arguments is not None:
+            object.__setattr__(self, "arguments", dict(self.arguments))
 
 
 @dataclass(frozen=True, slots=True)

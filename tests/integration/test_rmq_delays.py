@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pika  # type: ignore[import-untyped]
 import pytest
 
 import taskell
@@ -290,3 +291,33 @@ def test_a_header_amqp_cannot_hold_fails_the_publish_at_once(transport: Transpor
     with pytest.raises(ValueError, match="cannot be encoded"):
         transport.publish("", queue, bad, mandatory=True).result(10)
     transport.publish("", queue, Message(b"", message_id="good"), mandatory=True).result(10)
+
+
+def test_messages_for_a_deleted_queue_do_not_hold_up_the_others(vhost: str) -> None:
+    url = f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    transport = open_transport(taskell.Config.from_url(url), name="test-delays")
+    try:
+        gone, kept = task_queue(transport, "classic"), task_queue(transport, "classic")
+        # More than a level hands on at once (RabbitMQ's dead-letter worker prefetches 32):
+        # retried where they are, they would block that level for minutes.
+        for n in range(100):
+            transport.publish_delayed(gone, Message(b"", message_id=f"g{n}"), 0.3).result(60)
+        transport.delete_queue(gone)
+        arrived = collect(transport, kept)
+        start = time.monotonic()
+        for n in range(10):
+            transport.publish_delayed(kept, Message(b"", message_id=f"k{n}"), 0.3).result(60)
+        wait_until(lambda: len(arrived) == 10, 10, "the messages for the queue that exists")
+        assert max(arrived.values()) - start < 0.3 + 2
+        amqp = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            channel = amqp.channel()
+            wait_until(
+                lambda: channel.queue_declare(ladder.UNROUTABLE, passive=True).method.message_count == 100,
+                10,
+                "the messages for the deleted queue in taskell.delay.unroutable",
+            )
+        finally:
+            amqp.close()
+    finally:
+        transport.close()

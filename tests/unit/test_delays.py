@@ -28,30 +28,39 @@ class Ladder:
 
     def __init__(self, destinations: list[str]) -> None:
         declared = delays.declarations() + [delays.destination_binding(q) for q in destinations]
-        self.exchanges = {d.name for d in declared if isinstance(d, Exchange)}
+        self.exchanges = {d.name: d for d in declared if isinstance(d, Exchange)}
         self.queues = {d.name: d for d in declared if isinstance(d, Queue)}
         self.bindings = [d for d in declared if isinstance(d, Binding)]
         self.links = [d for d in declared if isinstance(d, ExchangeBinding)]
         for b in self.bindings:
             assert b.exchange in self.exchanges
         for link in self.links:
-            assert {link.source, link.destination} <= self.exchanges
+            assert {link.source, link.destination} <= set(self.exchanges)
 
     def route(self, exchange: str, key: str) -> set[str]:
-        queues = {
-            b.queue for b in self.bindings if b.exchange == exchange and topic_match(b.routing_key, key)
-        }
+        declared = self.exchanges[exchange]
+
+        def match(pattern: str) -> bool:
+            return declared.kind == "fanout" or topic_match(pattern, key)
+
+        queues = {b.queue for b in self.bindings if b.exchange == exchange and match(b.routing_key)}
         for link in self.links:
-            if link.source == exchange and topic_match(link.routing_key, key):
+            if link.source == exchange and match(link.routing_key):
                 queues |= self.route(link.destination, key)
+        alternate = (declared.arguments or {}).get("alternate-exchange")
+        if not queues and alternate:
+            queues = self.route(alternate, key)
         return queues
 
-    def walk(self, key: str) -> tuple[list[str], int, set[str]]:
-        """The level queues a message published with ``key`` waits in, the total wait (ms),
-        and the queues it finally reaches."""
+    def levels(self) -> set[str]:
+        return {name for name, q in self.queues.items() if "x-message-ttl" in (q.arguments or {})}
+
+    def walk(self, exchange: str, key: str) -> tuple[list[str], int, set[str]]:
+        """The level queues a message published to ``exchange`` with ``key`` waits in, the
+        total wait (ms), and the queues it finally reaches."""
         waited, total = [], 0
-        reached = self.route(delays.ENTRY_EXCHANGE, key)
-        while len(reached) == 1 and (name := next(iter(reached))) in self.queues:
+        reached = self.route(exchange, key)
+        while len(reached) == 1 and (name := next(iter(reached))) in self.levels():
             arguments = self.queues[name].arguments or {}
             waited.append(name)
             total += arguments["x-message-ttl"]
@@ -86,16 +95,33 @@ def test_the_routing_key_is_the_digits_most_significant_first_then_the_queue() -
 @pytest.mark.parametrize("ms", [1, 2, 5, 1000, 1234, 86_400_000, 2**31 + 7, delays.MAX_DELAY_MS])
 def test_a_message_waits_in_the_levels_of_its_one_digits_then_reaches_its_queue(ms: int) -> None:
     ladder = Ladder(["taskell.q1", "q1", "other.taskell.q1"])
-    waited, total, reached = ladder.walk(delays.routing_key(ms, "taskell.q1"))
-    assert total == ms
-    levels = [int(name.rsplit(".", 1)[1]) for name in waited]
-    assert levels == sorted((n for n in range(delays.LEVELS) if ms >> n & 1), reverse=True)
-    # exactly its own queue: not "q1" (a suffix of its name) nor a queue whose name ends with it
-    assert reached == {"taskell.q1"}
+    key = delays.routing_key(ms, "taskell.q1")
+    levels = sorted((n for n in range(delays.LEVELS) if ms >> n & 1), reverse=True)
+    assert delays.entry(ms) == f"taskell.delay.{levels[0]}"
+    # the entry level, or any level above it (they pass the message on), gives the same walk
+    for exchange in (delays.entry(ms), f"taskell.delay.{delays.LEVELS - 1}"):
+        waited, total, reached = ladder.walk(exchange, key)
+        assert total == ms
+        assert [int(name.rsplit(".", 1)[1]) for name in waited] == levels
+        # exactly its own queue: not "q1" (a suffix of its name) nor one whose name ends with it
+        assert reached == {"taskell.q1"}
+
+
+def test_a_message_for_a_queue_not_bound_goes_to_the_unroutable_queue() -> None:
+    ladder = Ladder(["taskell.q1"])
+    _, total, reached = ladder.walk(delays.entry(1500), delays.routing_key(1500, "taskell.gone"))
+    assert total == 1500
+    assert reached == {"taskell.delay.unroutable"}
+
+
+def test_no_delay_passes_straight_to_the_queue() -> None:
+    ladder = Ladder(["taskell.q1"])
+    assert delays.entry(0) == "taskell.delay.0"
+    assert ladder.walk(delays.entry(0), delays.routing_key(0, "taskell.q1")) == ([], 0, {"taskell.q1"})
 
 
 def test_every_level_is_a_quorum_queue_that_dead_letters_at_least_once() -> None:
-    queues = [d for d in delays.declarations() if isinstance(d, Queue)]
+    queues = [d for d in delays.declarations() if isinstance(d, Queue) and d.name != delays.UNROUTABLE]
     assert [q.name for q in queues] == [f"taskell.delay.{n}" for n in range(delays.LEVELS)]
     for n, queue in enumerate(queues):
         assert queue.durable
@@ -112,9 +138,10 @@ def test_each_exchange_is_declared_before_anything_refers_to_it() -> None:
     seen: set[str] = set()
     for d in delays.declarations():
         if isinstance(d, Exchange):
+            assert (d.arguments or {}).get("alternate-exchange", delays.UNROUTABLE) in seen | {d.name}
             seen.add(d.name)
         elif isinstance(d, Queue):
-            assert (d.arguments or {})["x-dead-letter-exchange"] in seen
+            assert (d.arguments or {}).get("x-dead-letter-exchange", delays.UNROUTABLE) in seen
         elif isinstance(d, Binding):
             assert d.exchange in seen
         elif isinstance(d, ExchangeBinding):
