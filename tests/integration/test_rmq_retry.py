@@ -214,14 +214,20 @@ def queue_type_url(request: pytest.FixtureRequest, broker: str) -> Iterator[tupl
         )
 
 
+@pytest.mark.parametrize("pool", POOLS)
 def test_workers_killed_during_attempts_leave_the_attempt_count_right(
-    queue_type_url: tuple[str, str], tmp_path: Path
+    queue_type_url: tuple[str, str], pool: str, tmp_path: Path
 ) -> None:
     """Each attempt's first delivery blocks and its worker is SIGKILLed; the redelivery runs on
     the next worker as the same attempt. With ``delivery_limit`` 2, a redelivery count carried
     over from attempt 1 into attempt 2 would dead-letter attempt 2's redelivery."""
     queue_type, url = queue_type_url
-    env = {"TASKELL_QUEUE_TYPE": queue_type, "TASKELL_DELIVERY_LIMIT": "2", "TASKELL_PREFETCH": "1"}
+    env = {
+        "TASKELL_QUEUE_TYPE": queue_type,
+        "TASKELL_DELIVERY_LIMIT": "2",
+        "TASKELL_PREFETCH": "1",
+        "TASKELL_POOL": pool,
+    }
     config = taskell.Config.load(None, env=env, url=url)
     procs: list[subprocess.Popen[bytes]] = []
 
