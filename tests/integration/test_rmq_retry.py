@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import decimal
 import functools
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pika.exceptions  # type: ignore[import-untyped]
 import pytest
 
 import taskell
@@ -341,3 +343,31 @@ def test_a_retried_upstream_fires_its_dependent_on_its_final_outcome(
     assert attempts.of(never.id) == [1, 2, 3]
     assert attempts.of(good.id) == [1]
     assert attempts.of(bad.id) == []  # never ran
+
+
+def test_a_leased_attempt_that_fails_is_retried_once_and_its_lease_dropped(
+    config: taskell.Config, conn: taskell.Connection, amqp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="taskell.worker")
+    leasing = config.model_copy(update={"lease_after": 0.3, "lease_ttl": 2.0})
+    spec = retried(SUM, attempts=2, delay=0.1)
+    attempts = Attempts()
+
+    def slow_then_fine(ctx: taskell.Context[int], args: Any) -> int:
+        attempts.start(ctx)
+        if ctx.attempt == 1:
+            time.sleep(2.0)  # leased meanwhile: the original delivery is acknowledged
+            raise ValueError("attempt 1 fails")
+        return ctx.attempt
+
+    with serve(leasing, (spec, slow_then_fine)):
+        handle = conn.submit(spec, {"numbers": [1]})
+        assert handle.result(timeout=RESULT_TIMEOUT) == 2
+        time.sleep(3.0)  # past lease_ttl: a lease copy left behind would have come back by now
+    assert f"task {handle.id} runs long: leasing it" in caplog.text
+    assert attempts.of(handle.id) == [1, 2]
+    assert amqp.queue_declare(SUM.queue, passive=True).method.message_count == 0
+    for name in (f"taskell.lease.{handle.id}.a", f"taskell.lease.{handle.id}.b"):
+        channel = amqp.connection.channel()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
+            channel.queue_declare(name, passive=True)
