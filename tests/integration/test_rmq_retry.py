@@ -14,6 +14,7 @@ import dataclasses
 import datetime
 import decimal
 import functools
+import json
 import logging
 import os
 import signal
@@ -29,9 +30,20 @@ import pika.exceptions  # type: ignore[import-untyped]
 import pytest
 
 import taskell
-from generated.demo import BOOK, SQUARE, SUM, DiscountTooLarge, Order, Receipt
+from examples.worker import Impl
+from generated.demo import BOOK, SQUARE, SUM, Client, DiscountTooLarge, Order, Receipt, Unavailable
 from tests.integration.retry_handlers import RETRIED_SUM
-from tests.support import RESULT_TIMEOUT, ROOT, TASKELL, cli_env, stop_process, wait_consuming, wait_until
+from tests.support import (
+    RESULT_TIMEOUT,
+    ROOT,
+    TASKELL,
+    RunCli,
+    StartWorker,
+    cli_env,
+    stop_process,
+    wait_consuming,
+    wait_until,
+)
 
 ORDER = Order(
     id=uuid.UUID(int=42),
@@ -371,3 +383,48 @@ def test_a_leased_attempt_that_fails_is_retried_once_and_its_lease_dropped(
         channel = amqp.connection.channel()
         with pytest.raises(pika.exceptions.ChannelClosedByBroker, match="NOT_FOUND"):
             channel.queue_declare(name, passive=True)
+
+
+# The schema's own policy (demo.book retries Unavailable), through the generated Client and the CLI
+
+
+class FlakyBooking(Impl):
+    """``book`` finds its pricing service unavailable on the first attempt."""
+
+    def book(
+        self,
+        ctx: taskell.Context[str],
+        order: Order,
+        discount: decimal.Decimal | None = None,
+        coupon: bytes = b"",
+    ) -> Receipt:
+        ctx.progress(f"attempt {ctx.attempt}")
+        if ctx.attempt == 1:
+            raise Unavailable(service="pricing")
+        return super().book(ctx, order, discount, coupon)
+
+
+def test_the_schema_retry_policy_through_the_generated_client(
+    conn: taskell.Connection, start_worker: StartWorker
+) -> None:
+    assert BOOK.retry is not None and BOOK.retry.on == ("demo.Unavailable",)
+    start_worker(impl=FlakyBooking())
+    handle = Client(conn).book(order=ORDER)
+    assert handle.result(timeout=RESULT_TIMEOUT).total == decimal.Decimal("10")
+    assert handle.retries == [
+        taskell.Retrying(attempt=1, delay_s=1.0, error_type="demo.Unavailable", message="service='pricing'")
+    ]
+    values = list(handle.progress())  # attempt 2's first values may be coalesced with its last
+    assert (values[0], values[-1]) == ("attempt 1", "booked")
+
+
+def test_call_follow_prints_each_retry(taskell_cli: RunCli, start_worker: StartWorker) -> None:
+    start_worker(impl=FlakyBooking())
+    order = ORDER.model_dump_json()
+    proc = taskell_cli(
+        "call", "tasks.schema.yaml", "book", f'{{"order": {order}}}', "--follow", "--timeout", "30"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["total"] == "10"
+    assert "attempt 1 failed (demo.Unavailable: service='pricing'); retrying in 1s" in proc.stderr
+    assert "attempt 2 failed" not in proc.stderr
