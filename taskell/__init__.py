@@ -20,7 +20,7 @@ from .errors import (
     TaskFailed,
     TimeLimitExceeded,
 )
-from .handle import Ref, TaskHandle
+from .handle import Ref, Retrying, TaskHandle
 from .registry import Registry
 from .spec import Base64Bytes, ErrorSpec, RetryPolicy, TaskSpec
 from .worker import Worker
@@ -43,6 +43,7 @@ __all__ = [
     "Ref",
     "Registry",
     "RetryPolicy",
+    "Retrying",
     "SchemaError",
     "TaskAborted",
     "TaskExpired",

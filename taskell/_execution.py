@@ -100,6 +100,7 @@ class Execution:
             task_id,
             progress,
             redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
+            attempt=_wire.attempt_of(message),
             logger=logging.getLogger(f"taskell.task.{spec.name}"),
         )
         running = Running(binding, ctx, progress, child, delivery)
@@ -147,8 +148,9 @@ class Execution:
         if running.ctx.aborted:
             return _wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted before it started")
         try:
+            ctx = running.ctx
             return child.run(
-                spec.name, running.ctx.task_id, message.body, delivery.redelivered, running.progress.report
+                spec.name, ctx.task_id, message.body, ctx.redelivered, ctx.attempt, running.progress.report
             )
         except ChildDied as exc:
             if running.ctx.aborted:

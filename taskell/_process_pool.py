@@ -55,7 +55,13 @@ class Child:
         return self.process.is_alive()
 
     def run(
-        self, name: str, task_id: str, body: bytes, redelivered: bool, on_progress: Callable[[bytes], None]
+        self,
+        name: str,
+        task_id: str,
+        body: bytes,
+        redelivered: bool,
+        attempt: int,
+        on_progress: Callable[[bytes], None],
     ) -> tuple[str, bytes]:
         """Run one task in the child; returns ``(reply kind, body)``.
 
@@ -63,7 +69,7 @@ class Child:
             ChildDied: the child ended before replying.
         """
         try:
-            self._pipe.send((name, task_id, body, redelivered))
+            self._pipe.send((name, task_id, body, redelivered, attempt))
             while True:
                 kind, payload = self._pipe.recv()
                 if kind != _wire.PROGRESS:
@@ -102,12 +108,12 @@ def _child_main(pipe: Pipe, registry: Registry) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when children stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     while (job := pipe.recv()) is not None:
-        name, task_id, body, redelivered = job
-        pipe.send(_run_one(pipe, registry, name, task_id, body, redelivered))
+        name, task_id, body, redelivered, attempt = job
+        pipe.send(_run_one(pipe, registry, name, task_id, body, redelivered, attempt))
 
 
 def _run_one(
-    pipe: Pipe, registry: Registry, name: str, task_id: str, body: bytes, redelivered: bool
+    pipe: Pipe, registry: Registry, name: str, task_id: str, body: bytes, redelivered: bool, attempt: int
 ) -> tuple[str, bytes]:
     binding = registry.get(name)
     assert binding is not None  # the parent checked
@@ -129,7 +135,11 @@ def _run_one(
             state["pending"] = (value,)
 
     ctx: Context[Any] = Context(
-        task_id, report, redelivered=redelivered, logger=logging.getLogger(f"taskell.task.{name}")
+        task_id,
+        report,
+        redelivered=redelivered,
+        attempt=attempt,
+        logger=logging.getLogger(f"taskell.task.{name}"),
     )
     try:
         value = binding.run(ctx, spec.args.model_validate_json(body))

@@ -1,4 +1,5 @@
-"""A live progress bar for ``taskell call --follow`` (rich, on stderr)."""
+"""A live progress bar for ``taskell call --follow`` (rich, on stderr), with a line for each
+retried attempt."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Column
 
-from .handle import TaskHandle
+from .durations import format_duration
+from .handle import Retrying, TaskHandle, on_retrying
 
 # Widest task name and progress text shown (longer ones end in "…"), so a line keeps its
 # elapsed time (7) and a bar at 80 columns: the bar (at most 40) shrinks to the room left.
@@ -31,11 +33,23 @@ def progress_bar(console: Console) -> Progress:
     return Progress(*columns, console=console, transient=False)
 
 
-def follow(handle: TaskHandle[Any, Any], timeout: float | None) -> None:
-    """Draw the task's progress until it ends (numbers as percent done, others as text)."""
-    with progress_bar(Console(stderr=True)) as bar:
+def retry_line(notice: Retrying) -> str:
+    """``attempt 1 failed (ValueError: boom); retrying in 2s``"""
+    return (
+        f"attempt {notice.attempt} failed ({notice.error_type}: {notice.message}); "
+        f"retrying in {format_duration(notice.delay_s)}"
+    )
+
+
+def follow(handle: TaskHandle[Any, Any], timeout: float | None, console: Console | None = None) -> None:
+    """Draw the task's progress until it ends (numbers as percent done, others as text), and
+    print a line for each attempt that failed and is retried."""
+    with progress_bar(console or Console(stderr=True)) as bar:
         row = bar.add_task(handle.task, total=100, value="")
         done = threading.Event()
+        on_retrying(
+            handle, lambda notice: bar.console.print(retry_line(notice), markup=False, highlight=False)
+        )
 
         def watch() -> None:
             for value in handle.progress():

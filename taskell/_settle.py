@@ -7,6 +7,10 @@ event is routed first. A worker that dies before the ack leaves the task to be r
 Publishing the event only after the reply is confirmed is what lets a client close safely: see
 docs/dependencies.md.
 
+A failed attempt that is retried (``_retry``) is settled in the same order, with the delayed
+copy of the task message and the ``retrying`` notice in place of the final reply, and no
+outcome event: the task has not ended, and its dependents wait for its last attempt.
+
 A task that runs long hands its delivery over to a lease (``_lease``); settling then finishes
 the lease instead of acknowledging a delivery the lease already acknowledged. Leases start and
 finish on the transport's thread, so a task is either leased before it settles or not at all.
@@ -22,6 +26,7 @@ from concurrent.futures import Future
 
 from . import _wire
 from ._lease import Lease
+from ._retry import Retry
 from ._running import Running
 from .config import Config
 from .transport import Delivery, Message, Transport
@@ -51,6 +56,26 @@ class Settler:
             reply = _wire.reply(kind, message.message_id or "", body)
             futures.append(self._transport.publish("", message.reply_to, reply, mandatory=False))
         self._ack_when_confirmed(delivery, futures, (kind, body), running)
+
+    def retry(self, delivery: Delivery, retry: Retry, running: Running | None = None) -> None:
+        """Run the task again as the next attempt ``retry.delay`` seconds from now: the broker
+        holds a copy until then; the client is told (after the attempt's last progress value)."""
+        message = delivery.message
+        log.info(
+            "task %s attempt %d failed (%s); retrying in %g s",
+            message.message_id,
+            retry.attempt,
+            retry.error_type,
+            retry.delay,
+        )
+        futures = [] if running is None else running.progress.flush()
+        copy = _wire.retry_copy(message, retry.attempt + 1)
+        futures.append(self._transport.publish_delayed(delivery.queue, copy, retry.delay))
+        if message.reply_to:
+            body = _wire.retrying_body(retry.attempt, retry.delay, retry.error_type, retry.message)
+            notice = _wire.reply(_wire.RETRYING, message.message_id or "", body)
+            futures.append(self._transport.publish("", message.reply_to, notice, mandatory=False))
+        self._ack_when_confirmed(delivery, futures, None, running)
 
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the task to the dead-letter queue and tell its client it was rejected."""
@@ -102,13 +127,15 @@ class Settler:
         self,
         delivery: Delivery,
         futures: list[Future[None]],
-        outcome: tuple[str, bytes],
+        outcome: tuple[str, bytes] | None,
         running: Running | None = None,
     ) -> None:
-        """Once ``futures`` are confirmed: publish the outcome event, then acknowledge."""
+        """Once ``futures`` are confirmed: publish the outcome event (if the task ended), then
+        acknowledge (or finish the task's lease)."""
 
         def settle() -> None:  # on the transport's thread, where leases start too
-            self._publish_outcome(delivery, outcome)
+            if outcome is not None:
+                self._publish_outcome(delivery, outcome)
             lease = None if running is None else running.lease
             if lease is None or lease.finish():
                 self._transport.ack(delivery.tag)

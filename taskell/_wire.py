@@ -150,9 +150,50 @@ def dead_letter(message: Message, queue: str, reason: str) -> Message:
     )
 
 
+def attempt_of(message: Message) -> int:
+    """The attempt a task message is for: its ``taskell-attempt`` header, 1 when absent
+    (or not a positive number)."""
+    try:
+        attempt = int(message.headers.get(ATTEMPT_HEADER, 1))
+    except (TypeError, ValueError):
+        return 1
+    return max(attempt, 1)
+
+
+def retry_copy(message: Message, attempt: int) -> Message:
+    """The copy of task ``message`` that runs as attempt number ``attempt``: same task id,
+    body, reply queue, priority and headers, but none of the redelivery counts (and other
+    broker-set ``x-`` headers) of the delivery that failed: a new attempt starts afresh."""
+    headers = {
+        key: value
+        for key, value in message.headers.items()
+        if key != DELIVERIES_HEADER and not key.startswith("x-")
+    }
+    headers[ATTEMPT_HEADER] = attempt
+    return Message(
+        body=message.body,
+        type=message.type,
+        message_id=message.message_id,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        content_type=message.content_type,
+        persistent=True,
+        headers=headers,
+        priority=message.priority,
+    )
+
+
+def retrying_body(attempt: int, delay_s: float, error_type: str, message: str) -> bytes:
+    """The JSON body of a ``retrying`` notice: attempt number ``attempt`` failed with
+    ``error_type``/``message``; the next starts ``delay_s`` seconds later."""
+    return json.dumps(
+        {"attempt": attempt, "delay_s": delay_s, "error_type": error_type, "message": message}
+    ).encode()
+
+
 def reply(kind: str, task_id: str, body: bytes) -> Message:
-    """A progress/result/failed/aborted/rejected notice for task ``task_id``; all but progress
-    are persistent, so a confirmed final reply survives a broker restart."""
+    """A progress/retrying/result/failed/aborted/rejected notice for task ``task_id``; all but
+    progress are persistent, so a confirmed final reply survives a broker restart."""
     return Message(
         body=body, type=kind, correlation_id=task_id, content_type=JSON, persistent=kind != PROGRESS
     )

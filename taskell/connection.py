@@ -26,7 +26,16 @@ from ._deps import DependencyTracker, dependency_failed, find_refs
 from ._options import SubmitOptions
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
-from .handle import HandleOwner, Ref, TaskHandle, deliver_outcome, deliver_progress, spec_of
+from .handle import (
+    HandleOwner,
+    Ref,
+    Retrying,
+    TaskHandle,
+    deliver_outcome,
+    deliver_progress,
+    deliver_retrying,
+    spec_of,
+)
 from .spec import TaskSpec
 from .transport import Delivery, Message, open_transport
 
@@ -422,6 +431,13 @@ class Connection:
         if kind == _wire.PROGRESS:
             deliver_progress(handle, message.body)
             return
+        if kind == _wire.RETRYING:  # not final: the task runs again
+            notice = _retrying(message.body)
+            if notice is not None:
+                deliver_retrying(handle, notice)
+            else:
+                log.warning("malformed retrying notice for task %s", task_id)
+            return
         self._handles.pop(task_id, None)
         raw = (kind or _wire.FAILED, message.body)
         if kind == _wire.RESULT:
@@ -523,6 +539,19 @@ class ConnectionView:
 def _fail(handle: TaskHandle[Any, Any], error: TaskellError) -> None:
     """End ``handle`` with a local error (also forwarded to dependents as a failure)."""
     deliver_outcome(handle, error, (_wire.FAILED, _wire.error_body(_wire.type_name(type(error)), str(error))))
+
+
+def _retrying(body: bytes) -> Retrying | None:
+    try:
+        info = json.loads(body)
+        return Retrying(
+            attempt=int(info["attempt"]),
+            delay_s=float(info["delay_s"]),
+            error_type=str(info["error_type"]),
+            message=str(info["message"]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) -> TaskellError:

@@ -34,10 +34,22 @@ class Context(Generic[P]):
     Attributes:
         task_id: the id of the running task.
         redelivered: True when the broker delivered this task before (a worker died on it).
+        attempt: which attempt this run is, 1 for the first; a task with a ``retry`` policy
+            runs again after a failure with the next number (a redelivery keeps the number).
         logger: a logger named after the task.
     """
 
-    __slots__ = ("_aborted", "_armed", "_latest", "_reported", "_wake", "logger", "redelivered", "task_id")
+    __slots__ = (
+        "_aborted",
+        "_armed",
+        "_latest",
+        "_reported",
+        "_wake",
+        "attempt",
+        "logger",
+        "redelivered",
+        "task_id",
+    )
 
     def __init__(
         self,
@@ -45,10 +57,12 @@ class Context(Generic[P]):
         report: Callable[[P], None] | ProgressSender,
         *,
         redelivered: bool = False,
+        attempt: int = 1,
         logger: logging.Logger | None = None,
     ) -> None:
         self.task_id = task_id
         self.redelivered = redelivered
+        self.attempt = attempt
         self.logger = logger or logging.getLogger("taskell.task")
         # The progress slot lives here, read by the sender (see ProgressSender).
         self._latest: Any = NOTHING

@@ -20,7 +20,7 @@ from .errors import PayloadError, TaskellError
 if TYPE_CHECKING:
     from .spec import TaskSpec
 
-__all__ = ["Ref", "TaskHandle"]
+__all__ = ["Ref", "Retrying", "TaskHandle"]
 
 T_co = TypeVar("T_co", covariant=True)
 P_co = TypeVar("P_co", covariant=True)
@@ -36,6 +36,23 @@ class HandleOwner:
 
     abort: Callable[[str], object]  # ask the workers to abort a task, by id
     sync_replies: Callable[[float], None]  # wait until the replies queued so far are handled
+
+
+@dataclass(frozen=True)
+class Retrying:
+    """An attempt of a task failed and the task will run again (its schema's ``retry``).
+
+    Attributes:
+        attempt: the number of the attempt that failed (1 for the first).
+        delay_s: seconds until the next attempt starts.
+        error_type: what the attempt failed with (as ``TaskFailed.error_type``).
+        message: the failure's message.
+    """
+
+    attempt: int
+    delay_s: float
+    error_type: str
+    message: str
 
 
 class Ref(Generic[T_co]):
@@ -55,18 +72,22 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     ``progress()`` replays every value received so far, then follows live values until the
     task ends. ``result(timeout)`` returns the typed result, or raises ``TaskFailed``,
     ``TaskAborted``, ``DependencyFailed``, ``PayloadError`` or the builtin ``TimeoutError``
-    (the task goes on).
+    (the task goes on). A task with a retry policy stays pending while it is retried:
+    ``retries`` lists its failed attempts, its progress goes on in the same stream, and
+    ``result()`` tells the outcome of its last attempt.
     """
 
     __slots__ = (
         "_callbacks",
         "_cond",
         "_id",
+        "_on_retrying",
         "_outcome",
         "_owner",
         "_progress",
         "_raw",
         "_raw_progress",
+        "_retries",
         "_spec",
         "_value",
     )
@@ -82,6 +103,8 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         self._value: Any = _PENDING
         self._raw: tuple[str, bytes] | None = None  # the final reply's (kind, body)
         self._callbacks: list[Callable[[], None]] = []
+        self._retries: list[Retrying] = []
+        self._on_retrying: list[Callable[[Retrying], None]] = []
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
@@ -100,6 +123,12 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     def done(self) -> bool:
         """True once a result, an error or an abort has arrived."""
         return self._outcome is not None
+
+    @property
+    def retries(self) -> list[Retrying]:
+        """The attempts that failed and were retried so far, oldest first (empty if none)."""
+        with self._cond:
+            return list(self._retries)
 
     @property
     def latest_progress(self) -> P_co | None:
@@ -174,6 +203,28 @@ def deliver_progress(handle: TaskHandle[Any, Any], body: bytes) -> None:
         if handle._outcome is None:
             handle._raw_progress.append(body)
             handle._cond.notify_all()
+
+
+def deliver_retrying(handle: TaskHandle[Any, Any], notice: Retrying) -> None:
+    """A ``retrying`` notice arrived: the handle stays pending; a duplicate (redelivery) of a
+    notice already received, and one after the task ended, are ignored."""
+    with handle._cond:
+        if handle._outcome is not None or any(r.attempt == notice.attempt for r in handle._retries):
+            return
+        handle._retries.append(notice)
+        listeners = list(handle._on_retrying)
+    for listener in listeners:
+        listener(notice)
+
+
+def on_retrying(handle: TaskHandle[Any, Any], listener: Callable[[Retrying], None]) -> None:
+    """Call ``listener`` with each ``retrying`` notice of ``handle``: those received so far at
+    once, later ones as they arrive (on the connection's thread)."""
+    with handle._cond:
+        handle._on_retrying.append(listener)
+        received = list(handle._retries)
+    for notice in received:
+        listener(notice)
 
 
 def deliver_outcome(

@@ -10,6 +10,7 @@ through the worker's parts, each in a module of its own:
 
 - ``_intake``: the checks a delivered task passes, as one decision (run, dead-letter, ...);
 - ``_execution``: the pool threads, running handlers in-thread or in child processes;
+- ``_retry``: whether a failed attempt runs again (the task's retry policy), and when;
 - ``_settle``: reply, confirm, outcome event, then ack (and the lease hand-off);
 - ``_control``: abort and inspect requests, and the ids they remember.
 """
@@ -33,6 +34,7 @@ from ._control import Control
 from ._execution import Execution
 from ._intake import DeadLetter, Finish, Intake, Recount, Run
 from ._joiner import Joiner
+from ._retry import retry_of
 from ._running import Running, json_form
 from ._settle import Settler
 from .config import PREFETCH_PER_SLOT, Config
@@ -284,6 +286,12 @@ class Worker:
                 kind, body, running = self._execution.run(binding, args, delivery)
                 if kind == _wire.ABORTED and self._execution.requeue_aborted:  # a graceful stop's end
                     self._settle.requeue(delivery)
+                    return
+                retry = (
+                    None if running.ctx.aborted else retry_of(binding.spec, kind, body, running.ctx.attempt)
+                )
+                if retry is not None:
+                    self._settle.retry(delivery, retry, running)
                     return
                 self._control.finished.add(running.ctx.task_id)
                 self._settle.finish(delivery, kind, body, running)

@@ -7,6 +7,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 import taskell
 from generated.demo import SQUARE
 from taskell import _wire
+from taskell._retry import Retry
 from taskell._settle import Settler
 from taskell.transport import Delivery, Message
 from taskell.transport.memory import MemoryBroker, MemoryTransport
@@ -152,3 +154,75 @@ def test_a_dead_letter_copy_not_confirmed_leaves_the_task_unacknowledged_even_if
     setup.settled()
     assert set(setup.worker.unacked) == {delivery.tag}
     assert setup.events.empty()
+
+
+def test_a_retried_task_is_published_again_and_its_client_told_then_acknowledged_without_event(
+    setup: Setup,
+) -> None:
+    delivery = setup.task()
+    setup.settler.retry(delivery, Retry(attempt=1, delay=0.05, error_type="ValueError", message="boom"))
+    setup.settled()
+    notice = setup.replies.get(timeout=5)
+    assert (notice.type, notice.correlation_id, notice.persistent) == (_wire.RETRYING, "t-1", True)
+    assert json.loads(notice.body) == {
+        "attempt": 1,
+        "delay_s": 0.05,
+        "error_type": "ValueError",
+        "message": "boom",
+    }
+    assert setup.worker.unacked == {}
+    again = setup.deliveries.get(timeout=5)  # the next attempt, once its delay is over
+    assert (again.message.message_id, again.message.body, again.message.reply_to) == (
+        "t-1",
+        b'{"x": 3}',
+        REPLIES,
+    )
+    assert again.message.headers[_wire.ATTEMPT_HEADER] == 2
+    assert not again.redelivered
+    assert setup.events.empty()  # dependents wait for the task's final outcome
+    setup.settler.finish(again, _wire.RESULT, b"9")
+    setup.settled()
+    assert setup.replies.get(timeout=5).type == _wire.RESULT
+    assert setup.events.get(timeout=5).headers[_wire.KIND_HEADER] == _wire.RESULT
+    assert setup.worker.unacked == {}
+
+
+def test_a_retry_of_a_task_without_a_handle_only_publishes_the_next_attempt(setup: Setup) -> None:
+    delivery = setup.task(reply_to=None)
+    setup.settler.retry(delivery, Retry(attempt=2, delay=0.0, error_type="ValueError", message="boom"))
+    again = setup.deliveries.get(timeout=5)
+    assert again.message.headers[_wire.ATTEMPT_HEADER] == 3
+    setup.settled()
+    assert set(setup.worker.unacked) == {again.tag}
+    assert setup.replies.empty() and setup.events.empty()
+
+
+class _NoDelays(MemoryTransport):
+    """A transport whose broker refuses delayed messages."""
+
+    def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:
+        refused: Future[None] = Future()
+        refused.set_exception(taskell.BrokerUnavailable("refused"))
+        return refused
+
+
+def test_a_retry_not_held_by_the_broker_leaves_the_task_unacknowledged(setup: Setup) -> None:
+    worker = _NoDelays(setup.broker)
+    try:
+        deliveries: queue.Queue[Delivery] = queue.Queue()
+        worker.declare_queue("other-tasks").result()
+        worker.consume("other-tasks", deliveries.put).result()
+        message = _wire.task_message(SQUARE, "t-2", b'{"x": 3}', REPLIES)
+        setup.client.publish("", "other-tasks", message, mandatory=True).result()
+        delivery = deliveries.get(timeout=5)
+        settler = Settler(worker, setup.config)
+        settler.retry(delivery, Retry(attempt=1, delay=0.0, error_type="ValueError", message="boom"))
+        settler.wait(5)
+        done = threading.Event()
+        worker.call_soon(done.set)
+        assert done.wait(5)
+        assert set(worker.unacked) == {delivery.tag}  # redelivered once the connection drops
+        assert setup.replies.get(timeout=5).type == _wire.RETRYING  # the notice alone went out
+        assert setup.events.empty()
+    finally:
+        worker.close()
