@@ -163,11 +163,12 @@ def attempt_of(message: Message) -> int:
 def retry_copy(message: Message, attempt: int) -> Message:
     """The copy of task ``message`` that runs as attempt number ``attempt``: same task id,
     body, reply queue, priority and headers, but none of the redelivery counts (and other
-    broker-set ``x-`` headers) of the delivery that failed: a new attempt starts afresh."""
+    broker-set ``x-`` headers) of the delivery that failed: a new attempt starts afresh. Nor
+    its expiry: ``expires`` is for a task that never started, and this one ran."""
     headers = {
         key: value
         for key, value in message.headers.items()
-        if key != DELIVERIES_HEADER and not key.startswith("x-")
+        if key not in (DELIVERIES_HEADER, EXPIRES_HEADER) and not key.startswith("x-")
     }
     headers[ATTEMPT_HEADER] = attempt
     return Message(
