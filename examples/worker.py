@@ -11,7 +11,9 @@ import decimal
 import time
 
 import taskell
-from generated.demo import DiscountTooLarge, Image, Order, Receipt, Tree, registry
+from generated.demo import DiscountTooLarge, Image, Order, Receipt, Tree, Unavailable, registry
+
+FLAKY_PAYMENTS = "flaky-payments"  # an order tag: its first booking attempt fails (the demo's retry)
 
 
 class Impl:
@@ -52,6 +54,8 @@ class Impl:
     ) -> Receipt:
         if discount is not None and discount > 1:
             raise DiscountTooLarge(discount=discount, limit=decimal.Decimal(1))
+        if FLAKY_PAYMENTS in order.tags and ctx.attempt == 1:
+            raise Unavailable(service="payments")  # the schema retries it: attempt 2 books
         ctx.progress(f"pricing order {order.id}")
         total = order.amount * (1 - (discount or 0))
         ctx.progress("booked")
