@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 from . import _wire
 from ._options import SubmitOptions
 from .config import Config
-from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError
+from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError, TaskExpired
 from .handle import Ref, TaskHandle, deliver_outcome, final_reply, owner_of, when_done
 from .spec import TaskSpec
 from .transport import Message, Transport
@@ -100,7 +100,7 @@ class DependencyTracker:
         submit: submit a task whose arguments hold no dependency any more.
         publish: publish to a queue in the background, confirm awaited at close; a refusal
             fails the given task's handle.
-        declare_queue: declare a task queue (once).
+        declare_queue: declare a task's queue (once).
         is_open: False once the connection is closed.
     """
 
@@ -113,7 +113,7 @@ class DependencyTracker:
         new_handle: NewHandle,
         submit: Submit,
         publish: Callable[[str, Message, str | None], None],
-        declare_queue: Callable[[str], None],
+        declare_queue: Callable[[TaskSpec[Any, Any, Any]], None],
         is_open: Callable[[], bool],
     ) -> None:
         self._transport = transport
@@ -168,7 +168,7 @@ class DependencyTracker:
         # Defaults filled in, JSON forms applied; validation happens on the worker (mypy checked
         # the types already), since the pending values are not known yet.
         template = spec.args.model_construct(**resolved).model_dump_json(warnings=False).encode()
-        self._declare_queue(spec.queue)
+        self._declare_queue(spec)
         self._declare_join()
         handle = self._new_handle(spec)
         join_queue = _wire.join_queue(handle.id)
@@ -269,6 +269,8 @@ def dependency_failed(task_id: str, info: Mapping[str, Any]) -> DependencyFailed
         cause = TaskAborted(root_id, text)
     elif kind == _wire.REJECTED:
         cause = PayloadError(task, text)
+    elif cause_info.get("error_type") == _wire.TASK_EXPIRED:
+        cause = TaskExpired(root_id, text)
     else:
         cause = _wire.task_failed(None, root_id, cause_info)
     return DependencyFailed(task_id, root_id, cause)

@@ -2,28 +2,39 @@
 thread itself (``pool = "thread"``) or in a child process that the thread drives
 (``pool = "process"``, see ``_process_pool``).
 
-A task is in the ``running`` table (task id -> ``Running``, see ``_running``) from just before
-its handler starts until it ended; an abort may come from another thread at any time.
+Deliveries wait for a pool thread in a local buffer ordered by priority (``_buffer``). A task
+is in the ``running`` table (task id -> ``Running``, see ``_running``) from just before its
+handler starts until it ended; an abort may come from another thread at any time, and so may
+its time limit, which one sweep on the transport's thread enforces for every running task.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from . import _wire
+from ._buffer import PriorityBuffer
 from ._process_pool import Child, ChildDied
-from ._running import AbortInterrupt, Progress, Running
+from ._running import AbortInterrupt, Progress, Running, TimeLimitInterrupt
 from .config import Config
 from .context import Context
 from .registry import Binding, Registry
 from .transport import Delivery, Transport
 
-__all__ = ["Execution"]
+__all__ = ["Execution", "time_limit_interval"]
+
+log = logging.getLogger("taskell.worker")
+
+
+def time_limit_interval(limits: list[float]) -> float:
+    """Seconds between two looks for tasks past their time limit: a tenth of the shortest
+    limit, within 0.05..1 s, so a handler is stopped at most that late."""
+    return min(1.0, max(0.05, min(limits) / 10))
 
 
 class Execution:
@@ -31,7 +42,8 @@ class Execution:
 
     Args:
         registry: the tasks (forked into child processes in process mode).
-        transport: the task transport, which progress is sent on.
+        transport: the task transport, which progress is sent on and time limits are
+            checked on.
         config: ``pool`` (thread or process) comes from here.
         parallelism: pool threads, so tasks running at once.
         running: the table of running tasks, filled here, read by others (abort, inspect, leases).
@@ -54,39 +66,69 @@ class Execution:
         self._parallelism = parallelism
         self._running = running
         self._is_aborted = is_aborted
-        self._pool: ThreadPoolExecutor | None = None
+        self._buffer = PriorityBuffer()
+        self._threads: list[threading.Thread] = []
         self._local = threading.local()
         self._children: list[Child] = []
+        self._stopped = False
         self.requeue_aborted = False  # set when a graceful stop aborts what still runs
 
-    def start(self) -> None:
-        """Create the pool threads' executor (threads start with the first tasks)."""
-        self._pool = ThreadPoolExecutor(self._parallelism, thread_name_prefix="taskell-task")
+    def start(self, work: Callable[[Delivery], None]) -> None:
+        """Start the pool threads, each calling ``work`` with the waiting delivery of highest
+        priority, and the time-limit sweep if some task has a time limit."""
+        for n in range(self._parallelism):
+            thread = threading.Thread(target=self._serve, args=(work,), name=f"taskell-task_{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        limits = [b.spec.time_limit for b in self._registry if b.spec.time_limit is not None]
+        if limits:
+            self._watch_time_limits(time_limit_interval(limits))
 
-    def submit(self, work: Callable[[Delivery], None], delivery: Delivery) -> bool:
-        """Call ``work(delivery)`` on a pool thread; False if the pool is shut down."""
-        assert self._pool is not None
-        try:
-            self._pool.submit(work, delivery)
-            return True
-        except RuntimeError:  # the pool shut down just now: the worker is stopping
-            return False
+    def submit(self, delivery: Delivery) -> bool:
+        """Buffer ``delivery`` for a pool thread; False if the pool is stopping."""
+        return self._buffer.put(delivery)
 
     def stop(self, timeout: float | None) -> None:
-        """Take no more work and let running tasks finish; abort those still running after
-        ``timeout`` seconds (None: no limit), with ``requeue_aborted`` set. Then end the
-        child processes."""
-        if self._pool is not None:
-            done = threading.Thread(target=self._pool.shutdown, kwargs={"wait": True}, daemon=True)
-            done.start()
-            done.join(timeout)
-            if done.is_alive():  # the grace period is over
-                self.requeue_aborted = True
-                for running in list(self._running.values()):
-                    running.abort()
-                done.join(10)
+        """Take no more work; deliveries still buffered go to ``work`` as usual (the worker
+        requeues them), running tasks may finish. Tasks still running after ``timeout``
+        seconds (None: no limit) are aborted, with ``requeue_aborted`` set. Then end the child
+        processes."""
+        self._buffer.close()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):  # the grace period is over
+            self.requeue_aborted = True
+            for running in list(self._running.values()):
+                running.abort()
+            deadline = time.monotonic() + 10
+            for thread in self._threads:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        self._stopped = True
         for child in self._children:
             child.close()
+
+    def _serve(self, work: Callable[[Delivery], None]) -> None:
+        while (delivery := self._buffer.get()) is not None:
+            try:
+                work(delivery)
+            except BaseException:  # never lose a pool thread; ``work`` handles its own errors
+                log.exception("pool thread: unexpected error on delivery %s", delivery.message.message_id)
+
+    def _watch_time_limits(self, interval: float) -> None:
+        """Stop every running task past its deadline; looks every ``interval`` seconds on the
+        transport's thread (one timer for all tasks) until the pool stopped."""
+
+        def check() -> None:
+            if self._stopped:
+                return
+            now = time.monotonic()
+            for task in list(self._running.values()):
+                if task.deadline is not None and task.deadline <= now:
+                    task.time_out()
+            self._transport.call_later(interval, check)
+
+        self._transport.call_soon(check)
 
     def run(self, binding: Binding, args: Any, delivery: Delivery) -> tuple[str, bytes, Running]:
         """Run the task on this pool thread; returns its final reply (kind, body) and the
@@ -127,6 +169,8 @@ class Execution:
                 running.leave_handler()
         except AbortInterrupt:
             return _wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted while running")
+        except TimeLimitInterrupt:
+            return _wire.FAILED, _wire.time_limit_body(_limit(spec.time_limit), traceback.format_exc())
         except Exception as exc:
             return _wire.FAILED, _wire.failure_body(spec, exc, traceback.format_exc())
         return _wire.encode_result(spec, value)
@@ -149,12 +193,27 @@ class Execution:
             return _wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted before it started")
         try:
             ctx = running.ctx
-            return child.run(
-                spec.name, ctx.task_id, message.body, ctx.redelivered, ctx.attempt, running.progress.report
-            )
+            try:
+                return child.run(
+                    spec.name,
+                    ctx.task_id,
+                    message.body,
+                    ctx.redelivered,
+                    ctx.attempt,
+                    running.progress.report,
+                )
+            finally:
+                running.leave_handler()
         except ChildDied as exc:
-            if running.ctx.aborted:
+            if running.stopped_by is TimeLimitInterrupt:
+                return _wire.FAILED, _wire.time_limit_body(_limit(spec.time_limit), "")
+            if running.stopped_by is AbortInterrupt or running.ctx.aborted:
                 return _wire.ABORTED, _wire.error_body(
                     _wire.TASK_ABORTED, "aborted while running (process killed)"
                 )
             return _wire.FAILED, _wire.error_body(_wire.WORKER_CRASHED, str(exc))
+
+
+def _limit(time_limit: float | None) -> float:
+    assert time_limit is not None  # only a task with a time limit is ever timed out
+    return time_limit

@@ -4,7 +4,8 @@
 
 - ``Run``: the task is known, fits the limits and its args validate; run it.
 - ``DeadLetter``: it never can run (unknown type, too large, no id, poison, bad args).
-- ``Finish``: end it now with this final reply, without running it (aborted before it started).
+- ``Finish``: end it now with this final reply, without running it (aborted before it started,
+  or expired: its ``taskell-expires-at`` header is in the past).
 - ``Recount``: a classic queue redelivered it; republish this copy, which carries the count.
 
 The worker carries out the decision (``_settle``). A new check on incoming tasks goes here.
@@ -13,6 +14,7 @@ The worker carries out the decision (``_settle``). A new check on incoming tasks
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +79,7 @@ class Intake:
         self._config = config
         self._is_aborted = is_aborted
         self._fingerprint_warned: set[tuple[str, str]] = set()
+        self._expiry_warned = False
 
     def check(self, delivery: Delivery) -> Decision:
         """The decision for ``delivery`` (checks in order; the first that applies wins)."""
@@ -92,6 +95,9 @@ class Intake:
             return DeadLetter(f"{spec.name}: message has no message_id (task id)")
         if self._is_aborted(task_id):
             return Finish(_wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted before it started"))
+        expired = self._expired(message, spec.name)
+        if expired is not None:
+            return expired
         poisoned = self._poisoned(delivery, spec.name)
         if poisoned is not None:
             return poisoned
@@ -101,6 +107,25 @@ class Intake:
             return DeadLetter(f"{spec.name}: args do not validate: {_wire.describe(exc)}")
         self._check_fingerprint(spec.name, spec.fingerprint, message)
         return Run(binding, args)
+
+    def _expired(self, message: Message, name: str) -> Finish | None:
+        """A task whose ``taskell-expires-at`` has passed is never run: it fails with
+        ``TaskExpired``. A header that does not parse counts as no expiry (warned once)."""
+        value = message.headers.get(_wire.EXPIRES_HEADER)
+        if value is None:
+            return None
+        expires_at = _parse_utc(value)
+        if expires_at is None:
+            if not self._expiry_warned:
+                self._expiry_warned = True
+                log.warning("%s: ignoring malformed %s header %r", name, _wire.EXPIRES_HEADER, value)
+            return None
+        now = datetime.datetime.now(datetime.UTC)
+        if expires_at > now:
+            return None
+        log.info("%s [%s] expired at %s: not run", name, message.message_id, expires_at.isoformat())
+        text = f"expired at {expires_at.isoformat()} before it started"
+        return Finish(_wire.FAILED, _wire.error_body(_wire.TASK_EXPIRED, text))
 
     def _poisoned(self, delivery: Delivery, name: str) -> DeadLetter | Recount | None:
         """Enforce ``delivery_limit``: a task whose worker died on it that many times is
@@ -136,3 +161,16 @@ class Intake:
                 got,
                 expected,
             )
+
+
+def _parse_utc(value: object) -> datetime.datetime | None:
+    """An ISO 8601 time (a naive one is UTC), or None if ``value`` is not one."""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)

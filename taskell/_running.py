@@ -32,6 +32,11 @@ class AbortInterrupt(BaseException):
     in user code does not swallow it."""
 
 
+class TimeLimitInterrupt(BaseException):
+    """Raised inside a handler's thread that ran past its task's ``time_limit``: the task
+    fails (``TimeLimitExceeded``) instead of being aborted."""
+
+
 def raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
     # The mechanism dramatiq uses for time limits; None clears a pending exception.
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
@@ -40,7 +45,9 @@ def raise_in_thread(thread_id: int, exc: type[BaseException] | None) -> None:
 
 
 class Running:
-    """A task on a pool thread; ``abort()`` may come from the I/O thread at any time."""
+    """A task on a pool thread; ``abort()`` and ``time_out()`` may come from another thread at
+    any time. The first of them stops the handler (``stopped_by`` says which); later ones, and
+    any after the handler ended, do nothing but ``abort`` marking the context aborted."""
 
     def __init__(
         self, binding: Binding, ctx: Context[Any], progress: Progress, child: Child | None, delivery: Delivery
@@ -53,26 +60,39 @@ class Running:
         self.lease: Lease | None = None  # set on the I/O thread once the task runs long
         self.thread_id = threading.get_ident()
         self.started = time.time()
+        limit = binding.spec.time_limit
+        self.deadline = None if limit is None else time.monotonic() + limit  # monotonic clock
+        self.stopped_by: type[BaseException] | None = None  # AbortInterrupt or TimeLimitInterrupt
         self._lock = threading.Lock()
         self._in_handler = True
-        self._injected = False
 
     def abort(self) -> None:
         self.ctx._aborted.set()
-        if self.child is not None:
-            self.child.kill()
-            return
+        self._stop(AbortInterrupt)
+
+    def time_out(self) -> None:
+        """Stop the handler because it ran past its time limit."""
+        self._stop(TimeLimitInterrupt)
+
+    def _stop(self, interrupt: type[BaseException]) -> None:
+        # Thread pool: raise ``interrupt`` in the handler's thread; process pool: kill the child
+        # (the pool thread then sees it die and reads ``stopped_by``).
         with self._lock:
-            if self._in_handler and not self._injected:
-                self._injected = True
-                raise_in_thread(self.thread_id, AbortInterrupt)
+            if not self._in_handler or self.stopped_by is not None:
+                return
+            self.stopped_by = interrupt
+            if self.child is not None:
+                self.child.kill()
+            else:
+                raise_in_thread(self.thread_id, interrupt)
 
     def leave_handler(self) -> None:
-        """Called by the task's own thread once the handler returned or raised."""
+        """Called by the task's own thread once the handler returned or raised; from then on
+        nothing stops it (a child process may already run the thread's next task)."""
         with self._lock:
             self._in_handler = False
-            if self._injected:
-                raise_in_thread(self.thread_id, None)
+            if self.stopped_by is not None and self.child is None:
+                raise_in_thread(self.thread_id, None)  # clear an interrupt not raised yet
 
 
 class Progress(ProgressSender):

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from .config import Config
-from .errors import TaskFailed
+from .errors import ConfigError, TaskFailed, TimeLimitExceeded
 from .spec import TaskSpec, known_spec
 from .transport import Message, Transport
 from .transport.delays import MAX_DELAY_MS
@@ -43,12 +43,25 @@ TASK_EXPIRED = "taskell.TaskExpired"  # a failure that never ran: raised as Task
 ABORT, INSPECT = "abort", "inspect"
 
 
-def queue_arguments(config: Config) -> dict[str, Any]:
+def queue_arguments(config: Config, *, priorities: bool = False, queue: str = "") -> dict[str, Any]:
     """Arguments every task queue is declared with, identical on clients and workers.
 
     Quorum queues count deliveries: a message delivered ``delivery_limit`` times (its worker
     died on it each time) is dead-lettered to the dead-letter queue by the broker itself.
+    ``priorities`` (a task on the queue declares a priority) adds ``x-max-priority``, which
+    only classic queues take.
+
+    Raises:
+        ConfigError: ``priorities`` with ``queue_type = "quorum"`` (named ``queue`` in the message).
     """
+    if priorities and config.queue_type == "quorum":
+        raise ConfigError(
+            "taskell.queue_type",
+            f"quorum queues cannot order tasks by priority, and tasks on queue {queue or '?'} declare a"
+            ' priority: use queue_type = "classic" for them, or remove their priority',
+        )
+    if priorities:
+        return {"x-queue-type": "classic", "x-max-priority": MAX_PRIORITY}
     if config.queue_type == "quorum":
         return {
             "x-queue-type": "quorum",
@@ -205,6 +218,14 @@ def error_body(error_type: str, message: str, traceback: str = "") -> bytes:
     return json.dumps({"error_type": error_type, "message": message, "traceback": traceback}).encode()
 
 
+def time_limit_body(limit_s: float, traceback: str) -> bytes:
+    """The ``failed`` body of a handler stopped after its time limit of ``limit_s`` seconds;
+    ``error`` holds the limit, as it does a declared error's fields."""
+    message = f"stopped after its time limit of {limit_s:g} s"
+    body = {"error_type": TIME_LIMIT_EXCEEDED, "message": message, "traceback": traceback}
+    return json.dumps({**body, "error": {"limit_s": float(limit_s)}}).encode()
+
+
 def failure_body(spec: TaskSpec[Any, Any, Any], exc: Exception, traceback: str) -> bytes:
     """The ``failed`` body for an exception a handler raised: a declared error of the task
     also carries its fields under ``error``; any other exception is named by its class."""
@@ -229,6 +250,11 @@ def task_failed(spec: TaskSpec[Any, Any, Any] | None, task_id: str, info: Mappin
     task = str(info.get("task")) if spec is None else spec.name
     error_type, message = str(info.get("error_type")), str(info.get("message", ""))
     traceback = str(info.get("traceback", ""))
+    if error_type == TIME_LIMIT_EXCEEDED:
+        error = info.get("error")
+        limit = error.get("limit_s") if isinstance(error, Mapping) else None
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool):
+            return TimeLimitExceeded(task_id, task, float(limit), message, traceback)
     spec = spec or known_spec(task)
     declared = spec.declared_error(error_type) if spec is not None else None
     if declared is not None and "error" in info:

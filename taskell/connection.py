@@ -25,7 +25,7 @@ from . import _abort_log, _wire
 from ._deps import DependencyTracker, dependency_failed, find_refs
 from ._options import SubmitOptions
 from .config import Config
-from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskFailed
+from .errors import BrokerUnavailable, PayloadError, TaskAborted, TaskellError, TaskExpired, TaskFailed
 from .handle import (
     HandleOwner,
     Ref,
@@ -188,6 +188,7 @@ class Connection:
         Raises:
             PayloadError: ``args`` do not validate against the task's model.
             BrokerUnavailable: the connection is closed or lost.
+            ConfigError: the task declares a priority but ``queue_type`` is ``"quorum"``.
         """
         return self._submit(spec, args, after, _DEFAULTS)
 
@@ -265,7 +266,7 @@ class Connection:
             raise PayloadError(spec.name, f"args are {len(body)} bytes, over max_payload_bytes")
         delay = options.delay_now()
         self._check_delay(delay)
-        self._declare_task_queue(spec.queue)
+        self._declare_task_queue(spec)
         fire_and_forget = getattr(self._local, "fire_and_forget", False)
         handle = self._new_handle(spec, expect_reply=not fire_and_forget)  # fired: never completed
         message = _wire.task_message(
@@ -309,14 +310,17 @@ class Connection:
         self._unconfirmed.add(confirmed)
         confirmed.add_done_callback(lambda f: self._on_confirmed(f, task_id))
 
-    def _declare_task_queue(self, queue: str) -> None:
+    def _declare_task_queue(self, spec: TaskSpec[Any, Any, Any]) -> None:
+        """Declare ``spec``'s queue once, with the arguments its workers use: priorities where
+        the schema asks for them, which a quorum queue refuses (``ConfigError``; the schema is
+        only known here, at the first submission, not at ``connect()``)."""
+        queue = spec.queue
         if queue in self._declared:
             return
         with self._declare_lock:
             if queue not in self._declared:
-                self._transport.declare_queue(
-                    queue, durable=True, arguments=_wire.queue_arguments(self.config)
-                ).result()
+                arguments = _wire.queue_arguments(self.config, priorities=spec.queue_priorities, queue=queue)
+                self._transport.declare_queue(queue, durable=True, arguments=arguments).result()
                 self._declared.add(queue)
 
     def _on_confirmed(self, future: Future[None], task_id: str | None) -> None:
@@ -566,6 +570,8 @@ def _reply_error(kind: str | None, handle: TaskHandle[Any, Any], body: bytes) ->
         return TaskAborted(handle.id, text)
     if kind == _wire.REJECTED:
         return PayloadError(handle.task, text)
+    if error_type == _wire.TASK_EXPIRED:
+        return TaskExpired(handle.id, text)
     if isinstance(info, dict):
         return _wire.task_failed(spec_of(handle), handle.id, info)
     return TaskFailed(handle.id, handle.task, error_type, text, traceback)

@@ -9,7 +9,8 @@ This module holds the lifecycle (start, stop, signals) and the wiring of a deliv
 through the worker's parts, each in a module of its own:
 
 - ``_intake``: the checks a delivered task passes, as one decision (run, dead-letter, ...);
-- ``_execution``: the pool threads, running handlers in-thread or in child processes;
+- ``_execution``: the pool threads, running handlers in-thread or in child processes, taking
+  waiting tasks highest priority first (``_buffer``) and enforcing time limits;
 - ``_retry``: whether a failed attempt runs again (the task's retry policy), and when;
 - ``_settle``: reply, confirm, outcome event, then ack (and the lease hand-off);
 - ``_control``: abort and inspect requests, and the ids they remember.
@@ -64,6 +65,9 @@ class Worker:
         config: broker, parallelism, queues; defaults to ``Config.load()``.
         queues: replaces the configured queues (``--queue``).
         parallelism: replaces the configured parallelism (``--parallelism``).
+
+    Raises:
+        ConfigError: a task declares a priority but ``queue_type`` is ``"quorum"``.
     """
 
     def __init__(
@@ -94,6 +98,13 @@ class Worker:
         self._lost: BaseException | None = None  # why the broker connection was lost for good
         if not self.queues:
             raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
+        # Arguments of each queue; one that a registered task asks priorities for gets them,
+        # and a queue type that cannot have them is refused here, before connecting.
+        prioritized = {b.spec.queue for b in registry if b.spec.queue_priorities}
+        self._queue_arguments = {
+            queue: _wire.queue_arguments(self.config, priorities=queue in prioritized, queue=queue)
+            for queue in self.queues
+        }
 
     def __enter__(self) -> Worker:
         self.start()
@@ -130,8 +141,8 @@ class Worker:
                 config.dead_letter_queue, durable=True, arguments=_wire.dead_letter_queue_arguments(config)
             ).result()
             transport.declare_exchange(_wire.OUTCOMES_EXCHANGE, "direct").result()
-            for queue in self.queues:
-                transport.declare_queue(queue, durable=True, arguments=_wire.queue_arguments(config)).result()
+            for queue, arguments in self._queue_arguments.items():
+                transport.declare_queue(queue, durable=True, arguments=arguments).result()
             self._control.listen(control, config.abort_exchange)
             if config.abort_retention > 0:
                 # Live aborts flow from here on; the records cover those sent before.
@@ -145,7 +156,7 @@ class Worker:
             self._joiner = self._control.joiner = Joiner(control, config, self._control.is_aborted)
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
-            self._execution.start()
+            self._execution.start(self._execute)
             # One limit for the whole channel, so a worker on several queues holds at most
             # `prefetch` tasks; quorum queues only support a limit per consumer.
             per_consumer = config.queue_type == "quorum"
@@ -252,7 +263,7 @@ class Worker:
 
     def _on_delivery(self, delivery: Delivery) -> None:
         assert self._execution is not None
-        if not self._stopping and self._execution.submit(self._execute, delivery):
+        if not self._stopping and self._execution.submit(delivery):
             return
         # Prefetched deliveries keep arriving until the broker has processed the cancel.
         self._settle.requeue(delivery)
