@@ -3,6 +3,7 @@ a broker."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 from typing import Any
@@ -124,3 +125,50 @@ def test_a_fingerprint_mismatch_runs_and_warns_once_per_fingerprint(caplog: pyte
     assert warnings[0].startswith("demo.square: fingerprint old differs from this worker's ")
     assert isinstance(checks.check(delivery()), Run)
     assert len([r for r in caplog.records if "fingerprint" in r.getMessage()]) == 2
+
+
+def expiring(when: object) -> Delivery:
+    return delivery(headers={_wire.FINGERPRINT_HEADER: SQUARE.fingerprint, _wire.EXPIRES_HEADER: when})
+
+
+def iso(seconds_from_now: float) -> str:
+    return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds_from_now)).isoformat()
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        iso(-1),
+        iso(-86400).replace("+00:00", "Z"),
+        iso(-5).encode(),  # a header may arrive as bytes
+        (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5))
+        .replace(tzinfo=None)
+        .isoformat(),
+        "2026-01-01T00:00:00+02:00",
+    ],
+)
+def test_an_expired_task_fails_as_expired_without_running(when: object) -> None:
+    decision = intake().check(expiring(when))
+    assert isinstance(decision, Finish) and decision.kind == _wire.FAILED
+    body = json.loads(decision.body)
+    assert body["error_type"] == _wire.TASK_EXPIRED
+    assert body["message"].startswith("expired at ") and body["message"].endswith(" before it started")
+
+
+@pytest.mark.parametrize("when", [iso(60), iso(3600).replace("+00:00", "Z"), "2999-01-01T00:00:00+00:00"])
+def test_a_task_not_expired_yet_runs(when: str) -> None:
+    assert isinstance(intake().check(expiring(when)), Run)
+
+
+def test_an_aborted_and_expired_task_is_aborted() -> None:
+    decision = intake(aborted={"t-1"}).check(expiring(iso(-1)))
+    assert isinstance(decision, Finish) and decision.kind == _wire.ABORTED
+
+
+def test_a_malformed_expiry_counts_as_none_and_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    checks = intake()
+    caplog.set_level(logging.WARNING, logger="taskell.worker")
+    for when in ("tomorrow", "2026-13-45T00:00:00Z", 12345, b"\xff"):
+        assert isinstance(checks.check(expiring(when)), Run)
+    warnings = [r.getMessage() for r in caplog.records if _wire.EXPIRES_HEADER in r.getMessage()]
+    assert warnings == [f"demo.square: ignoring malformed {_wire.EXPIRES_HEADER} header 'tomorrow'"]
