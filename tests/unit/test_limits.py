@@ -6,7 +6,6 @@ client gets ``TaskExpired``; queues get priorities only where a task asks, never
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import itertools
 import json
 import os
@@ -24,7 +23,7 @@ from taskell._deps import dependency_failed
 from taskell._execution import time_limit_interval
 from taskell.handle import TaskHandle
 from taskell.registry import Registry
-from taskell.spec import TaskSpec
+from tests.support import expires_at, submit_with
 
 _names = itertools.count()
 
@@ -34,30 +33,6 @@ PRIORITY_SQUARE = dataclasses.replace(SQUARE, queue_priorities=True)
 
 def memory_config(**overrides: Any) -> taskell.Config:
     return taskell.Config.load(None, env={}, url=f"memory://limits-{next(_names)}", **overrides)
-
-
-def submit_with(
-    conn: taskell.Connection,
-    spec: TaskSpec[Any, Any, Any],
-    args: dict[str, Any],
-    *,
-    headers: dict[str, Any] | None = None,
-    priority: int | None = None,
-) -> TaskHandle[Any, Any]:
-    """Submit like ``conn.submit``, with extra headers and an AMQP priority on the message."""
-    body = spec.args.model_validate(args).model_dump_json().encode()
-    conn._declare_task_queue(spec)
-    handle = conn._new_handle(spec)
-    message = _wire.task_message(spec, handle.id, body, conn.reply_queue)
-    message.headers.update(headers or {})
-    message.priority = priority
-    conn._publish(spec.queue, message, handle.id)
-    return handle
-
-
-def expires_at(seconds_from_now: float) -> dict[str, str]:
-    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds_from_now)
-    return {_wire.EXPIRES_HEADER: when.isoformat()}
 
 
 # Time limits
