@@ -81,3 +81,31 @@ def test_blocked_readers_wake_for_each_delivery_and_for_close() -> None:
         reader.join(10)
     assert not any(reader.is_alive() for reader in readers)
     assert sorted(got, key=str) == sorted(names)  # each delivery exactly once
+
+
+def test_every_delivery_accepted_before_a_concurrent_close_is_handed_out() -> None:
+    for _ in range(200):
+        buffer = PriorityBuffer()
+        got: list[str | None] = []
+        accepted: list[str] = []
+
+        def read() -> None:
+            while (item := buffer.get()) is not None:
+                got.append(item.message.message_id)
+
+        def write() -> None:
+            for n in range(50):
+                if buffer.put(delivery(f"t{n}", n % 3)):
+                    accepted.append(f"t{n}")
+
+        threads = [
+            threading.Thread(target=read),
+            threading.Thread(target=read),
+            threading.Thread(target=write),
+        ]
+        for thread in threads:
+            thread.start()
+        buffer.close()  # races with the writer
+        for thread in threads:
+            thread.join(10)
+        assert sorted(got, key=str) == sorted(accepted)
