@@ -9,7 +9,6 @@ directory, as it does for users).
 
 from __future__ import annotations
 
-import datetime
 import os
 import signal
 import subprocess
@@ -23,9 +22,6 @@ import pika  # type: ignore[import-untyped]
 import pytest
 
 import taskell
-from taskell import _wire
-from taskell.handle import TaskHandle
-from taskell.spec import TaskSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = os.environ.get("TASKELL_TEST_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -129,32 +125,3 @@ def wait_consuming(
     if waiting:
         logs = "\n".join(log.read_text(errors="replace") for _, log in waiting.values())
         pytest.fail(f"taskell workers {sorted(waiting)} not consuming within {timeout} s:\n{logs}")
-
-
-# Task messages with what the client sets for task policies (priority, expiry)
-
-
-def submit_with(
-    conn: taskell.Connection,
-    spec: TaskSpec[Any, Any, Any],
-    args: dict[str, Any],
-    *,
-    headers: dict[str, Any] | None = None,
-    priority: int | None = None,
-) -> TaskHandle[Any, Any]:
-    """Submit like ``conn.submit``, with extra ``headers`` and an AMQP ``priority`` on the
-    task message (written against the connection's internals, as the client's own submit)."""
-    body = spec.args.model_validate(args).model_dump_json().encode()
-    conn._declare_task_queue(spec)
-    handle = conn._new_handle(spec)
-    message = _wire.task_message(spec, handle.id, body, conn.reply_queue)
-    message.headers.update(headers or {})
-    message.priority = priority
-    conn._publish(spec.queue, message, handle.id)
-    return handle
-
-
-def expires_at(seconds_from_now: float) -> dict[str, str]:
-    """The expiry header for a task that expires ``seconds_from_now`` (negative: expired)."""
-    when = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds_from_now)
-    return {_wire.EXPIRES_HEADER: when.isoformat()}

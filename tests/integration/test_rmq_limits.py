@@ -28,7 +28,7 @@ import taskell
 from generated.demo import SLEEP, SQUARE, SleepArgs, SquareArgs
 from taskell import _wire
 from taskell.registry import Registry
-from tests.support import RESULT_TIMEOUT, blocking_connection, expires_at, submit_with, wait_until
+from tests.support import RESULT_TIMEOUT, blocking_connection, wait_until
 
 LIMIT = 0.5
 LIMITED_SLEEP = dataclasses.replace(SLEEP, time_limit=LIMIT)
@@ -175,8 +175,8 @@ def test_a_task_that_expired_in_a_queue_without_worker_never_runs(
         ran.append(args.x)
         return args.x * args.x
 
-    expiring = submit_with(conn, SQUARE, {"x": 1}, headers=expires_at(1.0))
-    lasting = submit_with(conn, SQUARE, {"x": 2}, headers=expires_at(600))
+    expiring = conn.options(expires=1.0).submit(SQUARE, {"x": 1})
+    lasting = conn.options(expires=600).submit(SQUARE, {"x": 2})
     plain = conn.submit(SQUARE, {"x": 3})
     dependent = conn.submit(SQUARE, {"x": 4}, after=[expiring])
     conn.flush(10)
@@ -203,7 +203,7 @@ def test_priority_queues_are_declared_with_max_priority(
     reg = Registry()
     reg.add(PRIORITY_SQUARE, lambda ctx, args: args.x)
     start(workers, reg, config)
-    assert submit_with(conn, PRIORITY_SQUARE, {"x": 5}, priority=9).result(timeout=RESULT_TIMEOUT) == 5
+    assert conn.options(priority=9).submit(PRIORITY_SQUARE, {"x": 5}).result(timeout=RESULT_TIMEOUT) == 5
     # Declaring the queue again without x-max-priority is refused: it has the argument.
     connection = blocking_connection()
     try:
@@ -232,7 +232,7 @@ def test_waiting_tasks_start_highest_priority_first_with_the_default_prefetch(
     blocker = conn.submit(PRIORITY_SQUARE, {"x": -1})
     wait_until(lambda: started == [-1], RESULT_TIMEOUT, "the blocker started")
     priorities = [0, 3, None, 9, 1, 5, 9, 0, 7, 2, 5, 8, 4, 6, None, 3]
-    handles = [submit_with(conn, PRIORITY_SQUARE, {"x": n}, priority=p) for n, p in enumerate(priorities)]
+    handles = [conn.options(priority=p).submit(PRIORITY_SQUARE, {"x": n}) for n, p in enumerate(priorities)]
     conn.flush(10)
 
     def all_prefetched() -> bool:

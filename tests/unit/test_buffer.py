@@ -88,20 +88,10 @@ def test_every_delivery_accepted_before_a_concurrent_close_is_handed_out() -> No
         buffer = PriorityBuffer()
         got: list[str | None] = []
         accepted: list[str] = []
-
-        def read() -> None:
-            while (item := buffer.get()) is not None:
-                got.append(item.message.message_id)
-
-        def write() -> None:
-            for n in range(50):
-                if buffer.put(delivery(f"t{n}", n % 3)):
-                    accepted.append(f"t{n}")
-
         threads = [
-            threading.Thread(target=read),
-            threading.Thread(target=read),
-            threading.Thread(target=write),
+            threading.Thread(target=read_all, args=(buffer, got)),
+            threading.Thread(target=read_all, args=(buffer, got)),
+            threading.Thread(target=put_many, args=(buffer, accepted)),
         ]
         for thread in threads:
             thread.start()
@@ -109,3 +99,14 @@ def test_every_delivery_accepted_before_a_concurrent_close_is_handed_out() -> No
         for thread in threads:
             thread.join(10)
         assert sorted(got, key=str) == sorted(accepted)
+
+
+def read_all(buffer: PriorityBuffer, got: list[str | None]) -> None:
+    while (item := buffer.get()) is not None:
+        got.append(item.message.message_id)
+
+
+def put_many(buffer: PriorityBuffer, accepted: list[str]) -> None:
+    for n in range(50):
+        if buffer.put(delivery(f"t{n}", n % 3)):
+            accepted.append(f"t{n}")

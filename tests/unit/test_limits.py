@@ -23,7 +23,6 @@ from taskell._deps import dependency_failed
 from taskell._execution import time_limit_interval
 from taskell.handle import TaskHandle
 from taskell.registry import Registry
-from tests.support import expires_at, submit_with
 
 _names = itertools.count()
 
@@ -169,19 +168,21 @@ def test_an_expired_task_never_runs_and_its_client_gets_task_expired() -> None:
     reg = Registry()
     reg.add(SQUARE, square)
     config = memory_config()
-    with taskell.Worker(reg, config), taskell.connect(config=config) as conn:
-        expired = submit_with(conn, SQUARE, {"x": 1}, headers=expires_at(-1))
-        fresh = submit_with(conn, SQUARE, {"x": 2}, headers=expires_at(60))
-        with pytest.raises(taskell.TaskExpired) as info:
-            expired.result(timeout=10)
-        assert info.value.task_id == expired.id
-        assert str(info.value).startswith(f"task {expired.id}: expired at ")
-        assert fresh.result(timeout=10) == 4
-        dependent = conn.submit(SQUARE, {"x": 3}, after=[expired])
-        with pytest.raises(taskell.DependencyFailed) as dep:
-            dependent.result(timeout=10)
-        assert isinstance(dep.value.cause, taskell.TaskExpired)
-        assert dep.value.cause.task_id == expired.id
+    with taskell.connect(config=config) as conn:
+        expired = conn.options(expires=0.2).submit(SQUARE, {"x": 1})
+        fresh = conn.options(expires=60).submit(SQUARE, {"x": 2})
+        time.sleep(0.4)  # no worker yet: the first expires in the queue
+        with taskell.Worker(reg, config):
+            with pytest.raises(taskell.TaskExpired) as info:
+                expired.result(timeout=10)
+            assert info.value.task_id == expired.id
+            assert str(info.value).startswith(f"task {expired.id}: expired at ")
+            assert fresh.result(timeout=10) == 4
+            dependent = conn.submit(SQUARE, {"x": 3}, after=[expired])
+            with pytest.raises(taskell.DependencyFailed) as dep:
+                dependent.result(timeout=10)
+            assert isinstance(dep.value.cause, taskell.TaskExpired)
+            assert dep.value.cause.task_id == expired.id
     assert ran == [2]
 
 
@@ -207,7 +208,9 @@ def test_the_worker_starts_waiting_tasks_highest_priority_first() -> None:
         while not started and time.monotonic() < deadline:
             time.sleep(0.01)
         priorities = [3, None, 9, 0, 5, 9, 1, 5]
-        handles = [submit_with(conn, PRIORITY_SQUARE, {"x": n}, priority=p) for n, p in enumerate(priorities)]
+        handles = [
+            conn.options(priority=p).submit(PRIORITY_SQUARE, {"x": n}) for n, p in enumerate(priorities)
+        ]
         while len(worker._execution._buffer) < len(handles) and time.monotonic() < deadline:  # type: ignore[union-attr]
             time.sleep(0.01)
         release.set()
