@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -135,29 +136,34 @@ def iso(seconds_from_now: float) -> str:
     return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds_from_now)).isoformat()
 
 
-@pytest.mark.parametrize(
-    "when",
-    [
-        iso(-1),
-        iso(-86400).replace("+00:00", "Z"),
-        iso(-5).encode(),  # a header may arrive as bytes
-        (datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=5))
-        .replace(tzinfo=None)
-        .isoformat(),
-        "2026-01-01T00:00:00+02:00",
-    ],
-)
-def test_an_expired_task_fails_as_expired_without_running(when: object) -> None:
-    decision = intake().check(expiring(when))
+# Header forms, as functions of "seconds from now" (evaluated when the test runs, not when it
+# is collected: a long suite would otherwise let a "future" time pass).
+HEADER_FORMS: dict[str, Callable[[float], object]] = {
+    "offset": iso,
+    "Z": lambda seconds: iso(seconds).replace("+00:00", "Z"),
+    "bytes": lambda seconds: iso(seconds).encode(),  # a header may arrive as bytes
+    "naive, as UTC": lambda seconds: iso(seconds).replace("+00:00", ""),
+    "another offset": lambda seconds: (
+        datetime.datetime.now(datetime.timezone(datetime.timedelta(hours=2)))
+        + datetime.timedelta(seconds=seconds)
+    ).isoformat(),
+}
+
+
+@pytest.mark.parametrize("form", HEADER_FORMS)
+@pytest.mark.parametrize("seconds", [-1, -86400])
+def test_an_expired_task_fails_as_expired_without_running(form: str, seconds: float) -> None:
+    decision = intake().check(expiring(HEADER_FORMS[form](seconds)))
     assert isinstance(decision, Finish) and decision.kind == _wire.FAILED
     body = json.loads(decision.body)
     assert body["error_type"] == _wire.TASK_EXPIRED
     assert body["message"].startswith("expired at ") and body["message"].endswith(" before it started")
 
 
-@pytest.mark.parametrize("when", [iso(60), iso(3600).replace("+00:00", "Z"), "2999-01-01T00:00:00+00:00"])
-def test_a_task_not_expired_yet_runs(when: str) -> None:
-    assert isinstance(intake().check(expiring(when)), Run)
+@pytest.mark.parametrize("form", HEADER_FORMS)
+@pytest.mark.parametrize("seconds", [60, 3600 * 24 * 365 * 900])
+def test_a_task_not_expired_yet_runs(form: str, seconds: float) -> None:
+    assert isinstance(intake().check(expiring(HEADER_FORMS[form](seconds))), Run)
 
 
 def test_an_aborted_and_expired_task_is_aborted() -> None:
