@@ -126,6 +126,21 @@ def test_process_pool_kills_a_child_stuck_in_c_past_its_time_limit(
         os.kill(first_child, 0)
 
 
+def test_a_time_limit_named_by_the_retry_policy_is_retried_then_final(
+    conn: taskell.Connection, config: taskell.Config, workers: list[taskell.Worker]
+) -> None:
+    policy = taskell.RetryPolicy(attempts=2, delay=0.1, on=(_wire.TIME_LIMIT_EXCEEDED,))
+    spec = dataclasses.replace(LIMITED_SLEEP, retry=policy)
+    reg = Registry()
+    reg.add(spec, lambda ctx, args: spin(20))
+    start(workers, reg, config.model_copy(update={"pool": "process"}), parallelism=1)
+    handle = conn.submit(spec, {"seconds": 20})
+    with pytest.raises(taskell.TimeLimitExceeded) as info:
+        handle.result(timeout=RESULT_TIMEOUT)
+    assert info.value.limit_s == LIMIT
+    assert [(r.attempt, r.error_type) for r in handle.retries] == [(1, _wire.TIME_LIMIT_EXCEEDED)]
+
+
 def test_the_time_limit_failure_reply_on_the_wire(
     config: taskell.Config, workers: list[taskell.Worker], amqp: Any
 ) -> None:

@@ -115,6 +115,26 @@ def test_time_limit_failure_reaches_a_dependent_as_its_cause() -> None:
         assert info.value.cause.limit_s == 0.3
 
 
+@pytest.mark.parametrize("pool", ["thread", "process"])
+def test_a_time_limit_failure_is_retried_when_the_policy_names_it(pool: str) -> None:
+    policy = taskell.RetryPolicy(attempts=3, delay=0.05, on=(_wire.TIME_LIMIT_EXCEEDED,))
+    spec = dataclasses.replace(LIMITED_SLEEP, retry=policy)
+
+    def sleep(ctx: taskell.Context[float], args: SleepArgs) -> float:
+        return spin(15) if ctx.attempt < 3 else float(ctx.attempt)  # the first two overrun
+
+    reg = Registry()
+    reg.add(spec, sleep)
+    config = memory_config(pool=pool)
+    with taskell.Worker(reg, config, parallelism=1), taskell.connect(config=config) as conn:
+        handle = conn.submit(spec, {"seconds": 1})
+        assert handle.result(timeout=20) == 3.0
+        assert [(r.attempt, r.error_type) for r in handle.retries] == [
+            (1, _wire.TIME_LIMIT_EXCEEDED),
+            (2, _wire.TIME_LIMIT_EXCEEDED),
+        ]
+
+
 def test_the_time_limit_sweep_interval() -> None:
     assert time_limit_interval([30.0, 600.0]) == 1.0
     assert time_limit_interval([2.0, 30.0]) == 0.2
