@@ -60,6 +60,10 @@ def main() -> None:
                 "late_p99_ms": round(percentile(late, 0.99) * 1000, 1),
                 "late_max_ms": round(max(late) * 1000, 1),
                 "early": sum(1 for value in late if value < 0),
+                "samples": [  # per task: its delay and how late it started, in ms
+                    {"delay_ms": round(delay * 1000, 1), "late_ms": round(value * 1000, 2)}
+                    for (_, delay, _), value in zip(sent, late, strict=True)
+                ],
             }
         )
     )
