@@ -22,6 +22,7 @@ from .errors import (
 )
 from .handle import Ref, Retrying, TaskHandle
 from .registry import Registry
+from .schedule import Schedule
 from .spec import Base64Bytes, ErrorSpec, RetryPolicy, TaskSpec
 from .worker import Worker
 
@@ -44,6 +45,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "Retrying",
+    "Schedule",
     "SchemaError",
     "TaskAborted",
     "TaskExpired",
