@@ -112,7 +112,7 @@ class DependencyTracker:
         *,
         new_handle: NewHandle,
         submit: Submit,
-        publish: Callable[[str, Message, str | None], None],
+        publish: Callable[[str, Message, str | None], object],
         declare_queue: Callable[[TaskSpec[Any, Any, Any]], None],
         is_open: Callable[[], bool],
     ) -> None:

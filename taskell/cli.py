@@ -1,4 +1,4 @@
-"""The ``taskell`` command: gen, worker, call, abort, dead-letters, inspect.
+"""The ``taskell`` command: gen, worker, scheduler, call, abort, dead-letters, inspect.
 
 Exit status, for every subcommand: 0 success; 1 task failed, aborted or timed out, or bad
 input; 2 usage error (``gen`` and ``call`` without the extra ``taskell[gen]`` included); 3 broker
@@ -132,6 +132,31 @@ def _parser() -> argparse.ArgumentParser:
         help=f"{', '.join(_LOG_LEVELS)} (default: %(default)s)",
     )
 
+    scheduler = command(
+        "scheduler",
+        "submit the tasks of PACKAGE's schedules when due (any number may run; one leads)",
+        _scheduler,
+    )
+    scheduler.add_argument(
+        "package",
+        metavar="PACKAGE",
+        help="a generated package's import path, e.g. generated.demo (its SCHEDULES are fired); "
+        "the current directory is on the import path",
+    )
+    scheduler.add_argument(
+        "--list",
+        action="store_true",
+        help="print each schedule and its next 3 due times, and exit (no broker needed)",
+    )
+    scheduler.add_argument(
+        "--log-level",
+        default="INFO",
+        type=str.upper,
+        choices=_LOG_LEVELS,
+        metavar="LEVEL",
+        help=f"{', '.join(_LOG_LEVELS)} (default: %(default)s)",
+    )
+
     call = command("call", "submit one task and print its result as JSON", _call)
     call.add_argument("schema", metavar="SCHEMA", help="the schema file declaring TASK")
     call.add_argument("task", metavar="TASK", help="the task's name in the schema")
@@ -197,7 +222,9 @@ def _parser() -> argparse.ArgumentParser:
         help="look at the first N messages only (default: %(default)s)",
     )
 
-    inspect = command("inspect", "list live workers, their running tasks and progress", _inspect)
+    inspect = command(
+        "inspect", "list live workers, their running tasks and progress, and the schedulers", _inspect
+    )
     inspect.add_argument(
         "--wait",
         type=_seconds,
@@ -345,6 +372,38 @@ def _worker(args: argparse.Namespace) -> int:
     return Worker(registry, config).run()
 
 
+def _scheduler(args: argparse.Namespace) -> int:
+    from .schedule import Schedule
+
+    sys.path.insert(0, os.getcwd())
+    try:
+        schedules = importlib.import_module(args.package).SCHEDULES
+    except (ImportError, AttributeError) as exc:
+        print(f"taskell scheduler: cannot import {args.package}.SCHEDULES: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    if not isinstance(schedules, (tuple, list)) or not all(isinstance(s, Schedule) for s in schedules):
+        print(
+            f"taskell scheduler: {args.package}.SCHEDULES is not a tuple of taskell.Schedule", file=sys.stderr
+        )
+        return EXIT_FAILED
+    if args.list:
+        now = datetime.now(UTC)
+        for s in schedules:
+            when = f"cron {s.cron!r} ({s.timezone})" if s.cron is not None else f"every {s.every:g} s"
+            print(f"{s.name}: task {s.task.name}, {when}")
+            due = s.due_after(now)
+            for _ in range(3):
+                print(f"  {next(due).isoformat()}")
+        return EXIT_OK
+    from .scheduler import Scheduler
+
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not schedules:
+        print(f"taskell scheduler: {args.package} declares no schedules", file=sys.stderr)
+        return EXIT_FAILED
+    return Scheduler(schedules, _load_config(args)).run()
+
+
 def _call(args: argparse.Namespace) -> int:
     if not _has_gen_extra("call", ["jinja2", "yaml"]):
         return EXIT_USAGE
@@ -424,7 +483,15 @@ def _inspect(args: argparse.Namespace) -> int:
 
     with Connection(_load_config(args)) as conn:
         answers = conn.inspect(wait=args.wait)
-    print(json.dumps(sorted(answers, key=lambda a: str(a.get("worker"))), indent=2))
+    # Workers first (by name), then schedulers: the leader, then the standbys.
+    answers.sort(
+        key=lambda a: (
+            (1, a.get("role") != "leader", str(a["scheduler"]))
+            if "scheduler" in a
+            else (0, False, str(a.get("worker")))
+        )
+    )
+    print(json.dumps(answers, indent=2))
     return EXIT_OK
 
 

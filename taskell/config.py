@@ -138,6 +138,9 @@ class Config(BaseModel):
             while another worker is idle.
         shutdown_grace: Seconds a stopping worker (SIGTERM) lets running tasks finish before it
             aborts and requeues them.
+        schedule_catch_up: What a scheduler taking over does with the due times of a schedule
+            missed while no scheduler ran: ``"latest"`` fires the latest one once, ``"all"``
+            fires each (at most 100, the latest ones), ``"none"`` fires none.
         lease_after: Seconds a task runs before its worker leases it (acknowledges it and keeps
             a self-renewing copy), so the broker's ``consumer_timeout`` never applies to it.
         lease_ttl: Seconds after which a leased task whose worker died is delivered again.
@@ -158,6 +161,7 @@ class Config(BaseModel):
     queue_type: Literal["classic", "quorum"] = "classic"
     delivery_limit: int = Field(default=5, ge=1)
     shutdown_grace: float = Field(default=60.0, ge=0)
+    schedule_catch_up: Literal["latest", "all", "none"] = "latest"
     lease_after: float = Field(default=600.0, gt=0)
     lease_ttl: float = Field(default=60.0, gt=0)
     prefetch: int | None = Field(default=None, ge=1)

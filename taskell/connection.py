@@ -281,6 +281,30 @@ class Connection:
         self._publish(spec.queue, message, None if fire_and_forget else handle.id, delay)
         return handle
 
+    def _submit_with_id(
+        self,
+        spec: TaskSpec[Any, Any, Any],
+        args: Mapping[str, object],
+        task_id: str,
+        headers: Mapping[str, Any] | None = None,
+    ) -> Future[None]:
+        """Publish one task with a given id and no reply queue (fire and forget), with the
+        schema's options; returns the broker's confirm. For ``taskell scheduler``, whose ids
+        are derived from the schedule and due time.
+
+        Raises:
+            PayloadError: ``args`` do not validate against the task's model.
+        """
+        if self._closed:
+            raise BrokerUnavailable("connection is closed")
+        try:
+            body = spec.args.model_validate(args).model_dump_json().encode()
+        except ValidationError as exc:
+            raise PayloadError(spec.name, _wire.describe(exc)) from None
+        self._declare_task_queue(spec)
+        message = _wire.task_message(spec, task_id, body, None, headers=headers)
+        return self._publish(spec.queue, message, None)
+
     def _check_delay(self, delay: float) -> None:
         """Warn (once per connection) of a delay that outlasts the aborts kept on the broker."""
         retention = self.config.abort_retention
@@ -300,15 +324,16 @@ class Connection:
             self._handles[handle.id] = handle
         return handle
 
-    def _publish(self, queue: str, message: Message, task_id: str | None, delay: float = 0.0) -> None:
+    def _publish(self, queue: str, message: Message, task_id: str | None, delay: float = 0.0) -> Future[None]:
         """Publish (mandatory) in the background, to reach ``queue`` after ``delay`` seconds;
-        a refusal fails task ``task_id``'s handle."""
+        a refusal fails task ``task_id``'s handle. Returns the broker's confirm."""
         if delay > 0:
             confirmed = self._transport.publish_delayed(queue, message, delay)
         else:
             confirmed = self._transport.publish("", queue, message, mandatory=True)
         self._unconfirmed.add(confirmed)
         confirmed.add_done_callback(lambda f: self._on_confirmed(f, task_id))
+        return confirmed
 
     def _declare_task_queue(self, spec: TaskSpec[Any, Any, Any]) -> None:
         """Declare ``spec``'s queue once, with the arguments its workers use: priorities where

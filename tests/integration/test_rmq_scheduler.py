@@ -1,0 +1,194 @@
+"""``taskell scheduler`` on a real broker: several schedulers submit each due time once, a
+SIGKILLed leader hands over without a gap, inspect shows the leader, SIGTERM exits 0.
+
+Submissions are counted by a raw consumer of the task queue (no worker runs): each carries
+its schedule and due time in headers and a task id derived from them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import taskell
+from taskell.scheduler import DUE_HEADER, SCHEDULE_HEADER, STATE_QUEUE, task_id
+from tests.support import ROOT, TASKELL, URL, blocking_connection, cli_env, stop_process, wait_until
+
+TASK_QUEUE = "taskell.q1"  # square's queue
+
+
+@pytest.fixture(autouse=True)
+def no_state(broker: str) -> Iterator[None]:
+    """Each test starts without a scheduler state on the broker, and leaves none."""
+
+    def delete() -> None:
+        connection = blocking_connection()
+        try:
+            connection.channel().queue_delete(STATE_QUEUE)
+        finally:
+            connection.close()
+
+    delete()
+    yield
+    delete()
+
+
+class Schedulers:
+    """``taskell scheduler tests.integration.sched_tick`` subprocesses, stopped at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        log_path = self.tmp_path / f"scheduler-{len(self.procs)}.log"
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [TASKELL, "scheduler", "tests.integration.sched_tick"],
+                cwd=ROOT,
+                env=cli_env(URL),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.tmp_path.glob("scheduler-*.log")))
+
+
+@pytest.fixture
+def schedulers(tmp_path: Path) -> Iterator[Schedulers]:
+    group = Schedulers(tmp_path)
+    try:
+        yield group
+    finally:
+        for proc in group.procs:
+            stop_process(proc)
+
+
+def drain(channel: Any) -> list[tuple[datetime, str, float]]:
+    """Every task in the task queue, taken off it: (due time, task id, when it was received)."""
+    seen = []
+    while True:
+        method, props, _body = channel.basic_get(TASK_QUEUE, auto_ack=True)
+        if method is None:
+            return seen
+        headers = props.headers or {}
+        assert headers.get(SCHEDULE_HEADER) == "tick"
+        seen.append((datetime.fromisoformat(headers[DUE_HEADER]), props.message_id, time.time()))
+
+
+def leader_pid(conn: taskell.Connection) -> int | None:
+    for answer in conn.inspect(wait=0.5):
+        if answer.get("role") == "leader":
+            return int(str(answer["scheduler"]).split(":")[-2])
+    return None
+
+
+def check_once_each(dues: list[datetime]) -> None:
+    """No due time twice, none skipped between the first and the last."""
+    assert len(dues) == len(set(dues)), f"a due time fired twice: {sorted(dues)}"
+    ordered = sorted(dues)
+    gaps = [(a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b - a != timedelta(seconds=1)]
+    assert not gaps, f"due times skipped: {gaps}"
+
+
+def collect(amqp: Any, seconds: float) -> list[tuple[datetime, str, float]]:
+    """Receive submissions for ``seconds`` s (the queue is polled, never left to fill)."""
+    amqp.queue_declare(TASK_QUEUE, durable=True, arguments={"x-queue-type": "classic"})
+    seen = []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        seen.extend(drain(amqp))
+        time.sleep(0.05)
+    return seen + drain(amqp)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_several_schedulers_fire_each_due_time_once(
+    count: int, schedulers: Schedulers, amqp: Any, conn: taskell.Connection
+) -> None:
+    for _ in range(count):
+        schedulers.spawn()
+    wait_until(lambda: leader_pid(conn) is not None, 30, "a scheduler leads")
+    answers = conn.inspect(wait=1.0)
+    roles = sorted(str(a.get("role")) for a in answers if "scheduler" in a)
+    assert roles == ["leader"] + ["standby"] * (count - 1), answers
+    leader = next(a for a in answers if a.get("role") == "leader")
+    assert leader["schedules"][0]["name"] == "tick" and leader["schedules"][0]["task"] == "demo.square"
+    seconds = 20
+    start = time.time()
+    seen = collect(amqp, seconds)
+    dues = [due for due, _, _ in seen]
+    check_once_each(dues)
+    in_window = [due for due in dues if start < due.timestamp() <= start + seconds]
+    assert seconds - 1 <= len(in_window) <= seconds + 1, (len(in_window), schedulers.logs())
+    assert all(tid == task_id("tick", due) for due, tid, _ in seen)
+    for proc in schedulers.procs:
+        assert proc.poll() is None, schedulers.logs()
+
+
+def test_sigkill_of_the_leader_hands_over_without_a_gap(
+    schedulers: Schedulers, amqp: Any, conn: taskell.Connection
+) -> None:
+    for _ in range(2):
+        schedulers.spawn()
+    wait_until(lambda: leader_pid(conn) is not None, 30, "a scheduler leads")
+    seen = collect(amqp, 4)
+    pid = leader_pid(conn)
+    assert pid is not None
+    victim = next(p for p in schedulers.procs if p.pid == pid)
+    os.kill(pid, signal.SIGKILL)
+    killed_at = time.time()
+    assert victim.wait(10) == -signal.SIGKILL
+    seen += collect(amqp, 6)
+    dues = [due for due, _, _ in seen]
+    check_once_each(dues)
+    after = sorted((due, received) for due, _, received in seen if due.timestamp() > killed_at)
+    assert after, schedulers.logs()
+    first_due, first_received = after[0]
+    # The next due time fires within one interval plus the failover time (a few seconds here).
+    assert first_received - killed_at < 1.0 + 5.0, (first_received - killed_at, schedulers.logs())
+    assert len(after) >= 4
+    wait_until(lambda: leader_pid(conn) not in (None, pid), 10, "the survivor leads")
+
+
+def test_sigterm_stops_cleanly_and_the_standby_takes_over(
+    schedulers: Schedulers, amqp: Any, conn: taskell.Connection
+) -> None:
+    first = schedulers.spawn()
+    wait_until(lambda: leader_pid(conn) == first.pid, 30, "the first scheduler leads")
+    second = schedulers.spawn()
+    time.sleep(1.0)
+    seen = collect(amqp, 2)
+    os.kill(first.pid, signal.SIGTERM)
+    assert first.wait(15) == 0, schedulers.logs()
+    wait_until(lambda: leader_pid(conn) == second.pid, 10, "the second scheduler leads")
+    seen += collect(amqp, 3)
+    check_once_each([due for due, _, _ in seen])
+    assert len(seen) >= 4
+
+
+def test_list_prints_the_schedules_without_a_broker(schedulers: Schedulers) -> None:
+    result = subprocess.run(
+        [TASKELL, "scheduler", "tests.integration.sched_tick", "--list"],
+        cwd=ROOT,
+        env=cli_env("amqp://guest:guest@127.0.0.1:1/"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "tick: task demo.square, every 1 s"
+    dues = [datetime.fromisoformat(line.strip()) for line in lines[1:4]]
+    assert [b - a for a, b in zip(dues, dues[1:], strict=False)] == [timedelta(seconds=1)] * 2
