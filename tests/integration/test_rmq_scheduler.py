@@ -6,19 +6,21 @@ its schedule and due time in headers and a task id derived from them."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pika  # type: ignore[import-untyped]
 import pytest
 
 import taskell
-from taskell.scheduler import DUE_HEADER, SCHEDULE_HEADER, STATE_QUEUE, task_id
+from taskell.scheduler import DUE_HEADER, SCHEDULE_HEADER, STATE_QUEUE, _state_message, task_id
 from tests.support import ROOT, TASKELL, URL, blocking_connection, cli_env, stop_process, wait_until
 
 TASK_QUEUE = "taskell.q1"  # square's queue
@@ -47,13 +49,13 @@ class Schedulers:
         self.tmp_path = tmp_path
         self.procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(self) -> subprocess.Popen[bytes]:
+    def spawn(self, catch_up: str = "latest") -> subprocess.Popen[bytes]:
         log_path = self.tmp_path / f"scheduler-{len(self.procs)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 [TASKELL, "scheduler", "tests.integration.sched_tick"],
                 cwd=ROOT,
-                env=cli_env(URL),
+                env={**cli_env(URL), "TASKELL_SCHEDULE_CATCH_UP": catch_up},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -76,7 +78,7 @@ def schedulers(tmp_path: Path) -> Iterator[Schedulers]:
 
 def drain(channel: Any) -> list[tuple[datetime, str, float]]:
     """Every task in the task queue, taken off it: (due time, task id, when it was received)."""
-    seen = []
+    seen: list[tuple[datetime, str, float]] = []
     while True:
         method, props, _body = channel.basic_get(TASK_QUEUE, auto_ack=True)
         if method is None:
@@ -97,7 +99,7 @@ def check_once_each(dues: list[datetime]) -> None:
     """No due time twice, none skipped between the first and the last."""
     assert len(dues) == len(set(dues)), f"a due time fired twice: {sorted(dues)}"
     ordered = sorted(dues)
-    gaps = [(a, b) for a, b in zip(ordered, ordered[1:], strict=False) if b - a != timedelta(seconds=1)]
+    gaps = [(a, b) for a, b in itertools.pairwise(ordered) if b - a != timedelta(seconds=1)]
     assert not gaps, f"due times skipped: {gaps}"
 
 
@@ -154,7 +156,7 @@ def test_sigkill_of_the_leader_hands_over_without_a_gap(
     check_once_each(dues)
     after = sorted((due, received) for due, _, received in seen if due.timestamp() > killed_at)
     assert after, schedulers.logs()
-    first_due, first_received = after[0]
+    _, first_received = after[0]
     # The next due time fires within one interval plus the failover time (a few seconds here).
     assert first_received - killed_at < 1.0 + 5.0, (first_received - killed_at, schedulers.logs())
     assert len(after) >= 4
@@ -191,4 +193,30 @@ def test_list_prints_the_schedules_without_a_broker(schedulers: Schedulers) -> N
     lines = result.stdout.splitlines()
     assert lines[0] == "tick: task demo.square, every 1 s"
     dues = [datetime.fromisoformat(line.strip()) for line in lines[1:4]]
-    assert [b - a for a, b in zip(dues, dues[1:], strict=False)] == [timedelta(seconds=1)] * 2
+    assert [b - a for a, b in itertools.pairwise(dues)] == [timedelta(seconds=1)] * 2
+
+
+@pytest.mark.parametrize("policy", ["latest", "all", "none"])
+def test_catch_up_of_due_times_missed_while_no_scheduler_ran(
+    policy: str, schedulers: Schedulers, amqp: Any
+) -> None:
+    # A state left by a scheduler that stopped 8 s ago.
+    done_until = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=8)
+    state = _state_message(3, {"tick": done_until})
+    amqp.queue_declare(
+        STATE_QUEUE, durable=True, arguments={"x-single-active-consumer": True, "x-queue-type": "classic"}
+    )
+    amqp.basic_publish("", STATE_QUEUE, state.body, pika.BasicProperties(delivery_mode=2, type=state.type))
+    started = datetime.now(UTC)
+    schedulers.spawn(policy)
+    seen = collect(amqp, 6)
+    dues = sorted(due for due, _, _ in seen)
+    check_once_each(dues)
+    assert dues, schedulers.logs()
+    if policy == "all":  # each missed one, in order
+        assert dues[0] == done_until + timedelta(seconds=1), schedulers.logs()
+    elif policy == "latest":  # the latest missed one only (due before the scheduler started)
+        assert started - timedelta(seconds=1) <= dues[0] <= started + timedelta(seconds=5), schedulers.logs()
+        assert dues[0] > done_until + timedelta(seconds=3)
+    else:  # none missed: the first is due after the scheduler took over
+        assert dues[0] > started, schedulers.logs()
