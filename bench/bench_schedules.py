@@ -89,8 +89,8 @@ def leading_since(log: Path) -> float | None:
 
 def summary(values: list[float]) -> dict[str, float]:
     return {
-        "p50_ms": round(percentile(values, 50) * 1000, 1),
-        "p99_ms": round(percentile(values, 99) * 1000, 1),
+        "p50_ms": round(percentile(values, 0.5) * 1000, 1),
+        "p99_ms": round(percentile(values, 0.99) * 1000, 1),
         "max_ms": round(max(values) * 1000, 1),
     }
 
