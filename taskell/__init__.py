@@ -23,6 +23,7 @@ from .errors import (
 from .handle import Ref, Retrying, TaskHandle
 from .registry import Registry
 from .schedule import Schedule
+from .scheduler import Scheduler
 from .spec import Base64Bytes, ErrorSpec, RetryPolicy, TaskSpec
 from .worker import Worker
 
@@ -46,6 +47,7 @@ __all__ = [
     "RetryPolicy",
     "Retrying",
     "Schedule",
+    "Scheduler",
     "SchemaError",
     "TaskAborted",
     "TaskExpired",
