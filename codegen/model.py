@@ -17,16 +17,21 @@ The tree, top down::
           Retry.on: (str, ...) | None      names of errors and TimeLimitExceeded, schema order
         Task.time_limit, Task.expires: float | None   seconds
         Task.priority: int | None          0 to 9
+      schedules: (Schedule, ...)           schema declaration order
+        Schedule.task: str                 the name of a task of this schema
+        Schedule.cron | Schedule.every     a five-field cron expression, or seconds
+        Schedule.args: {str: JSON}         the arguments given, canonical JSON, schema order
 
 A ``TypeExpr`` is one of ``Prim``, ``ListOf``, ``DictOf``, ``TupleOf``, ``Optional`` or
 ``Named``; ``str(expr)`` is its canonical spelling (used in fingerprints). Defaults are kept in
 their canonical JSON form (docs/wire.md), already validated against their type. Policies
 (``retry``, ``time_limit``, ``expires``, ``priority``) are None when the schema leaves them out.
+A schedule's args are checked like defaults; the ones left out take the task's defaults.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 from .._wire import TIME_LIMIT_EXCEEDED
@@ -189,6 +194,29 @@ class Task:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """A schedule: submit ``task`` with ``args`` at each due time.
+
+    Attributes:
+        name: the schedule's name.
+        task: the name of the task it submits.
+        cron: a five-field cron expression, or None when ``every`` is set.
+        every: the interval in seconds, or None when ``cron`` is set.
+        timezone: the IANA zone ``cron`` is evaluated in; "UTC" for ``every``.
+        args: the arguments given, in canonical JSON form.
+        doc: documentation, or None.
+    """
+
+    name: str
+    task: str
+    cron: str | None
+    every: float | None
+    timezone: str = "UTC"
+    args: dict[str, JSON] = field(default_factory=dict)
+    doc: str | None = None
+
+
+@dataclass(frozen=True)
 class Schema:
     """A whole, validated schema."""
 
@@ -196,6 +224,7 @@ class Schema:
     types: tuple[Record | Enum, ...]
     tasks: tuple[Task, ...]
     errors: tuple[Error, ...] = ()
+    schedules: tuple[Schedule, ...] = ()
 
     def type_map(self) -> dict[str, Record | Enum]:
         """The named types by name."""

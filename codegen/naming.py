@@ -13,6 +13,7 @@ __all__ = [
     "check_enum_member",
     "check_field_name",
     "check_package_name",
+    "check_schedule_name",
     "check_task_name",
     "check_type_name",
     "spec_constant_name",
@@ -35,8 +36,11 @@ TASK_FAILED_ATTRIBUTES = frozenset(
     {"args", "task_id", "task", "error_type", "message", "traceback", "with_traceback", "add_note"}
 )
 
-RESERVED_TYPES = frozenset({"Client", "Handlers"})
+RESERVED_TYPES = frozenset({"Client", "Handlers", "SCHEDULES"})
 """Type names the generated package exports itself."""
+
+RESERVED_TASKS = frozenset({"schedules"})
+"""Task names whose spec constant would be a name the generated package exports itself."""
 
 ENUM_RESERVED = frozenset({"mro", "name", "value"})
 
@@ -70,7 +74,15 @@ def check_package_name(name: str) -> str | None:
 
 def check_task_name(name: str) -> str | None:
     """Return why ``name`` is not a valid task name, or None if it is."""
-    return _lower(name, "task name")
+    problem = _lower(name, "task name")
+    if problem is None and name in RESERVED_TASKS:
+        problem = f"task name {name!r} is reserved by the generated package (its {spec_constant_name(name)})"
+    return problem
+
+
+def check_schedule_name(name: str) -> str | None:
+    """Return why ``name`` is not a valid schedule name, or None if it is."""
+    return _lower(name, "schedule name")
 
 
 def check_field_name(name: str, what: str = "field name") -> str | None:

@@ -14,7 +14,7 @@ import jinja2
 
 from . import naming
 from .fingerprint import fingerprint
-from .model import Enum, Error, Field, Record, Schema, Task, TypeExpr, names_in
+from .model import Enum, Error, Field, Record, Schedule, Schema, Task, TypeExpr, names_in
 from .pyexpr import annotation, stub_annotation, value_expr
 
 __all__ = ["OUTPUT_FILES", "Header", "prepare", "render"]
@@ -113,6 +113,14 @@ class TaskView:
 
 
 @dataclass(frozen=True)
+class ScheduleView:
+    """A ``taskell.Schedule`` in ``SCHEDULES``: its keyword arguments, and its doc as comment lines."""
+
+    arguments: tuple[str, ...]
+    doc: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Views:
     """Everything the templates read."""
 
@@ -122,6 +130,7 @@ class Views:
     records: tuple[RecordView, ...]
     errors: tuple[ErrorView, ...]
     tasks: tuple[TaskView, ...]
+    schedules: tuple[ScheduleView, ...]
     exports: tuple[str, ...]
     imports: dict[str, tuple[str, ...]]
 
@@ -230,6 +239,19 @@ class _Preparer:
         )
 
 
+def _schedule_view(schedule: Schedule) -> ScheduleView:
+    arguments = [
+        f"name={schedule.name!r}",
+        f"task={naming.spec_constant_name(schedule.task)}",
+        f"args={schedule.args!r}",  # JSON: its Python repr is a literal of the same value
+    ]
+    if schedule.cron is not None:
+        arguments += [f"cron={schedule.cron!r}", f"timezone={schedule.timezone!r}"]
+    else:
+        arguments.append(f"every={schedule.every!r}")
+    return ScheduleView(tuple(arguments), tuple((schedule.doc or "").splitlines()))
+
+
 def prepare(schema: Schema, header: Header) -> Views:
     """Build the template views of ``schema``."""
     prep = _Preparer(schema)
@@ -256,14 +278,17 @@ def prepare(schema: Schema, header: Header) -> Views:
         + [e.model for e in errors]
         + [v.args_model for v in tasks]
         + [v.spec for v in tasks]
-        + ["Client", "Handlers", "registry"]
+        + ["Client", "Handlers", "SCHEDULES", "registry"]
     )
     # Absolute imports first, then the relative one; each group sorted.
     imports = {
         key: tuple(sorted((_IMPORTS[m] for m in uses), key=lambda line: (line.startswith("from ."), line)))
         for key, uses in prep.uses.items()
     }
-    return Views(schema.package, header, enums, tuple(records), errors, tasks, tuple(exports), imports)
+    schedules = tuple(_schedule_view(s) for s in schema.schedules)
+    return Views(
+        schema.package, header, enums, tuple(records), errors, tasks, schedules, tuple(exports), imports
+    )
 
 
 def _escape_doc(text: str, indent: int = 0) -> str:

@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
+from zoneinfo import available_timezones
 
 import pydantic
 import yaml
@@ -29,6 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..durations import format_duration, parse_duration
 from ..errors import SchemaError
+from ..schedule import cron_problem, timezone_problem
 from . import naming
 from .live import LiveTypes
 from .model import (
@@ -42,6 +44,7 @@ from .model import (
     Named,
     Record,
     Retry,
+    Schedule,
     Schema,
     Task,
     TypeExpr,
@@ -57,7 +60,7 @@ SCHEMA_VERSION = 1
 _STR = "tag:yaml.org,2002:str"
 # libyaml's loader keeps the same node marks and is about 10x faster on large schemas.
 _YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_TOP_KEYS = ("taskell", "package", "types", "errors", "tasks")
+_TOP_KEYS = ("taskell", "package", "types", "errors", "tasks", "schedules")
 _TYPE_KEYS = ("doc", "fields", "enum")
 _TASK_KEYS = (
     "doc",
@@ -76,6 +79,8 @@ _BACKOFFS = ("fixed", "exponential")
 _DURATION_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
 _ERROR_KEYS = ("doc", "fields")
 _FIELD_KEYS = ("type", "default", "doc")
+_SCHEDULE_KEYS = ("doc", "task", "cron", "every", "timezone", "args")
+_SHORTEST_EVERY = 0.001  # as taskell.Schedule
 
 
 @dataclass
@@ -215,24 +220,25 @@ class _Loader:
             return None
         return _TypeUse(expr, node, refs)
 
-    def json_value(self, node: Node) -> tuple[bool, JSON]:
-        """A default's JSON value; YAML timestamps are kept as the strings they were."""
+    def json_value(self, node: Node, what: str = "default") -> tuple[bool, JSON]:
+        """A default's (or other ``what``'s) JSON value; YAML timestamps are kept as the
+        strings they were."""
         if isinstance(node, MappingNode):
             out: dict[str, JSON] = {}
             ok = True
             for key, value in node.value:
                 if not isinstance(key, ScalarNode) or key.tag != _STR:
-                    self.problems.at(key, "keys in a default must be strings")
+                    self.problems.at(key, f"keys in a {what} must be strings")
                     ok = False
                     continue
                 if key.value in out:
-                    self.problems.at(key, f"duplicate key {key.value!r} in default")
+                    self.problems.at(key, f"duplicate key {key.value!r} in {what}")
                     ok = False
-                item_ok, out[key.value] = self.json_value(value)
+                item_ok, out[key.value] = self.json_value(value, what)
                 ok = ok and item_ok
             return ok, out
         if isinstance(node, SequenceNode):
-            pairs = [self.json_value(item) for item in node.value]
+            pairs = [self.json_value(item, what) for item in node.value]
             return all(p[0] for p in pairs), [p[1] for p in pairs]
         assert isinstance(node, ScalarNode)
         if node.tag in (_STR, "tag:yaml.org,2002:timestamp"):
@@ -240,17 +246,17 @@ class _Loader:
         try:
             value = self.constructor.construct_object(node, deep=True)
         except ConstructorError as exc:
-            self.problems.at(node, f"bad default: {exc.problem}")
+            self.problems.at(node, f"bad {what}: {exc.problem}")
             return False, None
         except (ValueError, KeyError):  # an explicit tag its text does not fit: !!int x
-            self.problems.at(node, f"bad default: not a valid {node.tag.rsplit(':', 1)[-1]}: {node.value!r}")
+            self.problems.at(node, f"bad {what}: not a valid {node.tag.rsplit(':', 1)[-1]}: {node.value!r}")
             return False, None
         if isinstance(value, float) and not math.isfinite(value):
-            self.problems.at(node, "a default must be representable in JSON (no nan or infinity)")
+            self.problems.at(node, f"a {what} must be representable in JSON (no nan or infinity)")
             return False, None
         if value is None or isinstance(value, (bool, int, float)):
             return True, value
-        self.problems.at(node, f"a default must be a JSON value, not {node.tag.rsplit(':', 1)[-1]}")
+        self.problems.at(node, f"a {what} must be a JSON value, not {node.tag.rsplit(':', 1)[-1]}")
         return False, None
 
     # --- schema parts ----------------------------------------------------------------------
@@ -313,6 +319,19 @@ class _TaskDraft:
     limited: bool = False  # time_limit is given, valid or not
     expires: float | None = None
     priority: int | None = None
+
+
+@dataclass
+class _ScheduleDraft:
+    name: str
+    key: Node
+    doc: str | None
+    task: tuple[str, Node] | None = None
+    cron: str | None = None
+    every: float | None = None
+    timezone: str = "UTC"
+    args: dict[str, tuple[Node, Node]] | None = None  # None: no (usable) args mapping
+    args_node: Node | None = None
 
 
 def _compose(text: str, problems: _Problems) -> Node | None:
@@ -512,6 +531,69 @@ def _parse_policies(loader: _Loader, items: dict[str, tuple[Node, Node]], draft:
             loader.problems.at(value, "priority must be an integer from 0 (lowest) to 9")
 
 
+def _parse_schedules(loader: _Loader, node: Node) -> list[_ScheduleDraft]:
+    drafts = []
+    for name, (key, value) in loader.mapping(node, "schedules").items():
+        problem = naming.check_schedule_name(name)
+        if problem:
+            loader.problems.at(key, problem)
+        items = loader.mapping(value, f"schedule {name!r}", _SCHEDULE_KEYS)
+        draft = _ScheduleDraft(name, key, loader.doc(items))
+        is_mapping = isinstance(value, MappingNode)
+        if "task" in items:
+            task = loader.string(items["task"][1], "task")
+            draft.task = None if task is None else (task, items["task"][1])
+        elif is_mapping:
+            loader.problems.at(key, f"schedule {name!r} needs 'task'")
+        _parse_when(loader, items, draft)
+        if "cron" in items and "every" in items:
+            later = max(items["cron"][0], items["every"][0], key=lambda n: n.start_mark.index)
+            loader.problems.at(later, f"schedule {name!r} has both 'cron' and 'every'")
+        elif "cron" not in items and "every" not in items and is_mapping:
+            loader.problems.at(key, f"schedule {name!r} needs 'cron' or 'every'")
+        if "args" in items:
+            draft.args_node = items["args"][1]
+            args = loader.mapping(draft.args_node, f"args of schedule {name!r}")
+            draft.args = args if isinstance(draft.args_node, MappingNode) else None
+        else:
+            draft.args = {}
+        drafts.append(draft)
+    return drafts
+
+
+def _parse_when(loader: _Loader, items: dict[str, tuple[Node, Node]], draft: _ScheduleDraft) -> None:
+    """A schedule's cron or every, and its timezone."""
+    if "cron" in items:
+        value = items["cron"][1]
+        text = value.value if isinstance(value, ScalarNode) and value.tag == _STR else None
+        problem = (
+            cron_problem(text)
+            if text is not None
+            else 'cron must be a string (five fields, e.g. "0 3 * * *")'
+        )
+        if problem:
+            loader.problems.at(value, problem)
+        draft.cron = None if problem else text
+    if "every" in items:
+        value = items["every"][1]
+        every = loader.duration(value, "every")
+        if every is not None and every < _SHORTEST_EVERY:
+            loader.problems.at(value, "every must be at least 1ms")
+            every = None
+        draft.every = every
+    if "timezone" in items:
+        key, value = items["timezone"]
+        if "cron" not in items:
+            loader.problems.at(key, "timezone applies to cron only; every counts from the Unix epoch (UTC)")
+            return
+        zone = loader.string(value, "timezone", empty_ok=False)
+        if zone is not None and timezone_problem(zone):
+            hint = _suggest(zone, sorted(available_timezones()))
+            loader.problems.at(value, f"unknown timezone {zone!r}{hint}")
+        elif zone is not None:
+            draft.timezone = zone
+
+
 def _check_collisions(
     loader: _Loader, types: list[_TypeDraft], errors: list[_TypeDraft], tasks: list[_TaskDraft]
 ) -> None:
@@ -630,8 +712,9 @@ def _check_defaults(
     errors: list[_TypeDraft],
     tasks: list[_TaskDraft],
     tainted: set[str],
-) -> dict[int, JSON]:
-    """Validate every default that can be checked; return the canonical JSON by draft id.
+) -> tuple[dict[int, JSON], LiveTypes]:
+    """Validate every default that can be checked; return the canonical JSON by draft id, and
+    the live types it was checked with.
 
     Defaults are decoded strictly from their JSON form by live types built from the types
     that are sound, so one bad type does not hide the errors of unrelated defaults.
@@ -649,17 +732,76 @@ def _check_defaults(
         if id(d) not in raw:
             continue
         assert d.type is not None and d.default is not None
-        what = f"default of {d.name!r} is not a valid {d.type.expr}"
         try:
-            value = live.decode(d.type.expr, raw[id(d)])
-            canonical[id(d)] = json.loads(live.adapter(d.type.expr).dump_json(value))
-        except pydantic.ValidationError as exc:
-            error = exc.errors()[0]
-            where = "".join(f"[{part!r}]" for part in error["loc"])
-            loader.problems.at(d.default, f"{what}: {where}{' ' if where else ''}{error['msg']}")
-        except ValueError as exc:  # a nested default's own ValidationError, from its factory
-            loader.problems.at(d.default, f"{what}: {exc}")
+            canonical[id(d)] = _canonical(live, d.type.expr, raw[id(d)])
+        except ValueError as exc:
+            loader.problems.at(d.default, f"default of {d.name!r} is not a valid {d.type.expr}: {exc}")
+    return canonical, live
+
+
+def _canonical(live: LiveTypes, expr: TypeExpr, value: JSON) -> JSON:
+    """``value`` (JSON) decoded strictly as ``expr``, in canonical JSON form.
+
+    Raises:
+        ValueError: it does not fit; the message says where in it and why.
+    """
+    try:
+        return json.loads(live.adapter(expr).dump_json(live.decode(expr, value)))  # type: ignore[no-any-return]
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        where = "".join(f"[{part!r}]" for part in error["loc"])
+        raise ValueError(f"{where}{' ' if where else ''}{error['msg']}") from None
+    # Any other ValueError is a nested default's own ValidationError, from its factory.
+
+
+def _check_schedules(
+    loader: _Loader,
+    schedules: list[_ScheduleDraft],
+    tasks: list[_TaskDraft],
+    live: LiveTypes,
+    tainted: set[str],
+) -> dict[int, dict[str, JSON]]:
+    """Check each schedule's task and args like defaults; return the canonical args by draft id."""
+    by_name = {t.name: t for t in tasks}
+    canonical: dict[int, dict[str, JSON]] = {}
+    for s in schedules:
+        if s.task is None:
+            continue
+        name, node = s.task
+        task = by_name.get(name)
+        if task is None:
+            loader.problems.at(node, f"unknown task {name!r}{_suggest(name, list(by_name))}")
+        elif s.args is not None:
+            canonical[id(s)] = _check_args(loader, s, task, live, tainted)
     return canonical
+
+
+def _check_args(
+    loader: _Loader, s: _ScheduleDraft, task: _TaskDraft, live: LiveTypes, tainted: set[str]
+) -> dict[str, JSON]:
+    assert s.args is not None
+    params = {a.name: a for a in task.args}
+    out: dict[str, JSON] = {}
+    for name, (key, value) in s.args.items():
+        arg = params.get(name)
+        if arg is None:
+            hint = _suggest(name, list(params))
+            loader.problems.at(key, f"unknown argument {name!r} of task {task.name!r}{hint}")
+            continue
+        ok, raw = loader.json_value(value, "schedule argument")
+        if not (ok and arg.ok and arg.type) or set(names_in(arg.type.expr)) & tainted:
+            continue  # reported already
+        try:
+            out[name] = _canonical(live, arg.type.expr, raw)
+        except ValueError as exc:
+            loader.problems.at(value, f"argument {name!r} is not a valid {arg.type.expr}: {exc}")
+    for arg in task.args:
+        if arg.default is None and arg.name not in s.args:
+            where = s.args_node or s.key
+            loader.problems.at(
+                where, f"missing argument {arg.name!r} of task {task.name!r} (it has no default)"
+            )
+    return out
 
 
 def _ir_retry(d: _RetryDraft | None) -> Retry | None:
@@ -704,10 +846,13 @@ def parse_schema(text: str, file: str) -> Schema:
     types = _parse_types(loader, top["types"][1]) if "types" in top else []
     errors = _parse_errors(loader, top["errors"][1]) if "errors" in top else []
     tasks = _parse_tasks(loader, top["tasks"][1]) if "tasks" in top else []
+    schedules = _parse_schedules(loader, top["schedules"][1]) if "schedules" in top else []
     _check_collisions(loader, types, errors, tasks)
     _check_raises(loader, errors, tasks)
     bad = _check_refs(loader, types, errors, tasks) | _check_cycles(loader, types)
-    defaults = _check_defaults(loader, types, errors, tasks, _tainted(types, bad))
+    tainted = _tainted(types, bad)
+    defaults, live = _check_defaults(loader, types, errors, tasks, tainted)
+    schedule_args = _check_schedules(loader, schedules, tasks, live, tainted)
     if problems.found:
         raise SchemaError(problems.lines())
     ir_tasks = tuple(
@@ -729,7 +874,13 @@ def parse_schema(text: str, file: str) -> Schema:
     ir_errors = tuple(
         Error(e.name, tuple(_ir_field(f, defaults) for f in e.fields or []), e.doc) for e in errors
     )
-    return Schema(package, _ir_types(types, defaults), ir_tasks, ir_errors)
+    ir_schedules = tuple(
+        Schedule(
+            s.name, s.task[0] if s.task else "", s.cron, s.every, s.timezone, schedule_args[id(s)], s.doc
+        )
+        for s in schedules
+    )
+    return Schema(package, _ir_types(types, defaults), ir_tasks, ir_errors, ir_schedules)
 
 
 def load_schema(path: str) -> tuple[Schema, bytes]:

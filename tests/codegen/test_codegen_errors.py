@@ -18,7 +18,7 @@ HERE = Path(__file__).parent
 BAD_EXPECTED = """\
 F:1:10: unsupported schema format version; 'taskell:' must be 1
 F:2:10: package name 'Demo' must be a lowercase identifier ([a-z][a-z0-9_]*)
-F:3:1: unknown key 'colour' in the schema; expected one of: taskell, package, types, errors, tasks
+F:3:1: unknown key 'colour' in the schema; expected one of: taskell, package, types, errors, tasks, schedules
 F:8:7: duplicate key 'width' in fields of 'Image'
 F:9:7: field name 'json' would shadow the pydantic BaseModel attribute 'json'
 F:10:7: field name 'model_x' would shadow the pydantic BaseModel attribute 'model_x'

@@ -66,6 +66,9 @@ def build(tmp: Path, doc: str, queue: str, default: str) -> tuple[str, dict[str,
                 "result": "str",
             }
         },
+        "schedules": {
+            "hourly": {"doc": doc, "task": "echo", "cron": "0 * * * *", "args": {"text": default, "rec": {}}}
+        },
     }
     text = yaml.safe_dump(schema)
     assert yaml.safe_load(text) == schema
@@ -96,7 +99,7 @@ def test_hostile_strings(tmp_path: Path, doc: str, queue: str, default: str) -> 
         ast.parse(source)
         compile(source, str(file), "exec")
     module = import_package(out, package)
-    expected = ["Client", "ECHO", "EchoArgs", "Handlers", "Kind", "Rec", "registry"]
+    expected = ["Client", "ECHO", "EchoArgs", "Handlers", "Kind", "Rec", "SCHEDULES", "registry"]
     assert module.__all__ == expected
     public = {name for name in vars(module) if not name.startswith("_")}
     assert public == {*expected, "client", "models", "worker"}
@@ -106,6 +109,12 @@ def test_hostile_strings(tmp_path: Path, doc: str, queue: str, default: str) -> 
     assert module.Rec.model_fields["s"].default == default
     assert inspect.signature(module.Client.echo).parameters["text"].default == default
     assert {name for name in vars(module.Client) if not name.startswith("_")} == {"echo"}
+    (hourly,) = module.SCHEDULES
+    assert (hourly.name, hourly.task, hourly.args) == (
+        "hourly",
+        module.ECHO,
+        {"text": default, "rec": {"s": default}},
+    )
 
 
 def test_hostile_schema_path(tmp_path: Path, monkeypatch: Any) -> None:
