@@ -30,7 +30,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from ..durations import format_duration, parse_duration
 from ..errors import SchemaError
-from ..schedule import cron_problem, timezone_problem
+from ..schedule import cron_problem, every_problem, timezone_problem
 from . import naming
 from .live import LiveTypes
 from .model import (
@@ -80,7 +80,6 @@ _DURATION_TAGS = ("tag:yaml.org,2002:str", "tag:yaml.org,2002:int", "tag:yaml.or
 _ERROR_KEYS = ("doc", "fields")
 _FIELD_KEYS = ("type", "default", "doc")
 _SCHEDULE_KEYS = ("doc", "task", "cron", "every", "timezone", "args")
-_SHORTEST_EVERY = 0.001  # as taskell.Schedule
 
 
 @dataclass
@@ -577,10 +576,10 @@ def _parse_when(loader: _Loader, items: dict[str, tuple[Node, Node]], draft: _Sc
     if "every" in items:
         value = items["every"][1]
         every = loader.duration(value, "every")
-        if every is not None and every < _SHORTEST_EVERY:
-            loader.problems.at(value, "every must be at least 1ms")
-            every = None
-        draft.every = every
+        problem = every_problem(every) if every is not None else None
+        if problem:
+            loader.problems.at(value, problem)
+        draft.every = None if problem else every
     if "timezone" in items:
         key, value = items["timezone"]
         if "cron" not in items:

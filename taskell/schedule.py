@@ -58,8 +58,9 @@ class Schedule:
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.every is None):
             raise ValueError(f"schedule {self.name}: exactly one of cron and every must be given")
-        if self.every is not None and not (math.isfinite(self.every) and self.every >= _SHORTEST):
-            raise ValueError(f"schedule {self.name}: every must be at least 1ms, not {self.every!r}")
+        problem = every_problem(self.every) if self.every is not None else None
+        if problem:
+            raise ValueError(f"schedule {self.name}: {problem}, not {self.every!r}")
         problem = timezone_problem(self.timezone)
         if problem:
             raise ValueError(f"schedule {self.name}: {problem}")
@@ -101,6 +102,13 @@ def _first_instant(local: datetime, zone: ZoneInfo) -> datetime:
         if instant.astimezone(zone).replace(tzinfo=None) == local:
             return instant
         local += timedelta(minutes=1)  # in a gap; gaps end on a whole minute
+
+
+def every_problem(seconds: float) -> str | None:
+    """Why ``seconds`` is not a usable ``every`` interval, or None if it is."""
+    if math.isfinite(seconds) and seconds >= _SHORTEST:
+        return None
+    return "every must be at least 1ms"
 
 
 def timezone_problem(name: str) -> str | None:
