@@ -107,6 +107,14 @@ CLIENT_SNIPPETS = {
         task_id: str = taskell.fire(demo.square, x=3)
         taskell.fire(demo.square, x="three")  # E: arg-type
         """,
+    "schedules_are_typed": """
+        from generated.demo import SCHEDULES
+        for schedule in SCHEDULES:
+            wire_name: str = schedule.task.name
+            every: float | None = schedule.every
+            name: int = schedule.name  # E: assignment
+        SCHEDULES.append(SCHEDULES[0])  # E: attr-defined
+        """,
     "client_wrong_result": """
         s: str = demo.sum(numbers=[1]).result()  # E: assignment
         p: str | None = demo.sum(numbers=[1]).latest_progress  # E: assignment
