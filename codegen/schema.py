@@ -586,9 +586,11 @@ def _parse_when(loader: _Loader, items: dict[str, tuple[Node, Node]], draft: _Sc
             loader.problems.at(key, "timezone applies to cron only; every counts from the Unix epoch (UTC)")
             return
         zone = loader.string(value, "timezone", empty_ok=False)
-        if zone is not None and timezone_problem(zone):
+        problem = timezone_problem(zone) if zone is not None else None
+        if problem:
+            assert zone is not None
             hint = _suggest(zone, sorted(available_timezones()))
-            loader.problems.at(value, f"unknown timezone {zone!r}{hint}")
+            loader.problems.at(value, f"unknown timezone {zone!r}{hint}" if hint else problem)
         elif zone is not None:
             draft.timezone = zone
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -81,7 +81,7 @@ class Schedule:
                 yield _EPOCH + count * step
                 count += 1
         assert self.cron is not None
-        zone = ZoneInfo(self.timezone)
+        zone = _zone(self.timezone)
         # cronsim walks the naive wall clock; each local time is then put on the timeline.
         # Mapping a repeated time to its first occurrence can land before ``after`` (when
         # ``after`` is in the second one), and a gap maps several times to one instant.
@@ -93,7 +93,7 @@ class Schedule:
                 last = due
 
 
-def _first_instant(local: datetime, zone: ZoneInfo) -> datetime:
+def _first_instant(local: datetime, zone: tzinfo) -> datetime:
     """The first instant (UTC) the wall clock of ``zone`` shows ``local``, or the end of the
     DST gap that skips it."""
     while True:
@@ -111,11 +111,18 @@ def every_problem(seconds: float) -> str | None:
     return "every must be at least 1ms"
 
 
+def _zone(name: str) -> tzinfo:
+    # UTC needs no timezone database, which Windows and some slim images do not have.
+    return UTC if name == "UTC" else ZoneInfo(name)
+
+
 def timezone_problem(name: str) -> str | None:
     """Why ``name`` is not a usable IANA timezone, or None if it is."""
     try:
-        ZoneInfo(name)
+        _zone(name)
     except (ZoneInfoNotFoundError, ValueError):
+        if not available_timezones():
+            return f"unknown timezone {name!r}: this machine has no timezone database (pip install tzdata)"
         return f"unknown timezone {name!r} (an IANA name such as Europe/Warsaw or UTC)"
     return None
 

@@ -164,6 +164,26 @@ def test_a_schedule_needs_a_task() -> None:
     ]
 
 
+def test_timezones() -> None:
+    source = """\
+        taskell: 1
+        package: shop
+        tasks:
+          ping: {}
+        schedules:
+          a: {task: ping, cron: "0 3 * * *", timezone: Mars/Olympus}
+          b: {task: ping, cron: "0 3 * * *", timezone: Warsaw}
+          c: {task: ping, cron: "0 3 * * *", timezone: 3}
+          d: {task: ping, cron: "0 3 * * *", timezone: America/New_York}
+          e: {task: ping, cron: "0 3 * * *", timezone: UTC}
+        """
+    assert errors(source) == [
+        "F:6:48: unknown timezone 'Mars/Olympus' (an IANA name such as Europe/Warsaw or UTC)",
+        "F:7:48: unknown timezone 'Warsaw' (did you mean 'Europe/Warsaw'?)",
+        "F:8:48: timezone must be a string",
+    ]
+
+
 def test_missing_args_without_an_args_key_point_at_the_schedule() -> None:
     source = """\
         taskell: 1

@@ -4,7 +4,10 @@ repeated one at its first occurrence only), and what the constructor refuses."""
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import re
+import zoneinfo
 from datetime import UTC, datetime, timedelta
 from itertools import islice, pairwise
 from typing import Any
@@ -257,6 +260,29 @@ def test_cron_is_strictly_after() -> None:
 def test_constructor_refuses(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=f"^schedule nightly: {message}"):
         Schedule("nightly", SPEC, **kwargs)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tzdata") is not None, reason="the tzdata package is a database")
+def test_without_a_timezone_database() -> None:
+    # As on Windows without the tzdata package: UTC still works, other zones say why not.
+    zoneinfo.reset_tzpath(to=[])
+    zoneinfo.ZoneInfo.clear_cache()
+    try:
+        with pytest.raises(zoneinfo.ZoneInfoNotFoundError):
+            zoneinfo.ZoneInfo("Europe/Warsaw")
+        assert zoneinfo.available_timezones() == set()
+        every = Schedule("tick", SPEC, every=60)
+        assert due(every, utc(2026, 1, 1), 1) == [utc(2026, 1, 1, 0, 1)]
+        nightly = cron("0 3 * * *", "UTC")
+        assert due(nightly, utc(2026, 1, 1), 1) == [utc(2026, 1, 1, 3)]
+        message = (
+            "unknown timezone 'Europe/Warsaw': this machine has no timezone database (pip install tzdata)"
+        )
+        with pytest.raises(ValueError, match=re.escape(f"schedule s: {message}")):
+            cron("0 3 * * *", "Europe/Warsaw")
+    finally:
+        zoneinfo.reset_tzpath()
+        zoneinfo.ZoneInfo.clear_cache()
 
 
 def test_constructor_keeps_its_values() -> None:
