@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +28,7 @@ from .config import Config
 from .registry import Binding, Registry
 from .transport import Delivery, Message
 
-__all__ = ["DeadLetter", "Decision", "Finish", "Intake", "Recount", "Run"]
+__all__ = ["DeadLetter", "Decision", "Finish", "Hold", "Intake", "Recount", "Run"]
 
 log = logging.getLogger("taskell.worker")
 
@@ -56,13 +57,20 @@ class Finish:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A delayed task the broker handed over before it was due: hold it ``delay`` s more."""
+
+    delay: float
+
+
+@dataclass(frozen=True)
 class Recount:
     """Replace the delivery by ``copy`` (same task, redelivery count in a header)."""
 
     copy: Message
 
 
-Decision = Run | DeadLetter | Finish | Recount
+Decision = Run | DeadLetter | Finish | Hold | Recount
 
 
 class Intake:
@@ -95,6 +103,9 @@ class Intake:
             return DeadLetter(f"{spec.name}: message has no message_id (task id)")
         if self._is_aborted(task_id):
             return Finish(_wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted before it started"))
+        early = _early_by(message)
+        if early > 0:
+            return Hold(early)
         expired = self._expired(message, spec.name)
         if expired is not None:
             return expired
@@ -174,3 +185,13 @@ def _parse_utc(value: object) -> datetime.datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=datetime.UTC)
+
+
+def _early_by(message: Message) -> float:
+    """Seconds until a delayed message is due (its ``taskell-due-ms``), 0 if it is due or not
+    delayed. "Never early" is kept here too: a broker that loses a delay level's TTL (seen
+    after a node restart) hands messages over early."""
+    due = message.headers.get(_wire.DUE_HEADER)
+    if not isinstance(due, int) or isinstance(due, bool):
+        return 0.0
+    return max(0.0, due / 1000 - time.time())

@@ -77,6 +77,15 @@ class Settler:
             futures.append(self._transport.publish("", message.reply_to, notice, mandatory=False))
         self._ack_when_confirmed(delivery, futures, None, running)
 
+    def hold(self, delivery: Delivery, delay: float) -> None:
+        """Give a delayed task the broker delivered early back to the delay levels for the
+        ``delay`` seconds it still has to wait; acknowledged once the broker holds it."""
+        log.warning(
+            "task %s delivered %.3f s before it is due; holding it again", delivery.message.message_id, delay
+        )
+        future = self._transport.publish_delayed(delivery.queue, delivery.message, delay)
+        self._ack_when_confirmed(delivery, [future], None)
+
     def dead_letter(self, delivery: Delivery, reason: str) -> None:
         """Move the task to the dead-letter queue and tell its client it was rejected."""
         log.warning("dead-lettering message %s: %s", delivery.message.message_id, reason)

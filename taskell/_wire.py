@@ -16,6 +16,7 @@ from .config import Config
 from .errors import ConfigError, TaskFailed, TimeLimitExceeded
 from .spec import TaskSpec, known_spec
 from .transport import Message, Transport
+from .transport.delays import DUE_HEADER as DUE_HEADER  # when a delayed message is due (Unix ms)
 from .transport.delays import MAX_DELAY_MS
 
 FINGERPRINT_HEADER = "taskell-fingerprint"

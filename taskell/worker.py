@@ -33,7 +33,7 @@ from . import _wire
 from ._abort_log import AbortLog
 from ._control import Control
 from ._execution import Execution
-from ._intake import DeadLetter, Finish, Intake, Recount, Run
+from ._intake import DeadLetter, Finish, Hold, Intake, Recount, Run
 from ._joiner import Joiner
 from ._retry import retry_of
 from ._running import Running, json_form
@@ -291,6 +291,8 @@ class Worker:
                 self._settle.dead_letter(delivery, reason)
             case Finish(kind, body):
                 self._settle.finish(delivery, kind, body)
+            case Hold(delay):
+                self._settle.hold(delivery, delay)
             case Recount(copy):
                 self._settle.replace(delivery, copy)
             case Run(binding, args):

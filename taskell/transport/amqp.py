@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import functools
 import itertools
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -403,6 +405,10 @@ class AmqpTransport(Transport):
         ms = delays.delay_ms(delay)
         key = delays.routing_key(ms, queue)
         future: Future[None] = Future()
+        # When it is due, so that a worker can hold it again should the broker hand it over
+        # early (seen after a node restart: a level's TTL was not applied).
+        due = {delays.DUE_HEADER: int(time.time() * 1000) + ms}
+        message = dataclasses.replace(message, headers={**message.headers, **due})
 
         def send(ready: Future[None]) -> None:
             error = ready.exception()

@@ -49,6 +49,8 @@ __all__ = [
     "routing_key",
 ]
 
+DUE_HEADER = "taskell-due-ms"  # when a delayed message is due, Unix ms: held again if early
+
 LEVELS = 38
 MAX_DELAY_MS = 2**LEVELS - 1
 PREFIX = "taskell.delay"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,7 @@ import taskell
 from examples.worker import Impl
 from generated.demo import SQUARE, SquareArgs, registry
 from taskell import _wire
-from taskell._intake import DeadLetter, Finish, Intake, Recount, Run
+from taskell._intake import DeadLetter, Finish, Hold, Intake, Recount, Run
 from taskell.transport import Delivery, Message
 
 
@@ -178,3 +179,21 @@ def test_a_malformed_expiry_counts_as_none_and_warns_once(caplog: pytest.LogCapt
         assert isinstance(checks.check(expiring(when)), Run)
     warnings = [r.getMessage() for r in caplog.records if _wire.EXPIRES_HEADER in r.getMessage()]
     assert warnings == [f"demo.square: ignoring malformed {_wire.EXPIRES_HEADER} header 'tomorrow'"]
+
+
+def due_in(seconds: float) -> Delivery:
+    due = int((time.time() + seconds) * 1000)
+    return delivery(headers={_wire.FINGERPRINT_HEADER: SQUARE.fingerprint, _wire.DUE_HEADER: due})
+
+
+def test_a_delayed_task_handed_over_before_it_is_due_is_held_again() -> None:
+    decision = intake().check(due_in(5.0))
+    assert isinstance(decision, Hold) and 4.0 < decision.delay <= 5.0
+
+
+def test_a_delayed_task_that_is_due_runs() -> None:
+    assert isinstance(intake().check(due_in(-0.5)), Run)
+
+
+def test_an_aborted_delayed_task_is_aborted_without_waiting() -> None:
+    assert isinstance(intake({"t-1"}).check(due_in(5.0)), Finish)
