@@ -20,7 +20,7 @@ import pytest
 
 import taskell
 from examples.worker import Impl
-from generated.demo import Client, registry
+from generated.demo import SQUARE, Client, registry
 from taskell import _wire
 from taskell.transport import Delivery, Message, Transport, open_transport
 from taskell.transport import delays as ladder
@@ -321,3 +321,18 @@ def test_messages_for_a_deleted_queue_do_not_hold_up_the_others(vhost: str) -> N
             amqp.close()
     finally:
         transport.close()
+
+
+def test_a_delayed_task_released_early_is_held_until_due(transport: Transport, start_worker: Any) -> None:
+    # As a broker that lost a level's TTL would do: the message reaches its queue before it is
+    # due. The worker must put it back for the rest of its wait, not run it.
+    clock = Clock()
+    start_worker(parallelism=2, impl=clock)
+    due = time.time() + 1.5
+    message = _wire.task_message(
+        SQUARE, str(uuid.uuid4()), b'{"x": 9}', None, headers={_wire.DUE_HEADER: int(due * 1000)}
+    )
+    transport.publish("", SQUARE.queue, message, mandatory=True).result(RESULT_TIMEOUT)
+    wait_until(lambda: 9 in clock.started, RESULT_TIMEOUT, "the early task ran once due")
+    [started] = clock.started[9]
+    assert time.time() - (time.monotonic() - started) >= due - 0.005, "it ran before it was due"
