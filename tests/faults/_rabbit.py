@@ -174,14 +174,19 @@ class RabbitNode:
             time.sleep(0.1)
         if self.alive():
             os.kill(pid, signal.SIGKILL)
-            self._wait_gone(pid, 10)
+            with contextlib.suppress(NodeError):  # a teardown: the caller cannot do better
+                self._wait_gone(pid, 10)
 
     def kill(self) -> None:
-        """SIGKILL the node's Erlang VM: a crashed machine, as far as its peers can tell."""
+        """SIGKILL the node's Erlang VM: a crashed machine, as far as its peers can tell.
+        Raises ``NodeError`` unless the VM was running and is gone afterwards."""
         pid = self.pid
-        if pid is not None and self.alive():
-            os.kill(pid, signal.SIGKILL)
-            self._wait_gone(pid, 10)
+        if pid is None:
+            raise NodeError(f"{self.node}: no PID in {self.pid_file}: nothing to kill")
+        if not self.alive():
+            raise NodeError(f"{self.node}: PID {pid} is not running: nothing to kill")
+        os.kill(pid, signal.SIGKILL)
+        self._wait_gone(pid, 10)
 
     def pause(self) -> None:
         """SIGSTOP the node's VM: its sockets stay open but nothing answers (a network stall)."""
@@ -254,15 +259,28 @@ class RabbitNode:
         except OSError:
             return "(no log)"
 
-    @staticmethod
-    def _wait_gone(pid: int, timeout: float) -> None:
+    def queue_leaders(self, vhost: str = "/") -> dict[str, str]:
+        """Quorum queue name -> the node of its leader, as this node sees them ('' if none)."""
+        out = self.ctl("list_queues", "-p", vhost, "--no-table-headers", "name", "type", "leader")
+        leaders = {}
+        for line in out.splitlines():
+            name, kind, leader = [*line.split("\t"), "", ""][:3]
+            if kind == "quorum":
+                leaders[name] = leader
+        return leaders
+
+    def _wait_gone(self, pid: int, timeout: float) -> None:
+        """Wait for the VM ``pid`` to end (a zombie child counts as ended); ``NodeError`` if not."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state == "Z":
                 return
             time.sleep(0.05)
+        raise NodeError(f"{self.node}: PID {pid} still runs {timeout} s after SIGKILL")
 
 
 def _sockets(port: int) -> str:

@@ -4,7 +4,8 @@ Scale: ``TASKELL_FAULT_SCALE=full`` runs the issue's counts (10,000 tasks per te
 else (the default, ``ci``) runs a tenth of them. ``TASKELL_FAULT_TASKS=N`` overrides both.
 Every test appends one JSON line to ``$TASKELL_FAULT_REPORT`` (if set) with what it measured:
 tasks submitted, lost (no correct result in time), duplicated (executed more than once),
-dead-lettered, and the fault's own figures (kills, reconnects...).
+dead-lettered, tasks done before and after the fault, whether the case passed, and the fault's
+own figures (kills, reconnects...); see ``Report``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,11 @@ class Workers:
         """ "reconnected to the broker" lines over all worker logs (two connections each)."""
         return sum(p.log().count("reconnected to the broker") for p in self.started)
 
+    def connection_losses(self) -> list[int]:
+        """Per worker started (in order), how many of its connections were lost: each loss logs
+        "connection lost" once (``transport/amqp.py``), whatever the reconnect did after."""
+        return [p.log().count("connection lost") for p in self.started]
+
 
 MakeWorkers = Callable[..., Workers]  # the ``workers`` fixture: ``workers(env, sleep=0.0)``
 
@@ -287,6 +293,14 @@ def read_queue(url: str, queue: str, limit: int = 100_000) -> list[tuple[dict[st
 
 @dataclass
 class Report:
+    """One row of the results table. Build it once the case has measured, then run the case's
+    assertions inside ``with report.checks():``: the row is written after them, with the result
+    (``passed``), so a failing case never shows up as a clean one.
+
+    ``done_before`` / ``done_after``: tasks (or runs) done before the fault landed and after it;
+    ``checks()`` asserts both are above 0 when given (the fault landed mid-run).
+    """
+
     fault: str
     load: str
     submitted: int
@@ -296,6 +310,28 @@ class Report:
     seconds: float
     scale: str = SCALE
     details: dict[str, Any] = field(default_factory=dict)
+    done_before: int | None = None
+    done_after: int | None = None
+    passed: bool | None = None  # None: emitted without ``checks()``
+    failure: str | None = None
+
+    @contextlib.contextmanager
+    def checks(self) -> Iterator[None]:
+        """Run the case's assertions in the block; then emit the row, passed or failed."""
+        try:
+            yield
+            if self.done_before is not None or self.done_after is not None:
+                assert (self.done_before or 0) > 0 and (self.done_after or 0) > 0, (
+                    f"the fault did not land mid-run: {self.done_before} done before it, "
+                    f"{self.done_after} after"
+                )
+        except BaseException as exc:
+            self.passed = False
+            self.failure = f"{type(exc).__name__}: {str(exc)[:300]}"
+            self.emit()
+            raise
+        self.passed = True
+        self.emit()
 
     def emit(self) -> None:
         line = json.dumps(asdict(self))

@@ -1,5 +1,6 @@
 """Print the fault suite's results (the JSON lines of ``$TASKELL_FAULT_REPORT``) as the
-Markdown table of the README: ``python tests/faults/report.py REPORT.jsonl``."""
+Markdown table of the docs (with whether each case passed: a row is written after the case's
+assertions): ``python tests/faults/report.py REPORT.jsonl``."""
 
 from __future__ import annotations
 
@@ -10,14 +11,18 @@ from typing import Any
 
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| Fault | Load | Lost | Duplicated | Dead-lettered | Time | Scale |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| Fault | Load | Lost | Duplicated | Dead-lettered | Done before / after fault | Time | Scale | Result |",
+        "|---|---|---:|---:|---:|---:|---:|---|---|",
     ]
     for row in rows:
         dead = row["dead_lettered"]
+        before, after = row.get("done_before"), row.get("done_after")
+        landed = "n/a" if before is None and after is None else f"{before} / {after}"
+        passed = row.get("passed")
+        result = "not checked" if passed is None else "pass" if passed else "FAIL"
         lines.append(
             f"| {row['fault']} | {row['load']} | {row['lost']} | {row['duplicated']} "
-            f"| {'n/a' if dead < 0 else dead} | {row['seconds']} s | {row['scale']} |"
+            f"| {'n/a' if dead < 0 else dead} | {landed} | {row['seconds']} s | {row['scale']} | {result} |"
         )
     return "\n".join(lines)
 
@@ -34,7 +39,8 @@ def main(argv: list[str]) -> int:
     print(table(rows))
     print()
     for row in rows:
-        print(f"- {row['fault']}: {json.dumps(row['details'])}")
+        failure = f" FAILED: {row['failure']}" if row.get("failure") else ""
+        print(f"- {row['fault']}: {json.dumps(row['details'])}{failure}")
     return 0
 
 
