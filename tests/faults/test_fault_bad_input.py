@@ -17,11 +17,13 @@ from tests.faults._support import (
     Report,
     blocking_channel,
     collect,
+    done_count,
     duplicates,
     queue_depth,
     read_queue,
     submit_squares,
     task_count,
+    wait_progress,
     worker_env,
 )
 from tests.support import poll_until
@@ -82,10 +84,16 @@ def test_bad_messages_are_dead_lettered(vhost: str, workers: MakeWorkers) -> Non
         with taskell.connect(config=taskell.Config.from_url(vhost)) as conn:
             client = Client(conn)
             chunks = 10
+            # Bad messages go after each chunk of good tasks but the last: good tasks are done
+            # before the first bad one (waited for) and submitted after the last.
             for chunk in range(chunks):
                 handles += submit_squares(client, n // chunks, chunk * (n // chunks))
-                for _ in range(bad_total // chunks):
-                    labels.append(_publish_bad(channel, len(labels)))
+                if chunk == 0:
+                    done_before = wait_progress(handles, 1, timeout=60)
+                if chunk < chunks - 1:
+                    while len(labels) < bad_total * (chunk + 1) // (chunks - 1):
+                        labels.append(_publish_bad(channel, len(labels)))
+                    done_at_last_bad = done_count(handles)
             outcome = collect(handles, timeout=30 + n * 0.01)
             poll_until(lambda: queue_depth(vhost, DEAD) >= len(labels), 30, interval=0.1)  # checked below
             seconds = time.monotonic() - started
@@ -103,7 +111,7 @@ def test_bad_messages_are_dead_lettered(vhost: str, workers: MakeWorkers) -> Non
         reasons.setdefault(kind, str(reason)[:100])
     counts = group.executions()
     starts = [p.log().count(" consuming ") for p in procs]
-    Report(
+    report = Report(
         fault="malformed / oversize / unknown-type messages (10%)",
         load=f"{len(handles)} good tasks + {len(labels)} bad messages, 2 workers x parallelism 4",
         submitted=len(handles) + len(labels),
@@ -111,18 +119,21 @@ def test_bad_messages_are_dead_lettered(vhost: str, workers: MakeWorkers) -> Non
         duplicated=duplicates(counts),
         dead_lettered=len(dead),
         seconds=round(seconds, 1),
+        done_before=done_before,
+        done_after=outcome.completed - done_at_last_bad,
         details={
             "bad_by_kind": dict(collections.Counter(label.split(":")[0] for label in labels)),
             "reasons": reasons,
             "workers_alive": [p.popen.poll() is None for p in procs],
             "outcome": outcome.describe(),
         },
-    ).emit()
-    assert outcome.not_ok == 0, outcome.describe()
-    assert sorted(dead_labels) == sorted(labels), (
-        f"{len(set(labels) - set(dead_labels))} bad messages not dead-lettered, "
-        f"{len(set(dead_labels) - set(labels))} unexpected ones"
     )
-    assert without_reason == 0, f"{without_reason} dead letters without a taskell-reason header"
-    assert [p.pid for p in procs] == pids and all(p.popen.poll() is None for p in procs), "a worker died"
-    assert starts == [1, 1], f"workers restarted: consuming logged {starts} times"
+    with report.checks():
+        assert outcome.not_ok == 0, outcome.describe()
+        assert sorted(dead_labels) == sorted(labels), (
+            f"{len(set(labels) - set(dead_labels))} bad messages not dead-lettered, "
+            f"{len(set(dead_labels) - set(labels))} unexpected ones"
+        )
+        assert without_reason == 0, f"{without_reason} dead letters without a taskell-reason header"
+        assert [p.pid for p in procs] == pids and all(p.popen.poll() is None for p in procs), "a worker died"
+        assert starts == [1, 1], f"workers restarted: consuming logged {starts} times"

@@ -16,6 +16,7 @@ from tests.faults._support import (
     Report,
     client_config,
     collect,
+    done_count,
     duplicates,
     queue_depth,
     submit_paced,
@@ -63,35 +64,40 @@ def test_broker_restart_mid_run(
         else:
             private_broker.restart_node()
         outage = time.monotonic() - down
+        done_at_back = done_count(list(handles))
         submitter.join(60)
         assert not submitter.is_alive(), "submitting hung"
         outcome = collect(handles, timeout=30 + n * 0.01)
         seconds = time.monotonic() - started
         client_reconnects = _client_reconnects(caplog)
     counts = group.executions()
-    Report(
+    report = Report(
         fault=f"broker restarted mid-run ({'stop_app/start_app' if how == 'stop_app' else 'node stop/start'})",
         load=f"{n} tasks submitted over ~6 s, 2 workers x parallelism 4",
-        submitted=n,
-        lost=outcome.not_ok,
+        submitted=len(handles),
+        lost=outcome.not_ok + n - len(handles),
         duplicated=duplicates(counts),
         dead_lettered=queue_depth(vhost, "taskell.dead"),
         seconds=round(seconds, 1),
+        done_before=done_before,
+        done_after=done_count(handles) - done_at_back,
         details={
             "outage_s": round(outage, 1),
             "start_app_attempts": start_attempts,
             "done_before_restart": done_before,
             "client_reconnects": client_reconnects,
             "worker_reconnects": group.reconnects(),
+            "worker_connection_losses": group.connection_losses(),
             "executions": sum(counts.values()),
             "outcome": outcome.describe(),
         },
-    ).emit()
-    assert len(handles) == n
-    assert outcome.not_ok == 0, outcome.describe()
-    assert all(p.popen.poll() is None for p in procs), "a worker exited instead of reconnecting"
-    # Each worker reconnects on its own backoff; one may finish the run before the other is back.
-    assert client_reconnects >= 1 and group.reconnects() >= 1
+    )
+    with report.checks():
+        assert len(handles) == n, f"only {len(handles)} of {n} tasks submitted"
+        assert outcome.not_ok == 0, outcome.describe()
+        assert all(p.popen.poll() is None for p in procs), "a worker exited instead of reconnecting"
+        # Each worker reconnects on its own backoff; one may finish the run before the other is back.
+        assert client_reconnects >= 1 and group.reconnects() >= 1
 
 
 def test_broker_stall_over_heartbeat(
@@ -101,7 +107,8 @@ def test_broker_stall_over_heartbeat(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """SIGSTOP the broker for longer than the heartbeat timeout (heartbeat=2), then SIGCONT:
-    the run recovers and completes."""
+    the run recovers and completes. The freeze must show: every task submitted, the client and
+    every worker lost a connection to it, and tasks completed before and after it."""
     n = task_count()
     settings = {"heartbeat": HEARTBEAT, "connect_timeout": 3}
     group = workers(worker_env([vhost], parallelism=4, **settings), sleep=0.002)
@@ -119,29 +126,42 @@ def test_broker_stall_over_heartbeat(
             time.sleep(STALL)
         finally:
             private_broker.resume()
+        done_at_resume = done_count(list(handles))
         submitter.join(60)
         assert not submitter.is_alive(), "submitting hung"
         outcome = collect(handles, timeout=45 + n * 0.01)
         seconds = time.monotonic() - started
         client_reconnects = _client_reconnects(caplog)
+        client_losses = sum(1 for r in caplog.records if "connection lost" in r.getMessage())
     counts = group.executions()
-    lost_lines = sum(p.log().count("connection lost") for p in group.started)
-    Report(
+    losses = group.connection_losses()
+    report = Report(
         fault=f"broker frozen (SIGSTOP) {STALL:.0f} s, heartbeat {HEARTBEAT} s",
         load=f"{n} tasks submitted over ~4 s, 2 workers x parallelism 4",
-        submitted=n,
-        lost=outcome.not_ok,
+        submitted=len(handles),
+        lost=outcome.not_ok + n - len(handles),
         duplicated=duplicates(counts),
         dead_lettered=queue_depth(vhost, "taskell.dead"),
         seconds=round(seconds, 1),
+        done_before=done_before,
+        done_after=done_count(handles) - done_at_resume,
         details={
-            "done_before_stall": done_before,
+            "client_connection_losses": client_losses,
             "client_reconnects": client_reconnects,
-            "worker_connection_lost_lines": lost_lines,
+            "worker_connection_losses": losses,
             "worker_reconnects": group.reconnects(),
             "executions": sum(counts.values()),
             "outcome": outcome.describe(),
         },
-    ).emit()
-    assert outcome.not_ok == 0, outcome.describe()
-    assert all(p.popen.poll() is None for p in procs), "a worker exited instead of reconnecting"
+    )
+    with report.checks():
+        # A submitter that died early leaves tasks unsent, and nothing else would notice.
+        assert len(handles) == n, f"only {len(handles)} of {n} tasks submitted"
+        assert outcome.not_ok == 0, outcome.describe()
+        assert all(p.popen.poll() is None for p in procs), "a worker exited instead of reconnecting"
+        # The freeze outlasted the heartbeat: every connection was declared dead and reopened.
+        assert client_losses >= 1 and client_reconnects >= 1, (
+            f"the client lost {client_losses} connections, reconnected {client_reconnects} times"
+        )
+        assert all(lost >= 1 for lost in losses), f"connections lost per worker: {losses}"
+        assert group.reconnects() >= 1, "no worker reconnected"

@@ -34,6 +34,7 @@ def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
     victim.wait_ready()
     started = time.monotonic()
     kills = 0
+    done_at_first_kill = done_at_last_kill = 0
     with taskell.connect(config=taskell.Config.from_url(vhost)) as conn:
         handles = submit_squares(Client(conn), n)
         deadline = started + 60 + n * 0.01  # bounded: at most this long, whatever happens
@@ -42,6 +43,9 @@ def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
             if done_count(handles) >= n:
                 break
             victim.kill()
+            assert victim.popen.returncode == -signal.SIGKILL, f"{victim} was not killed"
+            done_at_last_kill = done_count(handles)
+            done_at_first_kill = done_at_first_kill or done_at_last_kill
             kills += 1
             victim = group.spawn(f"victim{kills}")
             # The next kill comes a period after this one consumes (else it never would).
@@ -49,7 +53,7 @@ def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
         outcome = collect(handles, timeout=max(30.0, deadline - time.monotonic()))
         seconds = time.monotonic() - started
     counts = group.executions()
-    Report(
+    report = Report(
         fault="worker SIGKILLed + restarted every second",
         load=f"{n} tasks, 2 workers x parallelism 4",
         submitted=n,
@@ -57,16 +61,19 @@ def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
         duplicated=duplicates(counts),
         dead_lettered=queue_depth(vhost, "taskell.dead"),
         seconds=round(seconds, 1),
+        done_before=done_at_first_kill,
+        done_after=outcome.completed - done_at_last_kill,
         details={
             "kills": kills,
             "executions": sum(counts.values()),
             "redelivered_executions": group.redelivered_executions(),
             "outcome": outcome.describe(),
         },
-    ).emit()
-    assert kills >= 2, f"the run ended before the fault: {kills} kills"
-    assert outcome.not_ok == 0, outcome.describe()
-    assert steady.popen.poll() is None, "the steady worker died"
+    )
+    with report.checks():
+        assert kills >= 2, f"the run ended before the fault: {kills} kills"
+        assert outcome.not_ok == 0, outcome.describe()
+        assert steady.popen.poll() is None, "the steady worker died"
 
 
 def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
@@ -85,12 +92,13 @@ def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
         stop_started = time.monotonic()
         status = first.wait(30)
         stop_seconds = time.monotonic() - stop_started
+        done_at_exit = done_count(handles)
         restarted = group.spawn("restarted")
         outcome = collect(handles, timeout=30 + n * 0.01)
         seconds = time.monotonic() - started
     counts = group.executions()
     by_first = sum(1 for line in group.exec_log.read_text().splitlines() if line.endswith(f" {first.pid}"))
-    Report(
+    report = Report(
         fault="SIGTERM (graceful stop) of a worker under load",
         load=f"{n} tasks, 2 workers x parallelism 4, then a restarted one",
         submitted=n,
@@ -98,6 +106,8 @@ def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
         duplicated=duplicates(counts),
         dead_lettered=queue_depth(vhost, "taskell.dead"),
         seconds=round(seconds, 1),
+        done_before=done_at_signal,
+        done_after=outcome.completed - done_at_exit,
         details={
             "exit_status": status,
             "stop_seconds": round(stop_seconds, 2),
@@ -106,9 +116,10 @@ def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
             "executions": sum(counts.values()),
             "outcome": outcome.describe(),
         },
-    ).emit()
-    assert status == 0, f"graceful stop exited {status}:\n{first.log()[-3000:]}"
-    assert outcome.not_ok == 0, outcome.describe()
-    # A graceful stop acknowledges what it finished: nothing it ran is run again.
-    assert duplicates(counts) == 0, f"{duplicates(counts)} tasks ran twice after a graceful stop"
-    assert restarted.popen.poll() is None and other.popen.poll() is None
+    )
+    with report.checks():
+        assert status == 0, f"graceful stop exited {status}:\n{first.log()[-3000:]}"
+        assert outcome.not_ok == 0, outcome.describe()
+        # A graceful stop acknowledges what it finished: nothing it ran is run again.
+        assert duplicates(counts) == 0, f"{duplicates(counts)} tasks ran twice after a graceful stop"
+        assert restarted.popen.poll() is None and other.popen.poll() is None

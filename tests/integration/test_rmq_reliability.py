@@ -121,8 +121,11 @@ def test_quorum_queues_are_declared_and_work(vhost: str) -> None:
 def test_clients_and_workers_reconnect_when_the_broker_drops_their_connections(vhost: str) -> None:
     config = taskell.Config.load(None, env={}, url=url_for(vhost))
     handles = []
-    with taskell.Worker(registry(Impl()), config, parallelism=4), taskell.connect(config=config) as conn:
+    worker = taskell.Worker(registry(Impl()), config, parallelism=4)
+    with worker, taskell.connect(config=config) as conn:
         demo = Client(conn)
+        # Each connection the broker drops is lost once by its transport: its generation counts them.
+        transports: Any = [conn._transport, worker._transport, worker._control_transport]
 
         def submit() -> None:
             for i in range(1500):
@@ -130,10 +133,13 @@ def test_clients_and_workers_reconnect_when_the_broker_drops_their_connections(v
                 if i % 100 == 0:
                     time.sleep(0.03)  # paced: the connections are dropped mid-run
 
-        def drop_connections() -> int:
-            """Close every connection to the vhost; how many were listed."""
+        def connections() -> set[str]:
             listed = rabbitmqctl("list_connections", "pid", "vhost").splitlines()
-            pids = [pid for pid, _, where in (line.partition("\t") for line in listed) if where == vhost]
+            return {pid for pid, _, where in (line.partition("\t") for line in listed) if where == vhost}
+
+        def drop_connections() -> set[str]:
+            """Close every connection to the vhost; those that were closed (gone afterwards)."""
+            pids = connections()
             for pid in pids:
                 subprocess.run(
                     ["rabbitmqctl", "-q", "close_connection", pid, "test"],
@@ -141,20 +147,25 @@ def test_clients_and_workers_reconnect_when_the_broker_drops_their_connections(v
                     timeout=60,
                     check=False,
                 )
-            return len(pids)
+            return pids - connections()
 
         submitter = threading.Thread(target=submit)
         submitter.start()
-        rounds = 0  # that closed something: on a loaded broker a listing can come back without them
-        deadline = time.monotonic() + 60
-        while rounds < 3 and time.monotonic() < deadline:
+        closed: list[set[str]] = []  # per round that closed something: on a loaded broker a
+        deadline = time.monotonic() + 60  # listing can come back without them
+        while len(closed) < 3 and time.monotonic() < deadline:
             time.sleep(0.3)  # the pace of the drops
-            if drop_connections():
-                rounds += 1
+            gone = drop_connections()
+            if gone:
+                closed.append(gone)
         submitter.join(60)
-        assert rounds == 3, f"only {rounds} rounds found connections of the vhost to close"
+        assert len(closed) == 3, f"only {len(closed)} rounds closed connections of the vhost"
         wrong = [i for i, handle in handles if handle.result(timeout=RESULT_TIMEOUT) != i * i]
+        lost = [t._generation for t in transports]
     assert len(handles) == 1500 and wrong == []
+    # The drops really happened: each round's connections are gone from the broker's list, and
+    # the client's, the worker's and its control connection were each lost and reopened.
+    assert all(n >= 1 for n in lost), f"connections lost (client, worker, control): {lost}"
 
 
 def test_heartbeats_flow_while_a_handler_blocks(vhost: str) -> None:
