@@ -25,10 +25,13 @@ from examples.worker import Impl
 from generated.demo import Client, registry
 from tests.faults import _rabbit
 from tests.faults._rabbit import RabbitNode
+from tests.faults._support import read_queue
 from tests.support import ROOT, wait_until
 
 PORT = int(os.environ.get("TASKELL_FAULT_LEASE_PORT", "5731"))
 CONSUMER_TIMEOUT_MS = 3000
+LEASE_TTL = 2.0  # seconds
+TASK_QUEUE = "taskell.default"  # demo.sleep's
 
 
 class ShortTimeoutNode(RabbitNode):
@@ -97,9 +100,15 @@ def test_a_task_longer_than_the_consumer_timeout_completes_once(short_timeout_br
 
 
 def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_broker: RabbitNode) -> None:
+    """The task comes back through its lease, not as a plain redelivery: once its worker is
+    SIGKILLed the task queue stays empty (the original delivery was acknowledged when the task
+    was leased; a plain redelivery would be back at once) until the lease copy's TTL ends, and
+    the message that comes back was dead-lettered by expiry from the lease queue."""
     url = short_timeout_broker.url()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TASKELL_")}
-    env.update(TASKELL_URL=url, TASKELL_LEASE_AFTER="1", TASKELL_LEASE_TTL="2", PYTHONPATH=str(ROOT))
+    env.update(
+        TASKELL_URL=url, TASKELL_LEASE_AFTER="1", TASKELL_LEASE_TTL=str(LEASE_TTL), PYTHONPATH=str(ROOT)
+    )
     command = [
         sys.executable,
         "-m",
@@ -112,6 +121,7 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
     config = taskell.Config.load(None, env={}, url=url)
     with taskell.connect(config=config) as conn:
         handle = Client(conn).sleep(seconds=6.0)
+        ours = set(_connections(short_timeout_broker))  # the client's
         first = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -121,8 +131,21 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
             wait_until(
                 lambda: (handle.latest_progress or 0.0) >= 2.0, 30, "2 s of the task on the first worker"
             )
+            held = _depths(short_timeout_broker)
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
+            killed = time.monotonic()
+            # The broker has seen the worker's connections go (they close with the process): a
+            # delivery still unacknowledged would be back in the task queue now.
+            wait_until(
+                lambda: set(_connections(short_timeout_broker)) <= ours,
+                10,
+                "the killed worker's connections gone",
+            )
+            after_kill = _depths(short_timeout_broker)
+            wait_until(lambda: _depths(short_timeout_broker).get(TASK_QUEUE, 0) == 1, 30, "the task back")
+            back_after = time.monotonic() - killed
+            [(headers, _body)] = read_queue(url, TASK_QUEUE)
             second = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
@@ -132,3 +155,20 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
                 if proc is not None and proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(10)
+    lease_queues = {q for q in held if q.startswith(f"taskell.lease.{handle.id}.")}
+    # While leased: the original acknowledged (task queue empty), one copy in a lease queue.
+    assert held.get(TASK_QUEUE) == 0 and sum(held[q] for q in lease_queues) == 1, held
+    assert after_kill.get(TASK_QUEUE) == 0, f"redelivered at once, not through the lease: {after_kill}"
+    [death] = headers["x-death"]
+    assert death["reason"] == "expired" and death["queue"] in lease_queues, death
+    assert back_after <= LEASE_TTL + 3, f"back {back_after:.1f} s after the kill (lease_ttl {LEASE_TTL} s)"
+
+
+def _depths(node: RabbitNode) -> dict[str, int]:
+    """Queue name -> messages (ready and unacknowledged) on ``node``'s default vhost."""
+    out = node.ctl("list_queues", "--no-table-headers", "name", "messages")
+    return {name: int(count) for name, count in (line.split("\t") for line in out.splitlines())}
+
+
+def _connections(node: RabbitNode) -> list[str]:
+    return node.ctl("list_connections", "--no-table-headers", "pid").split()
