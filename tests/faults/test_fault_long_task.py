@@ -143,9 +143,9 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
                 "the killed worker's connections gone",
             )
             after_kill = _depths(short_timeout_broker)
-            wait_until(lambda: _depths(short_timeout_broker).get(TASK_QUEUE, 0) == 1, 30, "the task back")
+            wait_until(lambda: _depths(short_timeout_broker).get(TASK_QUEUE, 0) >= 1, 30, "the task back")
             back_after = time.monotonic() - killed
-            [(headers, _body)] = read_queue(url, TASK_QUEUE)
+            back = read_queue(url, TASK_QUEUE)
             second = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
@@ -156,11 +156,15 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(10)
     lease_queues = {q for q in held if q.startswith(f"taskell.lease.{handle.id}.")}
-    # While leased: the original acknowledged (task queue empty), one copy in a lease queue.
-    assert held.get(TASK_QUEUE) == 0 and sum(held[q] for q in lease_queues) == 1, held
+    # While leased: the original acknowledged (task queue empty), a copy in a lease queue (two
+    # for a moment while one is renewed: the next is placed before the last is purged).
+    assert held.get(TASK_QUEUE) == 0 and sum(held[q] for q in lease_queues) >= 1, held
     assert after_kill.get(TASK_QUEUE) == 0, f"redelivered at once, not through the lease: {after_kill}"
-    [death] = headers["x-death"]
-    assert death["reason"] == "expired" and death["queue"] in lease_queues, death
+    deaths = [headers.get("x-death", []) for headers, _body in back]
+    assert deaths and all(
+        len(death) == 1 and death[0]["reason"] == "expired" and death[0]["queue"] in lease_queues
+        for death in deaths
+    ), deaths
     assert back_after <= LEASE_TTL + 3, f"back {back_after:.1f} s after the kill (lease_ttl {LEASE_TTL} s)"
 
 
