@@ -26,7 +26,7 @@ from generated.demo import Client, registry
 from tests.faults import _rabbit
 from tests.faults._rabbit import RabbitNode
 from tests.faults._support import read_queue
-from tests.support import ROOT, wait_until
+from tests.support import ROOT, poll_until, wait_until
 
 PORT = int(os.environ.get("TASKELL_FAULT_LEASE_PORT", "5731"))
 CONSUMER_TIMEOUT_MS = 3000
@@ -143,7 +143,8 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
                 "the killed worker's connections gone",
             )
             after_kill = _depths(short_timeout_broker)
-            wait_until(lambda: _depths(short_timeout_broker).get(TASK_QUEUE, 0) >= 1, 30, "the task back")
+            came_back = poll_until(lambda: _depths(short_timeout_broker).get(TASK_QUEUE, 0) >= 1, 30, 0.2)
+            assert came_back, f"the task not back 30 s after the kill: {_depths(short_timeout_broker)}"
             back_after = time.monotonic() - killed
             back = read_queue(url, TASK_QUEUE)
             second = subprocess.Popen(
