@@ -32,6 +32,7 @@ PORT = int(os.environ.get("TASKELL_FAULT_LEASE_PORT", "5731"))
 CONSUMER_TIMEOUT_MS = 3000
 LEASE_TTL = 9.0  # seconds: renewed every 3 s, so a copy expires 6 to 9 s after its worker died
 TASK_QUEUE = "taskell.default"  # demo.sleep's
+TASK_SECONDS = 12.0  # the leased task: still running when its worker is killed, 4.5 s in
 
 
 class ShortTimeoutNode(RabbitNode):
@@ -120,7 +121,7 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
     ]
     config = taskell.Config.load(None, env={}, url=url)
     with taskell.connect(config=config) as conn:
-        handle = Client(conn).sleep(seconds=6.0)
+        handle = Client(conn).sleep(seconds=TASK_SECONDS)
         ours = set(_connections(short_timeout_broker))  # the client's
         first = subprocess.Popen(
             command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -135,6 +136,7 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
             os.kill(first.pid, signal.SIGKILL)
             first.wait(10)
             killed = time.monotonic()
+            assert not handle.done(), "the task ended before its worker was killed"
             # The broker has seen the worker's connections go (they close with the process): a
             # delivery still unacknowledged would be back in the task queue now.
             wait_until(
@@ -150,7 +152,7 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
             second = subprocess.Popen(
                 command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            assert handle.result(timeout=60) == 6.0
+            assert handle.result(timeout=60) == TASK_SECONDS
         finally:
             for proc in (first, second):
                 if proc is not None and proc.poll() is None:
