@@ -73,11 +73,11 @@ def _kill_until(
     return victim, kills
 
 
-def _submit(conn: taskell.Connection, count: int, seconds: float, out: list[tuple[int, Handle]]) -> None:
-    batches = 40
-    per_batch = max(1, count // batches)
-    for start in range(0, count, per_batch):
-        out.extend((x, conn.submit(FLAKY, {"x": x})) for x in range(start, min(count, start + per_batch)))
+def _submit(conn: taskell.Connection, xs: range, seconds: float, out: list[tuple[int, Handle]]) -> None:
+    batches = 20
+    per_batch = max(1, len(xs) // batches)
+    for i in range(0, len(xs), per_batch):
+        out.extend((x, conn.submit(FLAKY, {"x": x})) for x in xs[i : i + per_batch])
         time.sleep(seconds / batches)
 
 
@@ -92,22 +92,28 @@ def test_retries_with_worker_kills_and_broker_restart(
     started = time.monotonic()
     handles: list[tuple[int, Handle]] = []
     with taskell.connect(config=client_config([vhost], connect_timeout=5)) as conn:
-        submitter = threading.Thread(target=_submit, args=(conn, n, 8.0, handles), daemon=True)
-        submitter.start()
+        # Half the tasks before the restart; the other half submitted through the outage and
+        # after it, so that the kills after the restart find work however long it took.
+        submitters = [
+            threading.Thread(target=_submit, args=(conn, range(n // 2), 4.0, handles), daemon=True),
+            threading.Thread(target=_submit, args=(conn, range(n // 2, n), 8.0, handles), daemon=True),
+        ]
+        submitters[0].start()
         victim, kills_before = _kill_until(
             group, victim, handles, n, time.monotonic() + 4.0, "before", at_least=2
         )
+        submitters[1].start()
         done_before_restart = done_count(list(handles))
         private_broker.stop_app()
         time.sleep(2)
         start_attempts = private_broker.start_app()
-        done_at_back = done_count(list(handles))
         victim.wait_ready()
         victim, kills_after = _kill_until(
             group, victim, handles, n, time.monotonic() + 60 + n * 0.01, "after", at_once=True
         )
-        submitter.join(60)
-        assert not submitter.is_alive(), "submitting hung"
+        for submitter in submitters:
+            submitter.join(60)
+        assert not any(s.is_alive() for s in submitters), "submitting hung"
         outcome = collect(handles, timeout=60 + n * 0.01)
         seconds = time.monotonic() - started
         client_reconnects = sum(1 for r in caplog.records if "reconnected to the broker" in r.getMessage())
@@ -134,7 +140,7 @@ def test_retries_with_worker_kills_and_broker_restart(
         dead_lettered=queue_depth(vhost, "taskell.dead"),
         seconds=round(seconds, 1),
         done_before=done_before_restart,
-        done_after=outcome.completed - done_at_back,
+        done_after=outcome.completed - done_before_restart,
         details={
             "kills_before_restart": kills_before,
             "kills_after_restart": kills_after,
