@@ -5,7 +5,10 @@ Two schedulers run ``tests.integration.sched_tick`` (``every: 1s``); a raw consu
 queue records when each submission arrives. Lateness = arrival - due time, over N fires (100;
 ``--quick``: 20): p50 / p99 / max. Then the leader is SIGKILLed half-way between two due times,
 K times (3; ``--quick``: 1), a fresh standby started after each: the takeover time (kill to
-the survivor's "is leading" log line) and the lateness of the first due time after the kill.
+the survivor's "is leading" log line: the broker made it the active consumer and handed it the
+state), the time until it is ready to fire (kill to its "took over" line: it stored the state
+again and read every copy of a submission behind it) and the lateness of the first due time
+after the kill.
 Every wait is bounded.
 
     .venv/bin/python -m bench.bench_schedules [--quick]
@@ -79,10 +82,11 @@ def spawn(log: Path) -> subprocess.Popen[bytes]:
         )
 
 
-def leading_since(log: Path) -> float | None:
-    """When the scheduler logging to ``log`` took the lead (its latest "is leading" line)."""
+def leading_since(log: Path, words: str = " is leading ") -> float | None:
+    """When the scheduler logging to ``log`` took the lead (its latest "is leading" line, or
+    the latest line with ``words``)."""
     for line in reversed(log.read_text(errors="replace").splitlines()):
-        if " is leading " in line:
+        if words in line:
             return datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
     return None
 
@@ -114,7 +118,7 @@ def main() -> None:
             arrivals.wait_for(start + fires, fires + 30)
             lateness = [arrived - due for due, arrived in arrivals.seen[start : start + fires]]
             result["lateness"] = summary(lateness)
-            takeovers, after_kill = [], []
+            takeovers, ready, after_kill = [], [], []
             for k in range(kills):
                 leader = max(procs, key=lambda log: leading_since(log) or 0.0)
                 now = time.time()
@@ -128,15 +132,17 @@ def main() -> None:
                 after_kill.append(first[1] - first[0])
                 survivor = next(iter(procs))
                 deadline = time.monotonic() + 10
-                while (leading_since(survivor) or 0.0) < killed and time.monotonic() < deadline:
+                while (leading_since(survivor, " took over") or 0.0) < killed and time.monotonic() < deadline:
                     time.sleep(0.1)
                 takeovers.append((leading_since(survivor) or float("nan")) - killed)
+                ready.append((leading_since(survivor, " took over") or float("nan")) - killed)
                 fresh = logs[2 + k]
                 procs[fresh] = spawn(fresh)
                 time.sleep(2)
             result["failover"] = {
                 "kills": kills,
                 "takeover_s": [round(t, 3) for t in takeovers],
+                "ready_s": [round(t, 3) for t in ready],
                 "first_fire_lateness_ms": [round(t * 1000, 1) for t in after_kill],
             }
             dues = [d for d, _ in arrivals.seen]

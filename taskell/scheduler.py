@@ -326,6 +326,8 @@ class Scheduler:
         if self._stopping or not self._leading or self._busy or self._held is None:
             return
         taking_over, self._taking_over = self._taking_over, False
+        if taking_over:
+            log.info("scheduler %s took over: its state is stored, firing from it", self.name)
         now = datetime.now(UTC)
         fires: list[tuple[Schedule, datetime]] = []
         changed = False
