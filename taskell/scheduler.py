@@ -41,10 +41,11 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Literal
 
+from pydantic import BaseModel, ValidationError
+
 from . import _wire
 from .config import Config
-from .connection import Connection
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, PayloadError
 from .schedule import Schedule
 from .transport import Delivery, Message, Transport, open_transport
 
@@ -146,8 +147,8 @@ class Scheduler:
         if len(self.schedules) != len(schedules):
             raise ValueError("two schedules have the same name")
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._bodies = {name: _body(s) for name, s in self.schedules.items()}  # args, validated
         self._transport: Transport | None = None
-        self._conn: Connection | None = None
         self._state: dict[str, datetime] = {}  # schedule -> done until (the leader's view)
         self._held: Delivery | None = None  # a message of the state queue, unacked while leading
         self._leading = False
@@ -180,18 +181,16 @@ class Scheduler:
         config = self.config
         if config.broker_url().startswith("memory://"):
             raise ValueError("taskell scheduler needs RabbitMQ (single active consumers), not memory://")
-        self._conn = Connection(config)
-        try:
-            transport = self._transport = open_transport(config, name="taskell-scheduler")
-        except BaseException:
-            self._conn.close()
-            raise
+        transport = self._transport = open_transport(config, name="taskell-scheduler")
         try:
             arguments: dict[str, Any] = {"x-single-active-consumer": True, "x-queue-type": config.queue_type}
             if config.queue_type == "quorum":
                 arguments["x-delivery-limit"] = DELIVERY_LIMIT
             _bootstrap(config, arguments)
             transport.declare_queue(STATE_QUEUE, durable=True, arguments=arguments).result()
+            for spec in {s.task.queue: s.task for s in self.schedules.values()}.values():
+                task_queue = _wire.queue_arguments(config, priorities=spec.queue_priorities, queue=spec.queue)
+                transport.declare_queue(spec.queue, durable=True, arguments=task_queue).result()
             transport.declare_exchange(config.abort_exchange, "fanout").result()
             control = transport.declare_queue(_wire.control_queue(), durable=False, auto_delete=True).result()
             transport.bind(control, config.abort_exchange).result()
@@ -201,10 +200,8 @@ class Scheduler:
             transport.consume(STATE_QUEUE, self._on_state).result()
         except BaseException:
             transport.close()
-            self._conn.close()
             raise
         transport.add_on_lost(self._on_lost)
-        self._conn._transport.add_on_lost(self._on_lost)
         log.info("scheduler %s standing by with %d schedule(s)", self.name, len(self.schedules))
 
     def stop(self) -> None:
@@ -216,8 +213,6 @@ class Scheduler:
         if self._transport is not None:
             self._idle.wait(10)
             self._transport.close()
-        if self._conn is not None:
-            self._conn.close()
         self._stopped.set()
 
     def run(self) -> int:
@@ -367,28 +362,29 @@ class Scheduler:
     def _commit(self, fires: Sequence[tuple[Schedule, datetime]]) -> None:
         """Submit ``fires`` (each with a copy to the state queue); once confirmed, publish the
         state; once that is confirmed, ack the message held until then (and the broker
-        delivers the next one)."""
-        assert self._conn is not None and self._transport is not None
+        delivers the next one).
+
+        Everything goes out on the connection whose channel holds that message, and never again
+        on another (``replay=False``): a leader's connection that closes ends its leadership,
+        and nothing it sent after that reaches the broker (the broker processes a channel's
+        frames in order, the requeue of the held message last)."""
+        assert self._transport is not None
+        transport = self._transport
         self._busy = True
         self._idle.clear()
         epoch = self._epoch
         self._seq += 1
         seq = self._seq
         state = dict(self._state)
-        try:
-            confirms = [
-                self._conn._submit_with_id(
-                    schedule.task,
-                    schedule.args,
-                    task_id(schedule.name, due),
-                    {SCHEDULE_HEADER: schedule.name, DUE_HEADER: _wire.utc_iso(due), "BCC": [STATE_QUEUE]},
-                )
-                for schedule, due in fires
-            ]
-        except Exception as exc:
-            log.error("scheduler %s: cannot submit: %s", self.name, exc)
-            confirms = [_failed(exc)]
-        on_thread = self._transport.call_soon
+        confirms = []
+        for schedule, due in fires:
+            headers = {SCHEDULE_HEADER: schedule.name, DUE_HEADER: _wire.utc_iso(due), "BCC": [STATE_QUEUE]}
+            ident = task_id(schedule.name, due)
+            message = _wire.task_message(
+                schedule.task, ident, self._bodies[schedule.name], None, headers=headers
+            )
+            confirms.append(transport.publish("", schedule.task.queue, message, mandatory=True, replay=False))
+        on_thread = transport.call_soon
 
         def submitted() -> None:
             if epoch != self._epoch:
@@ -407,7 +403,7 @@ class Scheduler:
             self.fired += len(fires)
             assert self._transport is not None
             message = _state_message(seq, state, self.name)
-            published = self._transport.publish("", STATE_QUEUE, message, mandatory=True)
+            published = self._transport.publish("", STATE_QUEUE, message, mandatory=True, replay=False)
             published.add_done_callback(lambda f: on_thread(lambda: stored(f)))
 
         def stored(published: Future[None]) -> None:
@@ -501,10 +497,17 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _failed(error: BaseException) -> Future[None]:
-    future: Future[None] = Future()
-    future.set_exception(error)
-    return future
+def _body(schedule: Schedule) -> bytes:
+    """The task message body of ``schedule``'s args.
+
+    Raises:
+        PayloadError: the args do not validate against the task's model.
+    """
+    try:
+        model: BaseModel = schedule.task.args.model_validate(schedule.args)
+        return model.model_dump_json().encode()
+    except ValidationError as exc:
+        raise PayloadError(schedule.task.name, f"schedule {schedule.name}: {_wire.describe(exc)}") from None
 
 
 def _when_all(futures: Sequence[Future[None]], then: Callable[[], None]) -> None:

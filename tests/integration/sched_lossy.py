@@ -21,11 +21,13 @@ def main() -> None:
     transport: Any = scheduler._transport
     publish = transport.publish
 
-    def lossy(exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
+    def lossy(
+        exchange: str, routing_key: str, message: Message, *, mandatory: bool, replay: bool = True
+    ) -> Future[None]:
         if message.type == STATE_TYPE and scheduler.fired:
             print("dropped a state", flush=True)
             return Future()
-        return publish(exchange, routing_key, message, mandatory=mandatory)  # type: ignore[no-any-return]
+        return publish(exchange, routing_key, message, mandatory=mandatory, replay=replay)  # type: ignore[no-any-return]
 
     transport.publish = lossy
     print("started", flush=True)
