@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,9 @@ import pytest
 
 import taskell
 from generated.demo import SCHEDULES as DEMO_SCHEDULES
+from taskell.errors import BrokerUnavailable
 from taskell.scheduler import DUE_HEADER, SCHEDULE_HEADER, STATE_QUEUE, _state_message, task_id
+from taskell.transport import Message, open_transport
 from tests.support import (
     ROOT,
     TASKELL,
@@ -311,3 +315,57 @@ def test_the_demo_cron_schedule_catches_up_on_the_broker(schedulers: Schedulers,
     assert all(d.second == 0 and d.microsecond == 0 for d in minutes), minutes
     # Each missed minute once, in order, from the first after the state's.
     assert minutes == list(itertools.islice(minutely.due_after(left["square_seven"]), len(minutes)))
+
+
+def rabbitmqctl(*args: str) -> str:
+    done = subprocess.run(
+        ["rabbitmqctl", "-q", *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.fixture
+def own_vhost(broker: str) -> Iterator[str]:
+    """A vhost of this test's own, to drop every connection to it."""
+    name = f"taskell-sched-{uuid.uuid4().hex[:8]}"
+    rabbitmqctl("add_vhost", name)
+    rabbitmqctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    yield name
+    subprocess.run(["rabbitmqctl", "-q", "delete_vhost", name], capture_output=True, timeout=120, check=False)
+
+
+def test_a_publish_without_replay_never_goes_out_on_a_later_connection(own_vhost: str) -> None:
+    # What the scheduler relies on (its timer may fire while its connection is down): a
+    # publish made while the connection is down fails instead of going out once reconnected.
+    url = f"amqp://guest:guest@127.0.0.1:5672/{own_vhost}"
+    transport = open_transport(taskell.Config.from_url(url), name="test-replay")
+    queue = "taskell.test.replay"
+    during: dict[str, Future[None]] = {}
+
+    def while_down() -> None:  # on the reconnect, before the new connection is ready
+        during["once"] = transport.publish(
+            "", queue, Message(b"", message_id="once"), mandatory=True, replay=False
+        )
+        during["again"] = transport.publish("", queue, Message(b"", message_id="again"), mandatory=True)
+
+    try:
+        transport.declare_queue(queue, durable=True, arguments={"x-queue-type": "classic"}).result(30)
+        transport.add_on_reconnect(while_down)
+        for line in rabbitmqctl("list_connections", "pid", "vhost").splitlines():
+            if line.endswith("\t" + own_vhost):
+                rabbitmqctl("close_connection", line.split("\t")[0], "test")
+        wait_until(lambda: len(during) == 2, 30, "the reconnect")
+        assert during["again"].result(30) is None
+        with pytest.raises(BrokerUnavailable, match="before it was sent"):
+            during["once"].result(30)
+        connection = blocking_connection(url)
+        try:
+            got = []
+            while (taken := connection.channel().basic_get(queue, auto_ack=True))[0] is not None:
+                got.append(taken[1].message_id)
+        finally:
+            connection.close()
+        assert got == ["again"]
+    finally:
+        transport.close()
