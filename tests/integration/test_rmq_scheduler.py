@@ -118,6 +118,10 @@ def leader_pid(conn: taskell.Connection) -> int | None:
     return None
 
 
+def schedulers_answering(conn: taskell.Connection) -> list[dict[str, Any]]:
+    return [a for a in conn.inspect(wait=1.0) if "scheduler" in a]
+
+
 def check_once_each(dues: list[datetime]) -> None:
     """No due time twice, none skipped between the first and the last."""
     assert len(dues) == len(set(dues)), f"a due time fired twice: {sorted(dues)}"
@@ -144,7 +148,8 @@ def test_several_schedulers_fire_each_due_time_once(
     for _ in range(count):
         schedulers.spawn()
     wait_until(lambda: leader_pid(conn) is not None, 30, "a scheduler leads")
-    answers = conn.inspect(wait=1.0)
+    wait_until(lambda: len(schedulers_answering(conn)) == count, 30, "every scheduler answers")
+    answers = schedulers_answering(conn)
     roles = sorted(str(a.get("role")) for a in answers if "scheduler" in a)
     assert roles == ["leader"] + ["standby"] * (count - 1), answers
     leader = next(a for a in answers if a.get("role") == "leader")
