@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
+import pytest
 
 from taskell.scheduler import DUE_HEADER
 from tests.faults._rabbit import RabbitNode
@@ -31,6 +32,7 @@ class Collector:
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.connection: Any = None
         self.channel: Any = None
         self.dues: list[datetime] = []
         self.redelivered = 0
@@ -41,8 +43,9 @@ class Collector:
                 params = pika.URLParameters(self.url)
                 params.connection_attempts = 1
                 params.socket_timeout = 2
-                self.channel = pika.BlockingConnection(params).channel()
-                self.channel.queue_declare(TASK_QUEUE, durable=True, arguments={"x-queue-type": "classic"})
+                self.connection = pika.BlockingConnection(params)
+                self.channel = self.connection.channel()
+                self.channel.queue_declare(TASK_QUEUE, passive=True)  # the schedulers declare it
             while True:
                 method, props, _body = self.channel.basic_get(TASK_QUEUE, auto_ack=True)
                 if method is None:
@@ -51,6 +54,8 @@ class Collector:
                 self.redelivered += bool(method.redelivered)
         except pika.exceptions.AMQPError:
             self.channel = None
+            if self.connection is not None and self.connection.is_open:
+                self.connection.close()
 
     def run_for(self, seconds: float, *, until: int | None = None) -> None:
         deadline = time.monotonic() + seconds
@@ -59,9 +64,13 @@ class Collector:
             time.sleep(0.1)
 
 
-def test_broker_restart_under_schedulers(private_broker: RabbitNode, vhost: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
+def test_broker_restart_under_schedulers(
+    queue_type: str, private_broker: RabbitNode, vhost: str, tmp_path: Path
+) -> None:
     env = {
         **cli_env(vhost),
+        "TASKELL_QUEUE_TYPE": queue_type,
         "TASKELL_SCHEDULE_CATCH_UP": "all",
         "TASKELL_CONNECT_TIMEOUT": "5",
         "TASKELL_HEARTBEAT": "2",
@@ -100,7 +109,7 @@ def test_broker_restart_under_schedulers(private_broker: RabbitNode, vhost: str,
     counts = Counter(dues)
     gaps = [(a, b) for a, b in itertools.pairwise(dues) if b - a > timedelta(seconds=1)]
     Report(
-        fault="broker restarted (stop_app/start_app) under 2 schedulers, every 1 s, catch-up all",
+        fault=f"broker restarted (stop_app/start_app) under 2 schedulers, every 1 s, catch-up all, {queue_type} queues",
         load="1 schedule, every 1 s, ~20 s",
         submitted=len(dues),
         lost=len(gaps),

@@ -68,17 +68,17 @@ class Schedulers:
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def spawn(
-        self, catch_up: str = "latest", package: str = "tests.integration.sched_tick"
+        self, catch_up: str = "latest", package: str = "tests.integration.sched_tick", **env: str
     ) -> subprocess.Popen[bytes]:
-        return self.start([TASKELL, "scheduler", package], catch_up)
+        return self.start([TASKELL, "scheduler", package], catch_up, **env)
 
-    def start(self, command: list[str], catch_up: str = "latest") -> subprocess.Popen[bytes]:
+    def start(self, command: list[str], catch_up: str = "latest", **env: str) -> subprocess.Popen[bytes]:
         log_path = self.tmp_path / f"scheduler-{len(self.procs)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
                 command,
                 cwd=ROOT,
-                env={**python_env(URL), "TASKELL_SCHEDULE_CATCH_UP": catch_up},
+                env={**python_env(URL), "TASKELL_SCHEDULE_CATCH_UP": catch_up, **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -374,3 +374,36 @@ def test_a_publish_without_replay_never_goes_out_on_a_later_connection(own_vhost
         assert got == ["again"]
     finally:
         transport.close()
+
+
+def test_a_quorum_state_queue_is_declared_with_a_delivery_limit(
+    own_vhost: str, schedulers: Schedulers
+) -> None:
+    # RabbitMQ 4 drops a quorum queue's message returned 20 times unless the queue sets a limit.
+    url = f"amqp://guest:guest@127.0.0.1:5672/{own_vhost}"
+    first = schedulers.spawn(TASKELL_URL=url, TASKELL_QUEUE_TYPE="quorum")
+    second = schedulers.spawn(TASKELL_URL=url, TASKELL_QUEUE_TYPE="quorum")
+    connection = blocking_connection(url)
+    channels = [connection.channel()]
+
+    def fired(count: int) -> bool:
+        try:
+            return bool(channels[-1].queue_declare(TASK_QUEUE, passive=True).method.message_count >= count)
+        except pika.exceptions.ChannelClosedByBroker:  # not declared yet
+            channels.append(connection.channel())
+            return False
+
+    try:
+        wait_until(lambda: fired(2), 30, "the scheduler fires")
+        queues = rabbitmqctl("list_queues", "-p", own_vhost, "name", "type", "arguments")
+        state = next(line for line in queues.splitlines() if line.startswith(STATE_QUEUE + "\t"))
+        assert "\tquorum\t" in state and "x-delivery-limit" in state and "1000000" in state, state
+        # A failover under quorum queues: the standby takes over.
+        leader = first if "took over" in (schedulers.tmp_path / "scheduler-0.log").read_text() else second
+        os.kill(leader.pid, signal.SIGKILL)
+        leader.wait(10)
+        channels[-1].queue_purge(TASK_QUEUE)
+        wait_until(lambda: fired(2), 30, "the standby fires")
+    finally:
+        if connection.is_open:
+            connection.close()
