@@ -16,6 +16,9 @@ from; the copy says "done up to this due time" like a state does. Rules:
   own that covers it is confirmed, so it is behind it in the queue;
 - on taking over, it first stores the state it received again (at the tail), and fires only
   once that comes back: every copy in between has been read by then.
+- it publishes its submissions and states on the connection whose channel holds that message,
+  never again on another (``replay=False``): the broker handles a channel's frames in order
+  and requeues the held message last, so nothing of a leadership that ended arrives later.
 
 A leader that dies between a submission and the state after it leaves the copy in the queue,
 and the next leader reads it before it fires anything: that due time is not submitted again.
@@ -139,6 +142,10 @@ class Scheduler:
     Args:
         schedules: the schedules to fire (the generated package's ``SCHEDULES``).
         config: broker and ``schedule_catch_up``; defaults to ``Config.load()``.
+
+    Raises:
+        ValueError: two schedules have the same name.
+        PayloadError: a schedule's args do not validate against its task's model.
     """
 
     def __init__(self, schedules: Sequence[Schedule], config: Config | None = None) -> None:
