@@ -198,8 +198,8 @@ class _Confirms:
 
 class ConfirmedClient:
     """The client of "pika, same guarantees": the interface of ``RawClient`` (``publish`` queues
-    a request, ``wait`` runs the I/O loop in the calling thread until the replies are in and
-    every request is confirmed), on one ``SelectConnection``."""
+    a request, ``wait`` runs the I/O loop in the calling thread until the replies are in), on one
+    ``SelectConnection``."""
 
     CHUNK = 100  # requests published per loop turn, so that replies are read while submitting
 
@@ -211,6 +211,7 @@ class ConfirmedClient:
         self._outbox: collections.deque[tuple[bytes, str, bool]] = collections.deque()
         self._pumping = False
         self._ack_tag = 0  # the last reply delivery tag not yet acknowledged (0: none)
+        self._must_confirm = 0  # the last request without reply_to: waited for until confirmed
         self._next = 0
         self._error: BaseException | None = None
         self._done: Callable[[], bool] | None = None
@@ -293,6 +294,8 @@ class ConfirmedClient:
             )
             self.channel.basic_publish("", self.queue, body, props, mandatory=True)
             self._confirms.published += 1
+            if not reply:
+                self._must_confirm = self._confirms.published
         if self._outbox:
             self.conn.ioloop.call_later(0, self._pump)
         else:
@@ -332,11 +335,13 @@ class ConfirmedClient:
         return cid
 
     def wait(self, count: int, timeout: float) -> None:
-        """Run the loop until every request is published and confirmed and ``count`` replies are
-        in ``replies`` (TimeoutError after ``timeout``)."""
+        """Run the loop until ``count`` replies are in ``replies`` and every request without
+        ``reply_to`` is confirmed (TimeoutError after ``timeout``). As with taskell's
+        ``result()``, a reply proves its request arrived: other confirms are settled in the
+        background (a nack or a return fails the next wait)."""
         confirms = self._confirms
         self._run_until(
-            lambda: not self._outbox and confirms.upto >= confirms.published and len(self.replies) >= count,
+            lambda: not self._outbox and len(self.replies) >= count and confirms.upto >= self._must_confirm,
             timeout,
         )
 
