@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import select
@@ -167,3 +168,16 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "loadavg": os.getloadavg(),
     }
+
+
+def run_info() -> dict[str, Any]:
+    """Date (UTC), commit and machine: what a reference file records about its run."""
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **git_commit(), "machine": machine()}
+
+
+def save(path: Path | None, result: dict[str, Any]) -> None:
+    """Write ``result`` (plus the load average now) as JSON to ``path``, when given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**result, "loadavg_end": os.getloadavg()}, indent=1) + "\n")
+        print(f"saved {path}")
