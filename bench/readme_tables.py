@@ -13,10 +13,10 @@ Kinds: ``others`` (``bench/bench_others.py``: taskell, both pika baselines, Dram
 
     .venv/bin/python -m bench.readme_tables            # exit 1 and a diff if README.md is stale
     .venv/bin/python -m bench.readme_tables --write    # regenerate the parts in README.md
-    .venv/bin/python -m bench.readme_tables --write --use others=DIR/others.json ...
+    .venv/bin/python -m bench.readme_tables --write --use DIR/others.json --use DIR/abort.json ...
 
-``--use KIND=FILE`` points the part of that kind at another file first (``scripts/bench-reference``
-does that after a new run). ``tests/unit/test_readme_tables.py`` fails when README.md differs
+``--use FILE`` first points every part that reads a file of the same name at FILE instead
+(``scripts/bench-reference`` does that after a new run). ``tests/unit/test_readme_tables.py`` fails when README.md differs
 from this script's output. Pure functions of the JSON files: no broker, no clock.
 """
 
@@ -301,14 +301,16 @@ def features(paths: str) -> str:
 KINDS: dict[str, Callable[[str], str]] = {"others": others, "throughput": throughput, "features": features}
 
 
-def render(text: str, use: dict[str, str] | None = None) -> str:
-    """``text`` with every generated part rebuilt (after pointing the kinds in ``use`` at new files)."""
+def render(text: str, use: list[str] | None = None) -> str:
+    """``text`` with every generated part rebuilt, after replacing each source file that has the
+    name of a file in ``use`` by that file."""
+    newer = {Path(path).name: path for path in use or []}
 
     def one(match: re.Match[str]) -> str:
-        kind, source = match.group(2), match.group(3)
+        kind = match.group(2)
         if kind not in KINDS:
             raise ValueError(f"README.md: unknown generated part bench:{kind}")
-        source = (use or {}).get(kind, source)
+        source = " ".join(newer.get(Path(path).name, path) for path in match.group(3).split())
         return f"<!-- bench:{kind} {source} -->\n{KINDS[kind](source)}{match.group(5)}"
 
     return BLOCK.sub(one, text)
@@ -318,12 +320,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="README performance tables from bench/reference/")
     parser.add_argument("--write", action="store_true", help="rewrite README.md")
     parser.add_argument(
-        "--use", action="append", default=[], metavar="KIND=FILE", help="point a part at FILE"
+        "--use", action="append", default=[], metavar="FILE", help="read FILE for every file of its name"
     )
     a = parser.parse_args()
-    use = dict(item.split("=", 1) for item in a.use)
     text = README.read_text()
-    new = render(text, use)
+    new = render(text, a.use)
     if a.write:
         README.write_text(new)
         print("README.md regenerated" if new != text else "README.md unchanged")
