@@ -164,19 +164,27 @@ class Side:
 
 
 class PikaSide(Side):
-    """Both pika baselines: ``RawClient`` / ``ConfirmedClient`` have the same interface."""
+    """Both pika baselines: ``RawClient`` / ``ConfirmedClient`` have the same interface. Their
+    one thread drives the connection only while it waits (no heartbeats in between), so each
+    measurement opens its own client."""
+
+    client: RawClient | ConfirmedClient
 
     def __init__(self, tmp: Path, *, confirmed: bool) -> None:
         self.name = SYSTEMS[1] if confirmed else SYSTEMS[0]
         super().__init__(tmp)
         self.confirmed = confirmed
         self.queue = CONFIRMED_QUEUE if confirmed else NAIVE_QUEUE
-        self.client: RawClient | ConfirmedClient = (ConfirmedClient if confirmed else RawClient)(
-            URL, self.queue
-        )
 
     def start(self, threads: int) -> None:
         self.process = start_raw_server(self.queue, PREFETCH_PER_SLOT * threads, confirmed=self.confirmed)
+        self.client = (ConfirmedClient if self.confirmed else RawClient)(URL, self.queue)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(Exception):  # a failed measurement may have left it broken
+                self.client.close()
+        super().stop()
 
     def round_trip(self, count: int) -> None:
         self.client.replies.clear()
@@ -197,9 +205,6 @@ class PikaSide(Side):
     def call(self, i: int) -> None:
         if json.loads(self.client.call(json.dumps({"x": i}).encode())) != i * i:
             raise AssertionError(f"wrong {self.name} result")
-
-    def close(self) -> None:
-        self.client.close()
 
 
 class TaskellSide(Side):

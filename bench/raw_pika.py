@@ -234,6 +234,7 @@ class ConfirmedClient:
     def _on_channel(self, channel: Any) -> None:
         self.channel = channel
         channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_channel_closed)
         channel.confirm_delivery(self._on_confirm, callback=lambda _: self._declare())
 
     def _declare(self) -> None:
@@ -258,6 +259,11 @@ class ConfirmedClient:
         if not self._closing:
             self._error = error
         conn.ioloop.stop()
+
+    def _on_channel_closed(self, channel: Any, reason: BaseException) -> None:
+        if not self._closing:
+            self._error = reason
+            self._check()
 
     def _on_return(self, channel: Any, method: Any, props: Any, body: bytes) -> None:
         self._error = RuntimeError(f"request {props.correlation_id} unroutable: {method.reply_text}")
