@@ -6,7 +6,8 @@ minimal raw-pika RPC (``bench/raw_pika.py``), side by side in one run on one bro
 
 Figures (each the median of 3 runs, ``--quick``: 1 run and smaller counts); the taskell worker
 runs ``examples.worker:handlers`` (``square`` is the no-op task), the baseline server
-``bench.raw_pika serve`` (json.loads, reply, ack; no confirms, no validation):
+``bench.raw_pika serve``, naive pika (json.loads, reply, ack; no confirms, no validation; taskell
+against pika with the same guarantees, Dramatiq and Celery: ``bench/bench_others.py``):
 
 1. round trip: submit N ``square`` tasks, then collect every result; 1 worker process at
    parallelism 1 and at parallelism 4, 2 worker processes at parallelism 4 (2 raw servers);
@@ -492,6 +493,7 @@ def bench_progress(
                 )
             entry = {
                 "work_rounds_per_iteration": work,
+                "calls": iterations,
                 "runs": rows,
                 "without_s": median_of(rows, "without_s"),
                 "with_s": median_of(rows, "with_s"),

@@ -215,10 +215,10 @@ def throughput(path: str) -> str:
     )
     for entry in data.get("progress", {}).values():
         work = entry["work_rounds_per_iteration"]
-        loop = "a bare loop" if work == 0 else f"a loop with {work} rounds of work per iteration"
+        loop = "a bare loop" if work == 0 else f"a loop doing {work} rounds of work per call"
         lines.append(
-            f"| {entry['runs'] and len(entry['runs'])} × a loop of `ctx.progress()` calls, {loop}: time with ÷ without"
-            f" | {entry['with_s']:.3f} s vs {entry['without_s']:.3f} s, {entry['overhead_ns_per_call']:.0f} ns per call"
+            f"| {entry['calls']:,} `ctx.progress()` calls in {loop}: time with, without"
+            f" | {entry['with_s']:.3f} s, {entry['without_s']:.3f} s ({entry['overhead_ns_per_call']:.0f} ns per call)"
             f" | | speed {times(entry['ratio'])} |"
         )
     mem = data.get("memory")
