@@ -55,8 +55,9 @@ def times(value: float) -> str:
 
 
 def ranged(entry: dict[str, float], fmt: Callable[[float], str]) -> str:
-    """Median, then the range over the repetitions."""
-    return f"{fmt(entry['median'])} ({fmt(entry['min'])}–{fmt(entry['max'])})"
+    """Median, then the range over the repetitions (the unit once)."""
+    bare = ms if fmt is times else fmt
+    return f"{fmt(entry['median'])} ({bare(entry['min'])}–{bare(entry['max'])})"
 
 
 def load(path: str) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def others(path: str) -> str:
         f"RabbitMQ {v['rabbitmq']}, Python {data['machine']['python']}, pika {v['pika']}, pydantic "
         f"{v['pydantic']}, Dramatiq {v.get('dramatiq', '-')} (results in Redis), Celery {v.get('celery', '-')}"
         f" (`rpc://` results). {data['tasks']:,} tasks per throughput figure, {data['calls']:,} sequential"
-        f" calls; {data['repeat']} repetitions of the whole set, the systems in a random order in each."
+        f" calls; {data['repeat']} repetition(s) of the whole set, the systems in a random order in each."
         " Medians, and in brackets the range over the repetitions; tasks/s, latency in ms:",
         "",
         "| | " + " | ".join(HEADS[f] for f in FIGURES) + " |",
@@ -137,12 +138,12 @@ def guarantees(summary: dict[str, Any]) -> str:
         f: same[f]["median"] / naive[f]["median"] for f in ("round trip 1", "round trip 4", "latency p50")
     }
     return (
-        "What the guarantees cost is pika with them against pika without: "
-        f"{times(cost['round trip 1'])} and {times(cost['round trip 4'])} the naive round trip at 1 and 4 "
-        f"threads, {times(cost['latency p50'])} its p50 latency. What taskell costs beyond them is taskell "
-        f"against pika with the same guarantees: {at(same, 'round trip 1')} and {at(same, 'round trip 4')} "
-        f"its round trip, {at(same, 'latency p50')} its p50 latency (against naive pika: "
-        f"{at(naive, 'round trip 1')}, {at(naive, 'round trip 4')} and {at(naive, 'latency p50')})."
+        f"Pika with taskell's guarantees against naive pika (medians): round trip {times(cost['round trip 1'])}"
+        f" at 1 thread and {times(cost['round trip 4'])} at 4, p50 latency {times(cost['latency p50'])}. "
+        "taskell against pika with the same guarantees, which is what taskell itself costs: round trip "
+        f"{at(same, 'round trip 1')} and {at(same, 'round trip 4')}, p50 latency {at(same, 'latency p50')}. "
+        "Against naive pika, which leaves the guarantees out: round trip "
+        f"{at(naive, 'round trip 1')} and {at(naive, 'round trip 4')}, p50 latency {at(naive, 'latency p50')}."
     )
 
 
