@@ -237,7 +237,8 @@ def throughput(path: str) -> str:
 def feature_row(path: str) -> str:
     data = load(path)
     name = Path(path).stem
-    source = f"[data]({path})"
+    loadavg = data.get("machine", {}).get("loadavg")
+    source = f"[data]({path})" + (f", load {loadavg[0]:.1f}" if loadavg else "")
     if name == "delays":
         return (
             f"| {data['tasks']:,} tasks delayed {data['delays_s'][0]:g}–{data['delays_s'][1]:g} s (random), submitted"
