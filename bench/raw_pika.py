@@ -377,6 +377,7 @@ class ConfirmedServer:
         # Deliveries not acknowledged yet, in order: (delivery tag, publish number of its reply or 0).
         self._pending: collections.deque[tuple[int, int]] = collections.deque()
         self._settling = False
+        self.failure: BaseException | None = None
         self.channel: Any = None
         self.conn = _CoalescingConnection(
             pika.URLParameters(url),
@@ -417,7 +418,13 @@ class ConfirmedServer:
             self._schedule_settle()
 
     def _on_confirm(self, frame: Any) -> None:
-        self._confirms.on_confirm(frame)  # a nack raises: the server stops, nothing acked is lost
+        try:
+            self._confirms.on_confirm(frame)
+        except RuntimeError as exc:
+            # A refused reply: stop without acknowledging its task, which goes back to the queue.
+            self.failure = exc
+            self.conn.close()
+            return
         self._schedule_settle()
 
     def _schedule_settle(self) -> None:
@@ -442,11 +449,13 @@ class ConfirmedServer:
 
 
 def serve_confirmed(url: str, queue: str, prefetch: int) -> None:
-    """Run a ``ConfirmedServer`` until SIGTERM."""
+    """Run a ``ConfirmedServer`` until SIGTERM (exit status 0) or a refused reply (1)."""
     server = ConfirmedServer(url, queue, prefetch)
     signal.signal(signal.SIGTERM, lambda signum, frame: server.stop())
     signal.signal(signal.SIGINT, lambda signum, frame: server.stop())
     server.run()
+    if server.failure is not None:
+        sys.exit(f"raw pika server stopped: {server.failure}")
 
 
 def main(argv: list[str] | None = None) -> None:
