@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import platform
 import select
 import statistics
 import subprocess
@@ -107,9 +109,10 @@ def latencies(call: Callable[[int], None], count: int) -> dict[str, Any]:
     }
 
 
-def start_raw_server(queue: str, prefetch: int) -> subprocess.Popen[bytes]:
-    """Start the raw-pika baseline ``bench.raw_pika serve`` on ``queue`` (in a session of its
-    own) and wait for its ``ready`` line (30 s at most)."""
+def start_raw_server(queue: str, prefetch: int, *, confirmed: bool = False) -> subprocess.Popen[bytes]:
+    """Start a pika baseline ``bench.raw_pika serve`` on ``queue`` (in a session of its own;
+    ``confirmed``: "pika, same guarantees", else naive pika) and wait for its ``ready`` line
+    (30 s at most)."""
     process = subprocess.Popen(
         [
             sys.executable,
@@ -122,6 +125,7 @@ def start_raw_server(queue: str, prefetch: int) -> subprocess.Popen[bytes]:
             queue,
             "--prefetch",
             str(prefetch),
+            *(["--confirmed"] if confirmed else []),
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
@@ -135,3 +139,45 @@ def start_raw_server(queue: str, prefetch: int) -> subprocess.Popen[bytes]:
         process.wait()
         raise RuntimeError("raw pika server did not come up within 30 s")
     return process
+
+
+def git_commit() -> dict[str, Any]:
+    """The commit the benchmark runs (full hash) and whether the tree had uncommitted changes."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on: CPU model and count, memory, kernel, load average."""
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next(
+        (line.split(":", 1)[1].strip() for line in cpuinfo.splitlines() if line.startswith("model name")), "?"
+    )
+    meminfo = Path("/proc/meminfo").read_text().split() if Path("/proc/meminfo").exists() else []
+    return {
+        "cpu": model,
+        "cpus": os.cpu_count(),
+        "mem_total_kib": int(meminfo[1]) if len(meminfo) > 1 else None,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "loadavg": os.getloadavg(),
+    }
+
+
+def run_info() -> dict[str, Any]:
+    """Date (UTC), commit and machine: what a reference file records about its run."""
+    return {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **git_commit(), "machine": machine()}
+
+
+def save(path: Path | None, result: dict[str, Any]) -> None:
+    """Write ``result`` (plus the load average now) as JSON to ``path``, when given."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({**result, "loadavg_end": os.getloadavg()}, indent=1) + "\n")
+        print(f"saved {path}")

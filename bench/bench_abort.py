@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import taskell
-from bench._common import URL, percentile, proc_status, start_worker, stop_worker
+from bench._common import URL, percentile, proc_status, run_info, save, start_worker, stop_worker
 from generated.demo import Client
 
 
@@ -52,7 +53,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--aborts", type=int, default=200)
     parser.add_argument("--leak-aborts", type=int, default=1000)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures and samples as JSON")
     args = parser.parse_args()
+    result = {
+        "benchmark": "bench_abort",
+        **run_info(),
+        "aborts": args.aborts,
+        "leak_aborts": args.leak_aborts,
+    }
     with taskell.connect(URL) as conn:
         demo = Client(conn)
         worker = start_worker(conn, "bench.spin_worker:handlers", parallelism=2)
@@ -71,6 +79,16 @@ def main() -> None:
             before = proc_status(worker.pid)
             abort_latencies(demo, args.leak_aborts)
             after = proc_status(worker.pid)
+            result.update(
+                abort_p50_ms=round(statistics.median(latencies) * 1000, 2),
+                abort_p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
+                round_trip_p50_ms=round(statistics.median(baseline) * 1000, 2),
+                rss_before_kib=before["VmRSS"],
+                rss_after_kib=after["VmRSS"],
+                threads_before=before["Threads"],
+                threads_after=after["Threads"],
+                abort_ms=[round(t * 1000, 3) for t in latencies],
+            )
             print(
                 f"  after {args.leak_aborts} more aborts: RSS {before['VmRSS']} -> {after['VmRSS']} KiB "
                 f"({after['VmRSS'] / before['VmRSS']:.3f}x), threads {before['Threads']} -> {after['Threads']}"
@@ -88,8 +106,15 @@ def main() -> None:
             kills = abort_latencies(demo, 20)
             print("process pool, handler in time.sleep(60), 20 aborts:")
             print(f"  abort latency median {ms(statistics.median(kills))}, max {ms(max(kills))}")
+            result.update(
+                kills=len(kills),
+                kill_p50_ms=round(statistics.median(kills) * 1000, 2),
+                kill_max_ms=round(max(kills) * 1000, 2),
+                kill_ms=[round(t * 1000, 3) for t in kills],
+            )
         finally:
             stop_worker(worker)
+    save(args.out, result)
 
 
 if __name__ == "__main__":

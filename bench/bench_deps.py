@@ -22,11 +22,13 @@ import random
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pika  # type: ignore[import-untyped]
 
 import taskell
-from bench._common import URL, percentile, start_worker, stop_worker
+from bench._common import URL, percentile, run_info, save, start_worker, stop_worker
 from generated.demo import Client
 
 
@@ -119,7 +121,15 @@ def main() -> None:
     parser.add_argument("--chains", type=int, default=100)
     parser.add_argument("--parallelism", type=int, default=4)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=None, help="write the figures and samples as JSON")
     args = parser.parse_args()
+    result: dict[str, Any] = {
+        "benchmark": "bench_deps",
+        **run_info(),
+        "nodes": args.nodes,
+        "chains": args.chains,
+    }
+    result.update(parallelism=args.parallelism, seed=args.seed)
     delete_join_state()
     with taskell.connect(URL) as conn:
         demo = Client(conn)
@@ -163,9 +173,21 @@ def main() -> None:
                 f"p90 {ms(percentile(per_hop, 0.90))} (goal < 5 ms)"
             )
             print(f"  vs the client doing 3 round trips itself: {ms(statistics.median(vs_client))} per hop")
+            result.update(
+                edges=edge_count,
+                dag_s=round(t_dag, 4),
+                flat_s=round(t_flat, 4),
+                dag_runs_s=[round(t, 4) for t in dag],
+                flat_runs_s=[round(t, 4) for t in flat],
+                hop_p50_ms=round(statistics.median(per_hop) * 1000, 3),
+                hop_p90_ms=round(percentile(per_hop, 0.90) * 1000, 3),
+                chain_ms=[round(c * 1000, 3) for c in chains],
+                round_trip_ms=[round(r * 1000, 3) for r in trips],
+            )
         finally:
             for worker in workers:
                 stop_worker(worker)
+    save(args.out, result)
 
 
 if __name__ == "__main__":

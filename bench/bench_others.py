@@ -1,29 +1,43 @@
-"""Celery and Dramatiq on the same broker, against the raw-pika baseline of bench_throughput
-(issue 7). Optional: a framework that is not installed is skipped (``pip install -e
-'.[bench-others]'``, or ``scripts/bench-others`` which also starts a Redis).
+"""taskell against both pika baselines, Dramatiq and Celery, in one run on one broker: the
+README's comparison table (issues 7, 15 and 16).
 
-    TASKELL_URL=amqp://guest:guest@127.0.0.1:5672/bench \\
-        .venv/bin/python -m bench.bench_others [--quick]
+    scripts/bench-others [--quick] [--out FILE]     # installs the extra, starts a Redis, runs this
+    TASKELL_URL=amqp://guest:guest@127.0.0.1:5672/bench .venv/bin/python -m bench.bench_others [...]
 
-Each framework runs a no-op ``add(a, b) -> a + b`` in a worker subprocess
-(``bench/others_celery_app.py``: threads pool, ``rpc://`` results;
-``bench/others_dramatiq_app.py``: RabbitmqBroker, Results middleware on Redis at ``REDIS_URL``,
-default ``redis://127.0.0.1:6379/0``); the baseline is ``bench.raw_pika serve`` (one thread) with
-``RawClient``. Every worker gets taskell's default prefetch per thread
-(``taskell.config.PREFETCH_PER_SLOT``), like bench_throughput's raw servers; the single-threaded
-raw server's "4 threads" is just its prefetch of 4 x that. Figures, each the median of 3 runs
-(``--quick``: 1 run), one framework at a time:
+Systems, each running the no-op ``x * x`` (or ``a + b``) in a worker subprocess:
 
-1. round trip: submit N tasks, then collect every result (N = 5,000, ``--quick``: 1,000),
-   1 thread and 4 threads;
-2. drain: N fire-and-forget tasks, from the first publish until the worker ran the last: N-1
-   without a result, then one whose result (Celery, raw) or marker file (Dramatiq: the ``mark``
-   actor, so no results backend is needed) ends the clock; 1 and 4 threads;
-3. sequential latency p50/p99 over 1,000 calls (``--quick``: 300), 1 thread.
+* naive pika: ``bench/raw_pika.py`` ``serve`` / ``RawClient``, what a user writes by hand
+  (no confirms, transient replies, auto-acked exclusive reply queue);
+* pika, same guarantees: ``bench/raw_pika.py`` ``serve --confirmed`` / ``ConfirmedClient``:
+  taskell's guarantees (persistent confirmed submissions and replies, ack after the confirmed
+  reply), one I/O loop per side, batched acks and writes;
+* taskell: ``taskell worker examples.worker:handlers`` (``square``), ``demo.square``;
+* dramatiq: ``bench/others_dramatiq_app.py`` (RabbitmqBroker, Results middleware on Redis at
+  ``REDIS_URL``, default ``redis://127.0.0.1:6379/0``);
+* celery: ``bench/others_celery_app.py`` (threads pool, ``rpc://`` results).
 
-Without a Redis answering at ``REDIS_URL`` Dramatiq has no results backend: only its drain is
-measured. Ratios are to raw pika in the same run: tasks/s framework / raw (below 1 is slower),
-latency p50 framework / raw (above 1 is slower). Results go to ``bench/results/others-<time>.json``.
+Every worker gets taskell's default prefetch per thread (``PREFETCH_PER_SLOT`` x threads); the
+single-threaded pika servers' "4 threads" is just that prefetch. A framework that is not
+installed, or Dramatiq without a Redis, is skipped and said so. Figures, per repetition:
+
+1. round trip: submit N tasks, then collect every result (N = 5,000; ``--quick`` 1,000), 1 and 4
+   threads;
+2. drain: N-1 fire-and-forget tasks (no result asked for), then one whose result is awaited:
+   tasks/s from the first publish until that result is in; the same definition for every system;
+3. sequential latency p50 / p99 over ``--calls`` calls (1,000; ``--quick`` 300), 1 thread.
+
+The run is ``--repeat`` repetitions (5; ``--quick`` 3) of the whole set: in each, for 1 then 4
+threads, every system in a random order (``--seed``) starts its worker, warms up with 200 round
+trips, is measured once per figure, and stops. Ratios are taskell's figure over the other
+system's in the same repetition (tasks/s: above 1 is taskell faster; latency: above 1 is
+taskell slower), then the median and range over repetitions; the spread of one system's figure
+over the repetitions is the noise of this machine during the run. The machine may be shared:
+ratios within one run are what counts, not the absolute figures.
+
+Output: a summary table, and a JSON file (``--out``, default ``bench/results/others-<time>.json``)
+with the commit, date, versions, machine, the order of every repetition and every sample
+(each sequential call's time included). ``bench/readme_tables.py`` turns such a file, once
+committed under ``bench/reference/``, into the README's table.
 """
 
 from __future__ import annotations
@@ -34,7 +48,7 @@ import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
+import random
 import signal
 import statistics
 import subprocess
@@ -49,15 +63,28 @@ from typing import Any
 import pika  # type: ignore[import-untyped]
 import pika.exceptions  # type: ignore[import-untyped]
 
-from bench._common import ROOT, URL, latencies, start_raw_server
-from bench.raw_pika import RawClient
+import taskell
+from bench._common import ROOT, URL, git_commit, machine, percentile, start_raw_server, start_worker
+from bench._summary import SYSTEMS, TASKELL, summarise
+from bench.raw_pika import ConfirmedClient, RawClient
+from generated.demo import Client
 from taskell.config import PREFETCH_PER_SLOT
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-RAW_QUEUE = "bench.raw.others"
+NAIVE_QUEUE = "bench.others.pika"
+CONFIRMED_QUEUE = "bench.others.pika.confirmed"
 CELERY_QUEUE = "bench.others.celery"  # as in bench/others_celery_app.py
 DRAMATIQ_QUEUE = "bench.others.dramatiq"  # as in bench/others_dramatiq_app.py
-QUEUES = (RAW_QUEUE, CELERY_QUEUE, DRAMATIQ_QUEUE, DRAMATIQ_QUEUE + ".DQ", DRAMATIQ_QUEUE + ".XQ")
+TASKELL_QUEUES = ("taskell.q1", "taskell.q2", "taskell.default")  # examples/worker.py's
+QUEUES = (
+    NAIVE_QUEUE,
+    CONFIRMED_QUEUE,
+    CELERY_QUEUE,
+    DRAMATIQ_QUEUE,
+    DRAMATIQ_QUEUE + ".DQ",
+    DRAMATIQ_QUEUE + ".XQ",
+    *TASKELL_QUEUES,
+)
 INSTALL = "install the extra: .venv/bin/pip install -e '.[bench-others]' (or run scripts/bench-others)"
 TIMEOUT = 120.0  # upper bound of any single measurement
 START_TIMEOUT = 60.0  # a worker must answer within this
@@ -99,17 +126,16 @@ def tail(log: Path, lines: int = 15) -> str:
     return "\n".join("    " + line for line in text[-lines:])
 
 
-# The three sides: start(threads) / stop(), and the operations that are timed.
+# The systems: start(threads) / stop(), and the operations that are timed.
 
 
 class Side:
     name = ""
-    results = True  # round trip and latency need results
     process: subprocess.Popen[bytes] | None = None
 
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.log = tmp / f"{self.name.replace(' ', '-')}.log"
+        self.log = tmp / f"{self.name.replace(' ', '-').replace(',', '')}.log"
 
     def start(self, threads: int) -> None:
         raise NotImplementedError
@@ -127,6 +153,7 @@ class Side:
         raise NotImplementedError
 
     def drain(self, count: int) -> None:
+        """``count - 1`` tasks without a result, then one whose result is awaited."""
         raise NotImplementedError
 
     def call(self, i: int) -> None:
@@ -136,22 +163,35 @@ class Side:
         pass
 
 
-class Raw(Side):
-    name = "raw pika"
+class PikaSide(Side):
+    """Both pika baselines: ``RawClient`` / ``ConfirmedClient`` have the same interface. Their
+    one thread drives the connection only while it waits (no heartbeats in between), so each
+    measurement opens its own client."""
 
-    def __init__(self, tmp: Path) -> None:
+    client: RawClient | ConfirmedClient
+
+    def __init__(self, tmp: Path, *, confirmed: bool) -> None:
+        self.name = SYSTEMS[1] if confirmed else SYSTEMS[0]
         super().__init__(tmp)
-        self.client = RawClient(URL, RAW_QUEUE)
+        self.confirmed = confirmed
+        self.queue = CONFIRMED_QUEUE if confirmed else NAIVE_QUEUE
 
     def start(self, threads: int) -> None:
-        self.process = start_raw_server(RAW_QUEUE, PREFETCH_PER_SLOT * threads)
+        self.process = start_raw_server(self.queue, PREFETCH_PER_SLOT * threads, confirmed=self.confirmed)
+        self.client = (ConfirmedClient if self.confirmed else RawClient)(URL, self.queue)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(Exception):  # a failed measurement may have left it broken
+                self.client.close()
+        super().stop()
 
     def round_trip(self, count: int) -> None:
         self.client.replies.clear()
         ids = [self.client.publish(json.dumps({"x": i}).encode()) for i in range(count)]
         self.client.wait(count, TIMEOUT)
         if any(json.loads(self.client.replies[cid]) != i * i for i, cid in enumerate(ids)):
-            raise AssertionError("wrong raw result")
+            raise AssertionError(f"wrong {self.name} result")
         self.client.replies.clear()
 
     def drain(self, count: int) -> None:
@@ -164,10 +204,39 @@ class Raw(Side):
 
     def call(self, i: int) -> None:
         if json.loads(self.client.call(json.dumps({"x": i}).encode())) != i * i:
-            raise AssertionError("wrong raw result")
+            raise AssertionError(f"wrong {self.name} result")
+
+
+class TaskellSide(Side):
+    name = TASKELL
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.conn = taskell.connect(URL)
+        self.demo = Client(self.conn)
+
+    def start(self, threads: int) -> None:
+        self.process = start_worker(self.conn, "examples.worker:handlers", parallelism=threads)
+
+    def round_trip(self, count: int) -> None:
+        deadline = time.monotonic() + TIMEOUT
+        handles = [self.demo.square(x=i) for i in range(count)]
+        for i, handle in enumerate(handles):
+            if handle.result(timeout=max(0.001, deadline - time.monotonic())) != i * i:
+                raise AssertionError("wrong taskell result")
+
+    def drain(self, count: int) -> None:
+        for i in range(count - 1):
+            taskell.fire(self.demo.square, x=i)
+        self.demo.square(x=count).result(timeout=TIMEOUT)
+        self.conn.flush(10)  # every submission confirmed, as the confirmed pika client waits for
+
+    def call(self, i: int) -> None:
+        if self.demo.square(x=i).result(timeout=10) != i * i:
+            raise AssertionError("wrong taskell result")
 
     def close(self) -> None:
-        self.client.close()
+        self.conn.close()
 
 
 class CelerySide(Side):
@@ -242,15 +311,13 @@ class CelerySide(Side):
 class DramatiqSide(Side):
     name = "dramatiq"
 
-    def __init__(self, tmp: Path, results: bool) -> None:
+    def __init__(self, tmp: Path) -> None:
         super().__init__(tmp)
-        self.results = results
-        self.env = {"BENCH_OTHERS_DRAMATIQ_RESULTS": "1" if results else "0", "REDIS_URL": REDIS_URL}
+        self.env = {"REDIS_URL": REDIS_URL}
         os.environ.update(self.env)  # read when the app module is imported, here and in the worker
         from bench import others_dramatiq_app
 
         self.app = others_dramatiq_app
-        self.marks = 0
 
     def start(self, threads: int) -> None:
         self.process = spawn(
@@ -267,33 +334,31 @@ class DramatiqSide(Side):
             self.log,
             {**self.env, "dramatiq_queue_prefetch": str(PREFETCH_PER_SLOT * threads)},
         )
-        self.wait_mark(START_TIMEOUT)
-
-    def wait_mark(self, timeout: float) -> None:
-        """Send ``mark`` and wait until the worker has created its file."""
-        self.marks += 1
-        path = self.tmp / f"mark-{self.marks}"
-        self.app.mark_actor.send(str(path))
-        deadline = time.monotonic() + timeout
-        while not path.exists():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"dramatiq marker not seen within {timeout:.0f} s")
+        deadline = time.monotonic() + START_TIMEOUT
+        message = self.app.add_actor.send(1, 2)
+        while time.monotonic() < deadline:
             self.alive()
-            time.sleep(0.0005)
+            with contextlib.suppress(Exception):  # dramatiq's ResultTimeout, while the worker starts
+                if message.get_result(block=True, timeout=1000) == 3:
+                    return
+        raise RuntimeError(f"dramatiq worker did not answer within {START_TIMEOUT:.0f} s")
+
+    def result(self, message: Any, deadline: float) -> Any:
+        # ms; the Redis backend rounds down to whole seconds, and 0 would not block at all
+        return message.get_result(block=True, timeout=max(1000, int((deadline - time.monotonic()) * 1000)))
 
     def round_trip(self, count: int) -> None:
         deadline = time.monotonic() + TIMEOUT
         messages = [self.app.add_actor.send(i, i) for i in range(count)]
         for i, message in enumerate(messages):
-            # ms; the Redis backend rounds down to whole seconds, and 0 would not block at all
-            left = max(1000, int((deadline - time.monotonic()) * 1000))
-            if message.get_result(block=True, timeout=left) != i + i:
+            if self.result(message, deadline) != i + i:
                 raise AssertionError("wrong dramatiq result")
 
     def drain(self, count: int) -> None:
+        deadline = time.monotonic() + TIMEOUT
         for i in range(count - 1):
             self.app.discard_actor.send(i, i)
-        self.wait_mark(TIMEOUT)
+        self.result(self.app.add_actor.send(count, count), deadline)
 
     def call(self, i: int) -> None:
         if self.app.add_actor.send(i, i).get_result(block=True, timeout=10_000) != i + i:
@@ -329,65 +394,41 @@ class Admin:
             self.conn.close()
 
 
-def timed(run: Callable[[int], None], count: int) -> dict[str, Any]:
+def rate(run: Callable[[int], None], count: int) -> float:
+    """Tasks per second of ``run(count)``."""
     started = time.perf_counter()
     run(count)
-    seconds = time.perf_counter() - started
-    return {"count": count, "seconds": round(seconds, 4), "rate": round(count / seconds, 1)}
+    return round(count / (time.perf_counter() - started), 1)
 
 
-def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("rate", "seconds") if "rate" in runs[0] else ("p50_ms", "p99_ms")
-    return {
-        "count": runs[0]["count"],
-        **{k: round(statistics.median(r[k] for r in runs), 3) for k in keys},
-        "runs": runs,
-    }
+def call_times(call: Callable[[int], None], count: int) -> list[float]:
+    """Milliseconds of each of ``count`` sequential ``call(i)``."""
+    times = []
+    for i in range(count):
+        started = time.perf_counter()
+        call(i)
+        times.append(round((time.perf_counter() - started) * 1000, 4))
+    return times
 
 
-def measure_side(side: Side, admin: Admin, a: argparse.Namespace, figures: dict[str, dict[str, Any]]) -> None:
-    """Every figure of one side: per thread count one worker, a warm-up, then ``a.runs`` runs each."""
-    for threads in (1, 4):
-        unit = "thread" if threads == 1 else "threads"
-        plan: list[tuple[str, Callable[[], dict[str, Any]]]] = []
-        if side.results:
-            plan.append((f"round trip, {threads} {unit}", lambda: timed(side.round_trip, a.tasks)))
-        plan.append((f"drain, {threads} {unit}", lambda: timed(side.drain, a.tasks)))
-        if side.results and threads == 1:
-            plan.append(("latency, 1 thread", lambda: latencies(side.call, a.calls)))
+def measure(side: Side, threads: int, admin: Admin, a: argparse.Namespace) -> dict[str, Any]:
+    """One repetition's figures of one system at ``threads``: start, warm up, measure, stop."""
+    admin.purge()
+    side.start(threads)
+    try:
+        side.round_trip(WARM_UP)
+        out: dict[str, Any] = {f"round trip {threads}": rate(side.round_trip, a.tasks)}
         admin.purge()
-        side.start(threads)
-        try:
-            side.drain(WARM_UP)
-            for label, run in plan:
-                runs = []
-                for _ in range(a.runs):
-                    admin.purge()
-                    runs.append(run())
-                figures.setdefault(label, {})[side.name] = summary(runs)
-                print(f"  {side.name:<9} {label:<24} {value(figures[label][side.name])}", flush=True)
-        finally:
-            side.stop()
-
-
-def value(entry: dict[str, Any]) -> str:
-    if "rate" in entry:
-        return f"{entry['rate']:>8.0f} tasks/s"
-    return f"p50 {entry['p50_ms']:.3f} ms, p99 {entry['p99_ms']:.3f} ms"
-
-
-def table(figures: dict[str, dict[str, Any]]) -> None:
-    print("\nsummary (medians; vs raw pika in this run: tasks/s ratio, or latency p50 ratio):")
-    print(f"  {'framework':<10} {'figure':<24} {'value':<34} {'vs raw pika':>11}")
-    for label, sides in figures.items():
-        raw = sides.get(Raw.name)
-        for name, entry in sides.items():
-            ratio = ""
-            if raw is not None:
-                r = entry["rate"] / raw["rate"] if "rate" in entry else entry["p50_ms"] / raw["p50_ms"]
-                entry["ratio_to_raw"] = round(r, 3)
-                ratio = f"{r:.2f}x"
-            print(f"  {name:<10} {label:<24} {value(entry):<34} {ratio:>11}")
+        out[f"drain {threads}"] = rate(side.drain, a.tasks)
+        if threads == 1:
+            times = call_times(side.call, a.calls)
+            out["latency p50"] = round(statistics.median(times), 4)
+            out["latency p99"] = round(percentile(times, 0.99), 4)
+            out["call ms"] = times
+        side.alive()
+        return out
+    finally:
+        side.stop()
 
 
 def redis_answers() -> str | None:
@@ -403,88 +444,141 @@ def redis_answers() -> str | None:
     return None
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for package in ("pika", "celery", "kombu", "dramatiq", "redis"):
+def versions(rabbitmq: str) -> dict[str, str]:
+    out = {"rabbitmq": rabbitmq}
+    for package in ("taskell", "pika", "pydantic", "celery", "kombu", "dramatiq", "redis"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[package] = importlib.metadata.version(package)
     return out
 
 
+def show(summary: dict[str, Any]) -> None:
+    """Print the medians (range) and taskell's ratios."""
+    print("\nmedian (min-max over repetitions); ratio = taskell / system in the same repetition:")
+    for system, figures in summary["systems"].items():
+        print(f"  {system}")
+        for figure, entry in figures.items():
+            text = f"    {figure:<14} {entry['median']:>9.2f} ({entry['min']:.2f}-{entry['max']:.2f})"
+            if "ratio" in entry:
+                r = entry["ratio"]
+                text += f"   taskell / this {r['median']:.2f}x ({r['min']:.2f}-{r['max']:.2f})"
+            print(text)
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Celery and Dramatiq against raw pika on the same broker")
-    parser.add_argument("--quick", action="store_true", help="1 run each, 1,000 tasks, 300 calls")
+    parser = argparse.ArgumentParser(
+        description="taskell, pika (naive and same guarantees), Dramatiq, Celery"
+    )
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, 1,000 tasks, 300 calls")
+    parser.add_argument("--repeat", type=int, default=None, help="repetitions (default 5; --quick 3)")
+    parser.add_argument("--tasks", type=int, default=None)
+    parser.add_argument("--calls", type=int, default=None)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="of the random order (default: from the clock)"
+    )
+    parser.add_argument("--out", type=Path, default=None, help="the JSON file (default bench/results/...)")
     a = parser.parse_args()
-    a.runs = 1 if a.quick else 3
-    a.tasks = 1000 if a.quick else 5000
-    a.calls = 300 if a.quick else 1000
+    a.repeat = a.repeat or (3 if a.quick else 5)
+    a.tasks = a.tasks or (1000 if a.quick else 5000)
+    a.calls = a.calls or (300 if a.quick else 1000)
+    a.seed = a.seed if a.seed is not None else int(time.time())
     parsed = urllib.parse.urlsplit(URL)
     shown_url = URL.replace(f":{parsed.password}@", ":***@") if parsed.password else URL
-    print(f"broker {shown_url}; {a.tasks} tasks, {a.calls} calls, {a.runs} run(s) each", flush=True)
-
+    print(
+        f"broker {shown_url}; {a.tasks} tasks, {a.calls} calls, {a.repeat} repetitions, seed {a.seed}",
+        flush=True,
+    )
+    data: dict[str, Any] = {
+        "kind": "others",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **git_commit(),
+        "machine": machine(),
+        "broker_url": shown_url,
+        "redis_url": REDIS_URL,
+        "tasks": a.tasks,
+        "calls": a.calls,
+        "repeat": a.repeat,
+        "seed": a.seed,
+        "prefetch_per_thread": PREFETCH_PER_SLOT,
+        "warm_up": WARM_UP,
+    }
     skipped: dict[str, str] = {}
-    errors: dict[str, str] = {}
-    figures: dict[str, dict[str, Any]] = {}
+    samples: dict[str, list[dict[str, Any]]] = {}  # system -> one dict of figures per repetition
+    orders: list[dict[str, Any]] = []
+    rng = random.Random(a.seed)
     admin = Admin()
+    data["versions"] = versions(admin.version)
     with tempfile.TemporaryDirectory(prefix="bench-others-") as tmpdir:
         tmp = Path(tmpdir)
-        makers: list[tuple[str, Callable[[], Side]]] = [("raw pika", lambda: Raw(tmp))]
+        makers: dict[str, Callable[[], Side]] = {
+            SYSTEMS[0]: lambda: PikaSide(tmp, confirmed=False),
+            SYSTEMS[1]: lambda: PikaSide(tmp, confirmed=True),
+            TASKELL: lambda: TaskellSide(tmp),
+        }
+        if importlib.util.find_spec("dramatiq") is None:
+            skipped["dramatiq"] = f"not installed; {INSTALL}"
+        elif (why := redis_answers()) is not None:
+            skipped["dramatiq"] = f"{why}: no results backend"
+        else:
+            makers["dramatiq"] = lambda: DramatiqSide(tmp)
         if importlib.util.find_spec("celery") is None:
             skipped["celery"] = f"not installed; {INSTALL}"
         else:
-            makers.append(("celery", lambda: CelerySide(tmp)))
-        if importlib.util.find_spec("dramatiq") is None:
-            skipped["dramatiq"] = f"not installed; {INSTALL}"
-        else:
-            why = redis_answers()
-            if why is not None:
-                skipped["dramatiq round trip and latency"] = f"{why}: no results backend, drain only"
-            makers.append(("dramatiq", lambda: DramatiqSide(tmp, results=why is None)))
+            makers["celery"] = lambda: CelerySide(tmp)
         for name, reason in skipped.items():
             print(f"{name}: skipped, {reason}", flush=True)
-        for name, make in makers:
-            side: Side | None = None
-            try:
-                side = make()
-                measure_side(side, admin, a, figures)
-            except Exception as exc:
-                errors[name] = f"{type(exc).__name__}: {exc}"
-                print(f"{name}: FAILED: {errors[name]}", flush=True)
-                if side is not None and side.log.exists():
-                    print(tail(side.log), flush=True)
-            finally:
-                if side is not None:
-                    side.stop()
+        sides: dict[str, Side] = {}
+        try:
+            for name, make in makers.items():
+                sides[name] = make()
+            for repetition in range(a.repeat):
+                row: dict[str, dict[str, Any]] = {name: {} for name in sides}
+                for threads in (1, 4):
+                    order = list(sides)
+                    rng.shuffle(order)
+                    orders.append({"repetition": repetition, "threads": threads, "order": order})
+                    print(f"repetition {repetition + 1}, {threads} thread(s): {', '.join(order)}", flush=True)
+                    for name in order:
+                        side = sides[name]
+                        try:
+                            figures = measure(side, threads, admin, a)
+                        except Exception as exc:
+                            print(f"  {name}: FAILED\n{tail(side.log)}", flush=True)
+                            raise RuntimeError(
+                                f"{name}, repetition {repetition + 1}, {threads} threads"
+                            ) from exc
+                        row[name].update(figures)
+                        shown = ", ".join(f"{k} {v:.2f}" for k, v in figures.items() if k != "call ms")
+                        print(f"  {name:<22} {shown}", flush=True)
+                for name, figures in row.items():
+                    samples.setdefault(name, []).append(figures)
+        finally:
+            for side in sides.values():
+                side.stop()
+                with contextlib.suppress(Exception):
                     side.close()
-        admin.purge()
-    table(figures)
-
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = ROOT / "bench" / "results" / f"others-{stamp}{'-quick' if a.quick else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(
-        json.dumps(
-            {
-                "when": stamp,
-                "quick": a.quick,
-                "broker_url": shown_url,
-                "rabbitmq": admin.version,
-                "redis_url": REDIS_URL,
-                "versions": versions(),
-                "tasks": a.tasks,
-                "calls": a.calls,
-                "runs": a.runs,
-                "prefetch_per_thread": PREFETCH_PER_SLOT,
-                "skipped": skipped,
-                "errors": errors,
-                "figures": figures,
-            },
-            indent=2,
-        )
+            admin.purge()
+            admin.close()
+    data.update(
+        {
+            "systems": list(samples),
+            "orders": orders,
+            "skipped": skipped,
+            "samples": samples,
+            "loadavg_end": os.getloadavg(),
+        }
     )
-    admin.close()
-    print(f"\nsaved {out.relative_to(ROOT)}")
-    sys.exit(1 if errors else 0)
+    show(summarise(data))
+    out = (
+        a.out
+        or ROOT
+        / "bench"
+        / "results"
+        / f"others-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if a.quick else ''}.json"
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1) + "\n")
+    print(f"\nsaved {out}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ minimal raw-pika RPC (``bench/raw_pika.py``), side by side in one run on one bro
 
 Figures (each the median of 3 runs, ``--quick``: 1 run and smaller counts); the taskell worker
 runs ``examples.worker:handlers`` (``square`` is the no-op task), the baseline server
-``bench.raw_pika serve`` (json.loads, reply, ack; no confirms, no validation):
+``bench.raw_pika serve``, naive pika (json.loads, reply, ack; no confirms, no validation; taskell
+against pika with the same guarantees, Dramatiq and Celery: ``bench/bench_others.py``):
 
 1. round trip: submit N ``square`` tasks, then collect every result; 1 worker process at
    parallelism 1 and at parallelism 4, 2 worker processes at parallelism 4 (2 raw servers);
@@ -58,7 +59,9 @@ from bench._common import (
     ROOT,
     URL,
     broker_pid,
+    git_commit,
     latencies,
+    machine,
     proc_status,
     start_raw_server,
     start_worker,
@@ -490,6 +493,7 @@ def bench_progress(
                 )
             entry = {
                 "work_rounds_per_iteration": work,
+                "calls": iterations,
                 "runs": rows,
                 "without_s": median_of(rows, "without_s"),
                 "with_s": median_of(rows, "with_s"),
@@ -695,6 +699,7 @@ def main() -> None:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--only", choices=["throughput", "progress", "memory", "profile"], default=None)
     parser.add_argument("--memory-tasks", type=int, default=None, help="default 100,000 (--quick: 20,000)")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON file (default bench/results/...)")
     parser.add_argument(
         "--others",
         action="store_true",
@@ -718,7 +723,11 @@ def main() -> None:
 
     admin = Admin()
     results: dict[str, Any] = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "kind": "throughput",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        **git_commit(),
+        "machine": machine(),
+        "argv": sys.argv[1:],
         "quick": quick,
         "url": taskell.Config.from_url(URL).masked_url(),
         "versions": {
@@ -726,9 +735,6 @@ def main() -> None:
             "pika": pika.__version__,
             "pydantic": pydantic.VERSION,
             "rabbitmq": admin.version,
-            "taskell_commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip(),
         },
         "cpus": os.cpu_count(),
     }
@@ -757,11 +763,17 @@ def main() -> None:
         admin.close()
     ratio_table(results)
     print("codegen: see bench/bench_codegen.py (50 / 500 / 5,000 tasks)")
-    out_dir = ROOT / "bench" / "results"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if quick else ''}.json"
+    path = (
+        args.out
+        or ROOT
+        / "bench"
+        / "results"
+        / f"throughput-{time.strftime('%Y%m%d-%H%M%S')}{'-quick' if quick else ''}.json"
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    results["loadavg_end"] = os.getloadavg()
     path.write_text(json.dumps(results, indent=1, default=str) + "\n")
-    print(f"results saved to {path.relative_to(ROOT)}")
+    print(f"results saved to {path}")
     if args.others:  # same broker, same raw-pika baseline: compare through the ratios
         print("\nCelery and Dramatiq (bench/bench_others.py):", flush=True)
         subprocess.run(

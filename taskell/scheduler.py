@@ -2,15 +2,26 @@
 
 Every scheduler consumes the durable queue ``taskell.scheduler``, declared with
 ``x-single-active-consumer``: the broker delivers to one consumer only, the leader. The queue
-holds the state, one persistent JSON message: for each schedule, the due time up to which it
-is done (fired, or skipped by the catch-up policy, or when a leader first saw it). The leader
-keeps that message unacknowledged while it leads (prefetch 1), so when its connection dies the
-broker requeues it and hands it to the next consumer, which takes over from there.
+holds the state, a persistent JSON message: for each schedule, the due time up to which it is
+done (fired, or skipped by the catch-up policy, or when a leader first saw it). The leader
+keeps one message of the queue unacknowledged while it leads (prefetch 1), so when its
+connection dies the broker requeues it and hands it to the next consumer, which takes over.
 
-Firing a due time: submit the task with the id ``task_id(schedule, due)`` (uuid5, the same on
-every scheduler), wait for the broker's confirm, publish the new state, and only once that is
-confirmed acknowledge the old one. A leader dying between the two leaves the old state behind:
-the next leader submits the same due time again, with the same task id (at-least-once).
+Exactly once: a submission is published with ``BCC: taskell.scheduler``, so the one publish
+puts the task in its task queue and a copy in the state queue, behind the state it was fired
+from; the copy says "done up to this due time" like a state does. Rules:
+
+- the leader fires nothing before the state of its previous firing is confirmed;
+- it acknowledges a message of the state queue (a state or a copy) only once a state of its
+  own that covers it is confirmed, so it is behind it in the queue;
+- on taking over, it first stores the state it received again (at the tail), and fires only
+  once that comes back: every copy in between has been read by then.
+- it publishes its submissions and states on the connection whose channel holds that message,
+  never again on another (``replay=False``): the broker handles a channel's frames in order
+  and requeues the held message last, so nothing of a leadership that ended arrives later.
+
+A leader that dies between a submission and the state after it leaves the copy in the queue,
+and the next leader reads it before it fires anything: that due time is not submitted again.
 
 Everything below runs on the state connection's I/O thread (deliveries, timers, confirms are
 handed to it), so the state needs no lock.
@@ -33,10 +44,11 @@ from datetime import UTC, datetime, timedelta
 from types import FrameType
 from typing import Any, Literal
 
+from pydantic import BaseModel, ValidationError
+
 from . import _wire
 from .config import Config
-from .connection import Connection
-from .errors import BrokerUnavailable
+from .errors import BrokerUnavailable, PayloadError
 from .schedule import Schedule
 from .transport import Delivery, Message, Transport, open_transport
 
@@ -51,6 +63,10 @@ DUE_HEADER = "taskell-due"  # on a scheduled task: its due time (ISO 8601 UTC)
 CATCH_UP_LIMIT = 100  # due times fired at most per schedule by catch-up policy "all"
 MAX_SLEEP = 60.0  # seconds: the timer re-reads the clock at least this often
 RETRY_AFTER = 1.0  # seconds before a leader whose submission failed tries again
+# A quorum state queue counts returns (each failover returns the held message once); RabbitMQ 4
+# drops a message returned 20 times unless the queue says otherwise. -1 ("unlimited" on 4)
+# would drop it at its first return on 3.x, so: a limit never reached.
+DELIVERY_LIMIT = 1_000_000
 _NAMESPACE = uuid.UUID("5b3b0a52-7c0e-4f43-9c5e-2f7a1d2b9e61")
 
 CatchUp = Literal["latest", "all", "none"]
@@ -126,6 +142,10 @@ class Scheduler:
     Args:
         schedules: the schedules to fire (the generated package's ``SCHEDULES``).
         config: broker and ``schedule_catch_up``; defaults to ``Config.load()``.
+
+    Raises:
+        ValueError: two schedules have the same name.
+        PayloadError: a schedule's args do not validate against its task's model.
     """
 
     def __init__(self, schedules: Sequence[Schedule], config: Config | None = None) -> None:
@@ -134,14 +154,16 @@ class Scheduler:
         if len(self.schedules) != len(schedules):
             raise ValueError("two schedules have the same name")
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self._bodies = {name: _body(s) for name, s in self.schedules.items()}  # args, validated
         self._transport: Transport | None = None
-        self._conn: Connection | None = None
         self._state: dict[str, datetime] = {}  # schedule -> done until (the leader's view)
-        self._held: Delivery | None = None  # the state message, unacknowledged while leading
+        self._held: Delivery | None = None  # a message of the state queue, unacked while leading
         self._leading = False
+        self._taking_over = False  # leading, and not yet fired from a state of its own
         self._epoch = 0  # bumped when leadership ends: late callbacks of an older one are void
         self._seq = 0  # the latest state message's sequence number
-        self._published: int | None = None  # sequence number of this leader's latest state
+        self._published: int | None = None  # sequence number of this leader's latest stored state
+        self._stored: dict[str, datetime] | None = None  # and what it says
         self._busy = False  # a firing is in flight
         self._timer = 0
         self._idle = threading.Event()
@@ -166,16 +188,16 @@ class Scheduler:
         config = self.config
         if config.broker_url().startswith("memory://"):
             raise ValueError("taskell scheduler needs RabbitMQ (single active consumers), not memory://")
-        self._conn = Connection(config)
-        try:
-            transport = self._transport = open_transport(config, name="taskell-scheduler")
-        except BaseException:
-            self._conn.close()
-            raise
+        transport = self._transport = open_transport(config, name="taskell-scheduler")
         try:
             arguments: dict[str, Any] = {"x-single-active-consumer": True, "x-queue-type": config.queue_type}
+            if config.queue_type == "quorum":
+                arguments["x-delivery-limit"] = DELIVERY_LIMIT
             _bootstrap(config, arguments)
             transport.declare_queue(STATE_QUEUE, durable=True, arguments=arguments).result()
+            for spec in {s.task.queue: s.task for s in self.schedules.values()}.values():
+                task_queue = _wire.queue_arguments(config, priorities=spec.queue_priorities, queue=spec.queue)
+                transport.declare_queue(spec.queue, durable=True, arguments=task_queue).result()
             transport.declare_exchange(config.abort_exchange, "fanout").result()
             control = transport.declare_queue(_wire.control_queue(), durable=False, auto_delete=True).result()
             transport.bind(control, config.abort_exchange).result()
@@ -185,10 +207,8 @@ class Scheduler:
             transport.consume(STATE_QUEUE, self._on_state).result()
         except BaseException:
             transport.close()
-            self._conn.close()
             raise
         transport.add_on_lost(self._on_lost)
-        self._conn._transport.add_on_lost(self._on_lost)
         log.info("scheduler %s standing by with %d schedule(s)", self.name, len(self.schedules))
 
     def stop(self) -> None:
@@ -200,8 +220,6 @@ class Scheduler:
         if self._transport is not None:
             self._idle.wait(10)
             self._transport.close()
-        if self._conn is not None:
-            self._conn.close()
         self._stopped.set()
 
     def run(self) -> int:
@@ -257,8 +275,11 @@ class Scheduler:
 
     def _end_leadership(self) -> None:
         self._leading = False
+        self._taking_over = False
         self._held = None
+        self._state = {}  # what is stored is in the queue; anything else was not
         self._published = None
+        self._stored = None
         self._busy = False
         self._idle.set()
         self._epoch += 1
@@ -276,36 +297,39 @@ class Scheduler:
     # The state (I/O thread)
 
     def _on_state(self, delivery: Delivery) -> None:
+        """A message of the state queue: a state, or a copy of a submission (see the top)."""
         transport = self._transport
         assert transport is not None
         if self._stopping:
             transport.reject(delivery.tag, requeue=True)
             return
-        seq, state = _parse_state(delivery.message)
-        self._seq = max(self._seq, seq)
-        newer = any(name not in self._state or when > self._state[name] for name, when in state.items())
-        for name, when in state.items():
+        seq, by, done = _parse(delivery.message)
+        if seq is not None:
+            self._seq = max(self._seq, seq)
+        for name, when in done.items():
             self._state[name] = max(when, self._state.get(name, when))
         if not self._leading:
-            self._leading = True
-            self._held = delivery
-            log.info("scheduler %s is leading (state %d)", self.name, seq)
-            self._tick(taking_over=True)
+            self._leading = self._taking_over = True
+            log.info("scheduler %s is leading (state %s)", self.name, seq)
+        elif by == self.name and seq == self._published:
+            self._held = delivery  # its own state came back: everything before it is read
+            self._tick()
             return
-        if seq == self._published or (self._published is not None and not newer):
-            if seq != self._published:  # a stale copy: the latest state is queued behind it
-                transport.ack(delivery.tag)
-                return
-            self._held = delivery
-            self._tick(taking_over=False)
+        elif self._stored is not None and all(
+            name in self._stored and when <= self._stored[name] for name, when in done.items()
+        ):
+            transport.ack(delivery.tag)  # a stored state behind it in the queue says as much
             return
-        self._held = delivery  # newer than this leader knew: publish the merged state
-        self._commit([])
+        self._held = delivery
+        self._commit([])  # store what it says behind it before acknowledging it
 
-    def _tick(self, *, taking_over: bool) -> None:
+    def _tick(self) -> None:
         """Fire what is due, or sleep until the next due time."""
         if self._stopping or not self._leading or self._busy or self._held is None:
             return
+        taking_over, self._taking_over = self._taking_over, False
+        if taking_over:
+            log.info("scheduler %s took over: its state is stored, firing from it", self.name)
         now = datetime.now(UTC)
         fires: list[tuple[Schedule, datetime]] = []
         changed = False
@@ -338,34 +362,36 @@ class Scheduler:
 
         def wake() -> None:
             if timer == self._timer:
-                self._tick(taking_over=False)
+                self._tick()
 
         self._transport.call_later(delay, wake)
 
     def _commit(self, fires: Sequence[tuple[Schedule, datetime]]) -> None:
-        """Submit ``fires``; once confirmed, publish the state; once that is confirmed, ack the
-        state held until then (and the broker delivers the new one)."""
-        assert self._conn is not None and self._transport is not None
+        """Submit ``fires`` (each with a copy to the state queue); once confirmed, publish the
+        state; once that is confirmed, ack the message held until then (and the broker
+        delivers the next one).
+
+        Everything goes out on the connection whose channel holds that message, and never again
+        on another (``replay=False``): a leader's connection that closes ends its leadership,
+        and nothing it sent after that reaches the broker (the broker processes a channel's
+        frames in order, the requeue of the held message last)."""
+        assert self._transport is not None
+        transport = self._transport
         self._busy = True
         self._idle.clear()
         epoch = self._epoch
         self._seq += 1
         seq = self._seq
         state = dict(self._state)
-        try:
-            confirms = [
-                self._conn._submit_with_id(
-                    schedule.task,
-                    schedule.args,
-                    task_id(schedule.name, due),
-                    {SCHEDULE_HEADER: schedule.name, DUE_HEADER: _wire.utc_iso(due)},
-                )
-                for schedule, due in fires
-            ]
-        except Exception as exc:
-            log.error("scheduler %s: cannot submit: %s", self.name, exc)
-            confirms = [_failed(exc)]
-        on_thread = self._transport.call_soon
+        confirms = []
+        for schedule, due in fires:
+            headers = {SCHEDULE_HEADER: schedule.name, DUE_HEADER: _wire.utc_iso(due), "BCC": [STATE_QUEUE]}
+            ident = task_id(schedule.name, due)
+            message = _wire.task_message(
+                schedule.task, ident, self._bodies[schedule.name], None, headers=headers
+            )
+            confirms.append(transport.publish("", schedule.task.queue, message, mandatory=True, replay=False))
+        on_thread = transport.call_soon
 
         def submitted() -> None:
             if epoch != self._epoch:
@@ -383,7 +409,8 @@ class Scheduler:
                 )
             self.fired += len(fires)
             assert self._transport is not None
-            published = self._transport.publish("", STATE_QUEUE, _state_message(seq, state), mandatory=True)
+            message = _state_message(seq, state, self.name)
+            published = self._transport.publish("", STATE_QUEUE, message, mandatory=True, replay=False)
             published.add_done_callback(lambda f: on_thread(lambda: stored(f)))
 
         def stored(published: Future[None]) -> None:
@@ -393,7 +420,7 @@ class Scheduler:
                 self._give_back(f"the state was not stored: {published.exception()}")
                 return
             assert self._transport is not None and self._held is not None
-            self._published = seq
+            self._published, self._stored = seq, state
             self._transport.ack(self._held.tag)
             self._held = None
             self._busy = False
@@ -449,28 +476,45 @@ def _pika_properties(message: Message) -> Any:
     )
 
 
-def _state_message(seq: int, state: Mapping[str, datetime]) -> Message:
-    body = {"seq": seq, "done_until": {name: _wire.utc_iso(when) for name, when in sorted(state.items())}}
+def _state_message(seq: int, state: Mapping[str, datetime], by: str = "") -> Message:
+    """A state: its sequence number, the scheduler that stored it, and the done-until times."""
+    done = {name: _wire.utc_iso(when) for name, when in sorted(state.items())}
+    body = {"seq": seq, "by": by, "done_until": done}
     return Message(body=json.dumps(body).encode(), type=STATE_TYPE, content_type=_wire.JSON, persistent=True)
 
 
-def _parse_state(message: Message) -> tuple[int, dict[str, datetime]]:
-    """The sequence number and done-until times of a state message; a malformed one counts as
-    empty (logged), so a bad message cannot stop the schedules."""
+def _parse(message: Message) -> tuple[int | None, str, dict[str, datetime]]:
+    """What a message of the state queue says is done: a state's sequence number, the scheduler
+    that stored it and its done-until times, or (None, "", {schedule: due}) for the copy of a
+    submission. A malformed one says nothing (logged), so a bad message cannot stop the
+    schedules."""
     try:
-        body = json.loads(message.body)
-        seq = int(body["seq"])
-        state = {str(k): datetime.fromisoformat(v).astimezone(UTC) for k, v in body["done_until"].items()}
+        if message.type == STATE_TYPE:
+            body = json.loads(message.body)
+            done = {str(k): datetime.fromisoformat(v).astimezone(UTC) for k, v in body["done_until"].items()}
+            return int(body["seq"]), str(body.get("by", "")), done
+        schedule, due = message.headers[SCHEDULE_HEADER], message.headers[DUE_HEADER]
+        return None, "", {_text(schedule): datetime.fromisoformat(_text(due)).astimezone(UTC)}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        log.error("ignoring a malformed state message in %s: %r (%s)", STATE_QUEUE, message.body[:200], exc)
-        return 0, {}
-    return seq, state
+        log.error("ignoring a malformed message in %s: %r (%s)", STATE_QUEUE, message.body[:200], exc)
+        return None, "", {}
 
 
-def _failed(error: BaseException) -> Future[None]:
-    future: Future[None] = Future()
-    future.set_exception(error)
-    return future
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _body(schedule: Schedule) -> bytes:
+    """The task message body of ``schedule``'s args.
+
+    Raises:
+        PayloadError: the args do not validate against the task's model.
+    """
+    try:
+        model: BaseModel = schedule.task.args.model_validate(schedule.args)
+        return model.model_dump_json().encode()
+    except ValidationError as exc:
+        raise PayloadError(schedule.task.name, f"schedule {schedule.name}: {_wire.describe(exc)}") from None
 
 
 def _when_all(futures: Sequence[Future[None]], then: Callable[[], None]) -> None:

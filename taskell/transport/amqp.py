@@ -204,7 +204,12 @@ class AmqpTransport(Transport):
         assert channel is not None
         self._topology.replay(_OnChannel(self, channel))
         for publish in self._confirms.restart():  # the broker may or may not have them
-            self._basic_publish(channel, publish)
+            if publish.replay:
+                self._basic_publish(channel, publish)
+            elif not publish.future.done():
+                publish.future.set_exception(
+                    BrokerUnavailable("the connection was lost before it was confirmed")
+                )
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
         self._channel = None
@@ -370,7 +375,9 @@ class AmqpTransport(Transport):
 
         return self._rpc(start)
 
-    def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
+    def publish(
+        self, exchange: str, routing_key: str, message: Message, *, mandatory: bool, replay: bool = True
+    ) -> Future[None]:
         future: Future[None] = Future()
         if self._lost is not None:
             future.set_exception(self._lost)
@@ -385,11 +392,15 @@ class AmqpTransport(Transport):
             headers=message.headers or None,
             priority=message.priority,
         )
-        publish = Publish(future, exchange, routing_key, message.body, properties, mandatory)
+        publish = Publish(future, exchange, routing_key, message.body, properties, mandatory, replay)
+        generation = self._generation if self._ready else -1  # the connection it may go out on
 
         def run() -> None:
             if self._channel is None:  # lost meanwhile: the outbox is drained once reconnected
                 future.set_exception(self._lost or BrokerUnavailable("channel is closed"))
+                return
+            if not replay and generation != self._generation:
+                future.set_exception(BrokerUnavailable("the connection was lost before it was sent"))
                 return
             try:
                 self._basic_publish(self._channel, publish)

@@ -57,9 +57,15 @@ class Transport(ABC):
         """Run ``fn`` on the transport's thread after ``delay`` seconds (call it on that thread)."""
 
     @abstractmethod
-    def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
+    def publish(
+        self, exchange: str, routing_key: str, message: Message, *, mandatory: bool, replay: bool = True
+    ) -> Future[None]:
         """Publish; the future resolves when the broker confirms, and fails if it refuses,
-        returns (unroutable with ``mandatory``) or the connection is lost."""
+        returns (unroutable with ``mandatory``) or the connection is lost. A publish not
+        confirmed when the connection drops is published again once reconnected, unless
+        ``replay`` is False: then it fails, and it is never sent on a connection other than
+        the one up when ``publish`` was called (the scheduler: nothing of a leadership that
+        ended may reach the broker later)."""
 
     @abstractmethod
     def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:

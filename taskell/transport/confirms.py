@@ -28,6 +28,7 @@ class Publish:
     body: bytes
     properties: Any
     mandatory: bool
+    replay: bool = True  # False: never published again on a new connection
 
     @property
     def message_id(self) -> str | None:

@@ -385,7 +385,9 @@ class MemoryTransport(Transport):
             future.set_exception(exc)
         return future
 
-    def publish(self, exchange: str, routing_key: str, message: Message, *, mandatory: bool) -> Future[None]:
+    def publish(
+        self, exchange: str, routing_key: str, message: Message, *, mandatory: bool, replay: bool = True
+    ) -> Future[None]:
         return self._now(lambda: self._broker.publish(exchange, routing_key, message, mandatory))
 
     def publish_delayed(self, queue: str, message: Message, delay: float) -> Future[None]:

@@ -1,5 +1,5 @@
 """What a scheduler fires from a schedule's done-until time: on time, and after an outage under
-each ``schedule_catch_up`` policy; task ids; the state message's round trip."""
+each ``schedule_catch_up`` policy; task ids; what a message of the state queue says is done."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import pytest
 
 import taskell
 from generated.demo import SQUARE
-from taskell.scheduler import CATCH_UP_LIMIT, _parse_state, _state_message, due_to_fire, task_id
+from taskell import _wire
+from taskell.scheduler import (
+    CATCH_UP_LIMIT,
+    DUE_HEADER,
+    SCHEDULE_HEADER,
+    _parse,
+    _state_message,
+    due_to_fire,
+    task_id,
+)
+from taskell.transport import Message
 
 T0 = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 EVERY_MINUTE = taskell.Schedule("m", SQUARE, {"x": 1}, every=60.0)
@@ -74,7 +84,14 @@ def test_task_ids_are_deterministic_per_schedule_and_due_time() -> None:
 
 def test_state_message_round_trip_and_malformed() -> None:
     state = {"m": T0, "h": T0 + timedelta(hours=1)}
-    assert _parse_state(_state_message(7, state)) == (7, state)
+    assert _parse(_state_message(7, state, "host:1:abc")) == (7, "host:1:abc", state)
     bad = _state_message(1, state)
     bad.body = b'{"seq": "x"}'
-    assert _parse_state(bad) == (0, {})
+    assert _parse(bad) == (None, "", {})
+
+
+def test_the_copy_of_a_submission_says_its_due_time_is_done() -> None:
+    headers = {SCHEDULE_HEADER: "m", DUE_HEADER: _wire.utc_iso(T0)}
+    copy = _wire.task_message(SQUARE, task_id("m", T0), b'{"x": 1}', None, headers=headers)
+    assert _parse(copy) == (None, "", {"m": T0})
+    assert _parse(Message(body=b"{}", type="demo.square")) == (None, "", {})  # no headers: nothing
