@@ -1,0 +1,289 @@
+"""Async execution: runs ``async def`` handlers (``AsyncHandlers``) on one event loop thread of
+the worker's own, up to ``parallelism`` tasks at once (tasks, not threads).
+
+Deliveries wait in the same priority buffer as on the thread pool (``_buffer``). Whenever a
+slot is free the loop takes the waiting delivery of highest priority and serves it in an
+asyncio task of its own: intake, handler, settling (the worker's ``take`` and ``end``, as on a
+pool thread). Nothing on that path blocks the loop: progress and replies are handed to the
+transport's thread as they are from pool threads.
+
+An abort (from the control thread) and the task's time limit (a timer on the loop) cancel the
+handler's coroutine: ``asyncio.CancelledError`` is raised at its next ``await``, so its
+``finally`` and ``async with`` blocks run. A handler that blocks the loop (``time.sleep``, long
+CPU work) stalls every task on it; a watchdog thread notices when the loop has not answered for
+``BLOCKED_AFTER`` seconds and logs which task holds it, and where.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from . import _wire
+from ._buffer import PriorityBuffer
+from ._intake import Run
+from ._running import AbortInterrupt, Progress, Running, TimeLimitInterrupt
+from .context import Context
+from .registry import Binding
+from .transport import Delivery, Transport
+
+__all__ = ["BLOCKED_AFTER", "AsyncExecution", "AsyncRunning"]
+
+log = logging.getLogger("taskell.worker")
+
+BLOCKED_AFTER = 0.25  # seconds the loop may not answer before the watchdog says so
+BEAT = 0.05  # seconds between two heartbeats of the loop (and two looks of the watchdog)
+
+Take = Callable[[Delivery], Run | None]
+End = Callable[[Delivery, Binding, str, bytes, Running], None]
+InternalError = Callable[[Delivery, Exception], None]
+
+
+class AsyncRunning(Running):
+    """A task on the event loop; ``abort()`` and ``time_out()`` (from any thread) cancel the
+    asyncio task awaiting its handler, as long as it still does."""
+
+    def __init__(
+        self,
+        binding: Binding,
+        ctx: Context[Any],
+        progress: Progress,
+        delivery: Delivery,
+        task: asyncio.Task[None],
+    ) -> None:
+        super().__init__(binding, ctx, progress, None, delivery)
+        self.task = task
+
+    def _stop(self, interrupt: type[BaseException]) -> None:
+        with self._lock:
+            if not self._in_handler or self.stopped_by is not None:
+                return
+            self.stopped_by = interrupt
+        with contextlib.suppress(RuntimeError):  # a closed loop: the worker stopped, nothing runs
+            self.task.get_loop().call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        # On the loop, so the handler is either still awaited or done with for good.
+        if self._in_handler:
+            self.task.cancel()
+
+    def leave_handler(self) -> None:
+        with self._lock:
+            self._in_handler = False
+
+
+class AsyncExecution:
+    """The worker's event loop thread, running up to ``parallelism`` async handlers at once.
+
+    Args:
+        transport: the task transport, which progress is sent on.
+        parallelism: tasks served at once.
+        running: the table of running tasks, filled here, read by others (abort, inspect, leases).
+        is_aborted: whether an abort for this task id was received.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        parallelism: int,
+        running: dict[str, Running],
+        is_aborted: Callable[[str], bool],
+    ) -> None:
+        self._transport = transport
+        self._parallelism = parallelism
+        self._running = running
+        self._is_aborted = is_aborted
+        self._buffer = PriorityBuffer()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="taskell-aio", daemon=True)
+        self._lock = threading.Lock()
+        self._pump_due = False  # a pump is scheduled on the loop (guarded by _lock)
+        self._active = 0  # deliveries being served (on the loop only)
+        self._closed = False
+        self._drained = threading.Event()  # closed, and nothing served or waiting any more
+        self._watchdog = LoopWatchdog(self._loop)
+        self._take: Take
+        self._end: End
+        self._internal_error: InternalError
+        self.requeue_aborted = False  # set when a graceful stop aborts what still runs
+
+    def start(self, take: Take, end: End, internal_error: InternalError) -> None:
+        """Start the loop thread. Each delivery goes to ``take`` (the intake: None when it was
+        settled without running), its handler runs, and ``end`` settles it; an unexpected
+        error in either goes to ``internal_error``."""
+        self._take, self._end, self._internal_error = take, end, internal_error
+        self._thread.start()
+        self._watchdog.start(self._thread)
+
+    def submit(self, delivery: Delivery) -> bool:
+        """Buffer ``delivery`` for the loop; False if it is stopping."""
+        if not self._buffer.put(delivery):
+            return False
+        with self._lock:  # one wake-up of the loop per batch of deliveries
+            if self._pump_due:
+                return True
+            self._pump_due = True
+        self._loop.call_soon_threadsafe(self._pump)
+        return True
+
+    def stop(self, timeout: float | None) -> None:
+        """Take no more work; deliveries still buffered go to ``take`` at once (the worker
+        requeues them), running tasks may finish. Tasks still running after ``timeout``
+        seconds (None: no limit) are aborted (cancelled), with ``requeue_aborted`` set. Then
+        stop the loop."""
+        self._buffer.close()
+        self._closed = True
+        self._loop.call_soon_threadsafe(self._pump)
+        if not self._drained.wait(timeout):  # the grace period is over
+            self.requeue_aborted = True
+            for running in list(self._running.values()):
+                running.abort()
+            self._drained.wait(10)
+        self._watchdog.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    def _pump(self) -> None:
+        """Serve waiting deliveries, highest priority first, while slots are free (on the loop)."""
+        with self._lock:
+            self._pump_due = False
+        # Once closed, every delivery left is taken at once: the worker only requeues them.
+        while self._active < self._parallelism or self._closed:
+            delivery = self._buffer.pop()
+            if delivery is None:
+                break
+            self._active += 1
+            self._loop.create_task(self._serve(delivery))
+        if self._closed and self._active == 0:
+            self._drained.set()
+
+    async def _serve(self, delivery: Delivery) -> None:
+        try:
+            run = self._take(delivery)
+            if run is not None:
+                kind, body, running = await self._run(run.binding, run.args, delivery)
+                self._end(delivery, run.binding, kind, body, running)
+        except Exception as exc:  # never lose a slot; the worker settles the delivery
+            self._internal_error(delivery, exc)
+        finally:
+            self._active -= 1
+            self._pump()
+
+    async def _run(self, binding: Binding, args: Any, delivery: Delivery) -> tuple[str, bytes, Running]:
+        """Run the task's handler in this asyncio task; its final reply (kind, body) and the
+        ``Running`` it was while it ran."""
+        message = delivery.message
+        task_id = message.message_id or ""
+        spec = binding.spec
+        progress = Progress(self._transport, binding, task_id, message.reply_to, encoded=False)
+        ctx: Context[Any] = Context(
+            task_id,
+            progress,
+            redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
+            attempt=_wire.attempt_of(message),
+            logger=logging.getLogger(f"taskell.task.{spec.name}"),
+        )
+        task = asyncio.current_task()
+        assert task is not None
+        task.set_name(f"{spec.name} [{task_id}]")  # what the watchdog names
+        running = AsyncRunning(binding, ctx, progress, delivery, task)
+        self._running[task_id] = running
+        if self._is_aborted(task_id):  # an abort that came after the intake's check
+            ctx._aborted.set()
+        try:
+            kind, body = await self._run_handler(running, args)
+        finally:
+            del self._running[task_id]
+        return kind, body, running
+
+    async def _run_handler(self, running: AsyncRunning, args: Any) -> tuple[str, bytes]:
+        spec = running.binding.spec
+        limit = spec.time_limit
+        timer = None if limit is None else self._loop.call_later(limit, running.time_out)
+        try:
+            try:
+                if running.ctx.aborted:
+                    return _wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted while running")
+                value = await running.binding.run(running.ctx, args)
+            finally:
+                running.leave_handler()
+                if timer is not None:
+                    timer.cancel()
+        except asyncio.CancelledError as exc:
+            if running.stopped_by is None:  # not cancelled by taskell: the handler's own doing
+                return _wire.FAILED, _wire.error_body(
+                    _wire.type_name(type(exc)), str(exc) or "cancelled", traceback.format_exc()
+                )
+            running.task.uncancel()  # handled here: the task goes on to settle
+            if running.stopped_by is TimeLimitInterrupt:
+                assert limit is not None
+                return _wire.FAILED, _wire.time_limit_body(limit, traceback.format_exc())
+            assert running.stopped_by is AbortInterrupt
+            return _wire.ABORTED, _wire.error_body(_wire.TASK_ABORTED, "aborted while running (cancelled)")
+        except Exception as exc:
+            return _wire.FAILED, _wire.failure_body(spec, exc, traceback.format_exc())
+        return _wire.encode_result(spec, value)
+
+
+class LoopWatchdog:
+    """Says when the event loop is blocked: the loop beats every ``BEAT`` seconds; a thread
+    looks as often and, once no beat came for ``BLOCKED_AFTER`` seconds, logs the task running
+    on the loop and where it is (once per stall), then how long the stall lasted."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._last_beat = time.monotonic()
+        self._stopped = threading.Event()
+        self._loop_thread: threading.Thread | None = None
+
+    def start(self, loop_thread: threading.Thread) -> None:
+        self._loop_thread = loop_thread
+        self._loop.call_soon_threadsafe(self._beat)
+        threading.Thread(target=self._watch, name="taskell-aio-watchdog", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _beat(self) -> None:  # on the loop
+        self._last_beat = time.monotonic()
+        if not self._stopped.is_set():
+            self._loop.call_later(BEAT, self._beat)
+
+    def _watch(self) -> None:
+        stall: tuple[float, str] | None = None  # (since, culprit) of the stall being logged
+        while not self._stopped.wait(BEAT):
+            last = self._last_beat
+            silent = time.monotonic() - last - BEAT  # a beat is due every BEAT seconds
+            if stall is None and silent >= BLOCKED_AFTER:
+                culprit = self._culprit()
+                stall = (last, culprit)
+                log.warning(
+                    "event loop blocked for %.2f s by %s: an async handler must not block "
+                    "(await instead, or move blocking work to a thread with asyncio.to_thread); "
+                    "it is at:\n%s",
+                    silent,
+                    culprit,
+                    self._where(),
+                )
+            elif stall is not None and last > stall[0]:  # it answered again
+                log.warning("event loop was blocked for %.2f s by %s", last - stall[0] - BEAT, stall[1])
+                stall = None
+
+    def _culprit(self) -> str:
+        task = asyncio.current_task(self._loop)  # read from this thread: a name, nothing more
+        return "a callback (no task)" if task is None else f"task {task.get_name()}"
+
+    def _where(self) -> str:
+        assert self._loop_thread is not None
+        frame = sys._current_frames().get(self._loop_thread.ident or 0)
+        return "(unknown)" if frame is None else "".join(traceback.format_stack(frame, limit=6))
