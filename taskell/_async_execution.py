@@ -38,8 +38,10 @@ __all__ = ["BLOCKED_AFTER", "AsyncExecution", "AsyncRunning"]
 
 log = logging.getLogger("taskell.worker")
 
-BLOCKED_AFTER = 0.25  # seconds the loop may not answer before the watchdog says so
+BLOCKED_AFTER = 0.25  # seconds one task may hold the loop before the watchdog names it
+LAGGING_AFTER = 1.0  # seconds the loop may fall behind, busy with many tasks, before it says so
 BEAT = 0.05  # seconds between two heartbeats of the loop (and two looks of the watchdog)
+START_BATCH = 32  # tasks started per turn of the loop, so a burst of deliveries never hogs it
 
 Take = Callable[[Delivery], Run | None]
 End = Callable[[Delivery, Binding, str, bytes, Running], None]
@@ -127,11 +129,7 @@ class AsyncExecution:
         """Buffer ``delivery`` for the loop; False if it is stopping."""
         if not self._buffer.put(delivery):
             return False
-        with self._lock:  # one wake-up of the loop per batch of deliveries
-            if self._pump_due:
-                return True
-            self._pump_due = True
-        self._loop.call_soon_threadsafe(self._pump)
+        self._wake()
         return True
 
     def stop(self, timeout: float | None) -> None:
@@ -154,18 +152,34 @@ class AsyncExecution:
             self._loop.close()
 
     def _pump(self) -> None:
-        """Serve waiting deliveries, highest priority first, while slots are free (on the loop)."""
+        """Serve waiting deliveries, highest priority first, while slots are free (on the loop).
+
+        At most ``START_BATCH`` per call: the first step of each task (intake, start of the
+        handler) runs in the same turn of the loop, and a burst of a thousand deliveries would
+        make every running handler wait for all of them. The rest follow in the next turn."""
         with self._lock:
             self._pump_due = False
-        # Once closed, every delivery left is taken at once: the worker only requeues them.
-        while self._active < self._parallelism or self._closed:
+        # Once closed, every delivery left is taken: the worker only requeues them.
+        for _ in range(START_BATCH):
+            if self._active >= self._parallelism and not self._closed:
+                break
             delivery = self._buffer.pop()
             if delivery is None:
                 break
             self._active += 1
             self._loop.create_task(self._serve(delivery))
+        else:
+            self._wake()  # the batch is full: there may be more
         if self._closed and self._active == 0:
             self._drained.set()
+
+    def _wake(self) -> None:
+        """Have the loop pump (once for any number of calls until it does)."""
+        with self._lock:
+            if self._pump_due:
+                return
+            self._pump_due = True
+        self._loop.call_soon_threadsafe(self._pump)
 
     async def _serve(self, delivery: Delivery) -> None:
         try:
@@ -236,9 +250,12 @@ class AsyncExecution:
 
 
 class LoopWatchdog:
-    """Says when the event loop is blocked: the loop beats every ``BEAT`` seconds; a thread
-    looks as often and, once no beat came for ``BLOCKED_AFTER`` seconds, logs the task running
-    on the loop and where it is (once per stall), then how long the stall lasted."""
+    """Says when the event loop is blocked. The loop beats every ``BEAT`` seconds; a thread
+    looks as often. When beats are overdue and the same asyncio task was running on the loop
+    at every look for ``BLOCKED_AFTER`` seconds, that task blocks the loop: it is logged with
+    where it is, once per stall, and so is how long the stall lasted. Overdue beats with a
+    different task at each look are a loop busy with many tasks' steps, not a blocked one:
+    logged only from ``LAGGING_AFTER`` seconds, naming no task."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -260,28 +277,37 @@ class LoopWatchdog:
             self._loop.call_later(BEAT, self._beat)
 
     def _watch(self) -> None:
-        stall: tuple[float, str] | None = None  # (since, culprit) of the stall being logged
+        holder: asyncio.Task[Any] | None = None  # the task seen at every look since held_since
+        held_since = 0.0
+        stall: tuple[float, str] | None = None  # (last beat, culprit) of the stall logged
         while not self._stopped.wait(BEAT):
-            last = self._last_beat
-            silent = time.monotonic() - last - BEAT  # a beat is due every BEAT seconds
-            if stall is None and silent >= BLOCKED_AFTER:
-                culprit = self._culprit()
-                stall = (last, culprit)
+            now, last = time.monotonic(), self._last_beat
+            if stall is not None:
+                if last > stall[0]:  # it turned again
+                    log.warning("event loop was blocked for %.2f s by %s", last - stall[0] - BEAT, stall[1])
+                    stall = None
+                continue
+            overdue = now - last - BEAT
+            task = asyncio.current_task(self._loop) if overdue > 0 else None  # read only: a name
+            if task is None or task is not holder:
+                holder, held_since = task, now
+            if holder is not None and now - held_since >= BLOCKED_AFTER:
+                stall = (last, f"task {holder.get_name()}")
                 log.warning(
                     "event loop blocked for %.2f s by %s: an async handler must not block "
-                    "(await instead, or move blocking work to a thread with asyncio.to_thread); "
+                    "(await instead, or run blocking work in a thread with asyncio.to_thread); "
                     "it is at:\n%s",
-                    silent,
-                    culprit,
+                    overdue,
+                    stall[1],
                     self._where(),
                 )
-            elif stall is not None and last > stall[0]:  # it answered again
-                log.warning("event loop was blocked for %.2f s by %s", last - stall[0] - BEAT, stall[1])
-                stall = None
-
-    def _culprit(self) -> str:
-        task = asyncio.current_task(self._loop)  # read from this thread: a name, nothing more
-        return "a callback (no task)" if task is None else f"task {task.get_name()}"
+            elif overdue >= LAGGING_AFTER:
+                stall = (last, "many tasks at once")
+                log.warning(
+                    "event loop lagging %.2f s behind, busy with many tasks at once (none holds it "
+                    "long): lower parallelism, or move CPU work to threads",
+                    overdue,
+                )
 
     def _where(self) -> str:
         assert self._loop_thread is not None
