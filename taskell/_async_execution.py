@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import selectors
 import sys
 import threading
 import time
@@ -104,10 +105,11 @@ class AsyncExecution:
         self._running = running
         self._is_aborted = is_aborted
         self._buffer = PriorityBuffer()
-        self._loop = asyncio.new_event_loop()
+        self._loop = asyncio.SelectorEventLoop(_Selector(self._before_wait, self._after_wait))
         self._thread = threading.Thread(target=self._loop.run_forever, name="taskell-aio", daemon=True)
         self._lock = threading.Lock()
         self._pump_due = False  # a pump is scheduled on the loop (guarded by _lock)
+        self._waiting = False  # the loop waits for I/O (or is about to): a delivery must wake it
         self._active = 0  # deliveries being served (on the loop only)
         self._closed = False
         self._drained = threading.Event()  # closed, and nothing served or waiting any more
@@ -129,7 +131,8 @@ class AsyncExecution:
         """Buffer ``delivery`` for the loop; False if it is stopping."""
         if not self._buffer.put(delivery):
             return False
-        self._wake()
+        if self._waiting:  # else the loop is busy and pumps at its next turn, unprompted
+            self._wake()
         return True
 
     def stop(self, timeout: float | None) -> None:
@@ -168,10 +171,20 @@ class AsyncExecution:
                 break
             self._active += 1
             self._loop.create_task(self._serve(delivery))
-        else:
-            self._wake()  # the batch is full: there may be more
         if self._closed and self._active == 0:
             self._drained.set()
+
+    def _before_wait(self, timeout: float | None) -> float | None:
+        """The loop is about to wait ``timeout`` s for I/O: not at all if deliveries wait for
+        a free slot (the next turn pumps them), else from now on a delivery wakes it."""
+        self._waiting = True
+        if len(self._buffer) and (self._active < self._parallelism or self._closed):
+            return 0
+        return timeout
+
+    def _after_wait(self) -> None:
+        self._waiting = False
+        self._pump()
 
     def _wake(self) -> None:
         """Have the loop pump (once for any number of calls until it does)."""
@@ -247,6 +260,27 @@ class AsyncExecution:
         except Exception as exc:
             return _wire.FAILED, _wire.failure_body(spec, exc, traceback.format_exc())
         return _wire.encode_result(spec, value)
+
+
+class _Selector(selectors.DefaultSelector):
+    """The loop's selector, telling the execution when the loop waits for I/O. Waking the loop
+    costs the waking thread a system call, and with it the GIL until the busy loop thread lets
+    go of it (up to the 5 ms switch interval): the I/O thread receiving deliveries wakes it
+    only while it waits, and a busy loop takes new deliveries at each turn."""
+
+    def __init__(
+        self, before_wait: Callable[[float | None], float | None], after_wait: Callable[[], None]
+    ) -> None:
+        super().__init__()
+        self._before_wait = before_wait
+        self._after_wait = after_wait
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        timeout = self._before_wait(timeout)
+        try:
+            return super().select(timeout)
+        finally:
+            self._after_wait()
 
 
 class LoopWatchdog:
