@@ -142,6 +142,9 @@ class AsyncExecution:
         stop the loop."""
         self._buffer.close()
         self._closed = True
+        if not self._thread.is_alive():  # never started (the worker's start failed)
+            self._loop.close()
+            return
         self._loop.call_soon_threadsafe(self._pump)
         if not self._drained.wait(timeout):  # the grace period is over
             self.requeue_aborted = True

@@ -71,7 +71,7 @@ class Worker:
 
     A registry of ``async def`` handlers (``AsyncHandlers``) runs them on an event loop of the
     worker's own, ``parallelism`` tasks at once; one of ``def`` handlers runs them on
-    ``parallelism`` pool threads (or child processes).
+    ``parallelism`` pool threads (or child processes). ``worker.is_async`` says which.
 
     Raises:
         ConfigError: a task declares a priority but ``queue_type`` is ``"quorum"``; or the
