@@ -95,6 +95,9 @@ def test_async_handlers_give_results_progress_typed_errors_and_retries(
     flaky = client.book(order=order(FLAKY_PAYMENTS))  # attempt 1: Unavailable, retried by the schema
     assert flaky.result(timeout=RESULT_TIMEOUT).total == decimal.Decimal(10)
     assert [r.attempt for r in flaky.retries] == [1]
+    assert client.total(parts=[client.square(x=3), 4]).result(timeout=RESULT_TIMEOUT) == 13  # a dependency
+    with pytest.raises(taskell.DependencyFailed):
+        client.total(parts=[4], after=[client.fail()]).result(timeout=RESULT_TIMEOUT)
 
 
 def test_parallelism_n_runs_n_tasks_at_once_and_not_more(
@@ -284,7 +287,7 @@ def test_waiting_tasks_start_highest_priority_first(
     assert started == [-1, *sorted(range(len(priorities)), key=lambda n: (-(priorities[n] or 0), n))]
 
 
-def test_bad_args_are_dead_lettered_and_an_aborted_task_never_starts(
+def test_intake_decisions_bad_args_expired_and_aborted_before_start(
     conn: taskell.Connection, config: taskell.Config, amqp: Any
 ) -> None:
     ran: list[int] = []
@@ -293,6 +296,9 @@ def test_bad_args_are_dead_lettered_and_an_aborted_task_never_starts(
         ran.append(args.x)
         return args.x * args.x
 
+    expiring = conn.options(expires=0.2).submit(SQUARE, {"x": 1})  # no worker yet: it expires queued
+    conn.flush(10)
+    time.sleep(0.5)
     queue = amqp.queue_declare("", exclusive=True).method.queue
     with serve(config, (SQUARE, recorded), parallelism=2):
         message_id = str(uuid.uuid4())
@@ -320,6 +326,8 @@ def test_bad_args_are_dead_lettered_and_an_aborted_task_never_starts(
             assert delayed.abort()
             with pytest.raises(taskell.TaskAborted):
                 delayed.result(timeout=RESULT_TIMEOUT)
+        with pytest.raises(taskell.TaskExpired):
+            expiring.result(timeout=RESULT_TIMEOUT)
         assert conn.submit(SQUARE, {"x": 4}).result(timeout=RESULT_TIMEOUT) == 16
     assert ran == [4]
 
