@@ -2,8 +2,8 @@
 
 A worker whose registry holds ``async def`` handlers runs them on an event loop of its own, up
 to ``parallelism`` at once, and keeps every guarantee of the thread pool: results, progress,
-typed errors, retries, priorities, dead letters, leases, redelivery after a SIGKILL and the
-graceful stop. An abort and the time limit cancel the handler (``asyncio.CancelledError`` at
+typed errors, retries, dependencies, priorities, expiry, dead letters, leases, redelivery after
+a SIGKILL and the graceful stop; sync and async workers serve the same queue. An abort and the time limit cancel the handler (``asyncio.CancelledError`` at
 its next ``await``, its ``finally`` runs); a handler that blocks the loop is logged.
 """
 
