@@ -278,7 +278,7 @@ def prepare(schema: Schema, header: Header) -> Views:
         + [e.model for e in errors]
         + [v.args_model for v in tasks]
         + [v.spec for v in tasks]
-        + ["Client", "Handlers", "SCHEDULES", "registry"]
+        + ["AsyncHandlers", "Client", "Handlers", "SCHEDULES", "registry"]
     )
     # Absolute imports first, then the relative one; each group sorted.
     imports = {

@@ -27,7 +27,8 @@ def priority_of(delivery: Delivery) -> int:
 
 
 class PriorityBuffer:
-    """A blocking buffer of deliveries: ``put`` from the I/O thread, ``get`` from pool threads."""
+    """A blocking buffer of deliveries: ``put`` from the I/O thread, ``get`` from pool threads
+    (``pop`` from an async worker's event loop)."""
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, Delivery]] = []
@@ -54,6 +55,11 @@ class PriorityBuffer:
                     return None
                 self._ready.wait()
             return heapq.heappop(self._heap)[2]
+
+    def pop(self) -> Delivery | None:
+        """Like ``get``, but None at once when no delivery waits (for the event loop)."""
+        with self._ready:
+            return heapq.heappop(self._heap)[2] if self._heap else None
 
     def close(self) -> None:
         """Take no more deliveries; ``get`` still hands out those waiting, then returns None."""

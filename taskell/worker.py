@@ -11,6 +11,8 @@ through the worker's parts, each in a module of its own:
 - ``_intake``: the checks a delivered task passes, as one decision (run, dead-letter, ...);
 - ``_execution``: the pool threads, running handlers in-thread or in child processes, taking
   waiting tasks highest priority first (``_buffer``) and enforcing time limits;
+- ``_async_execution``: the same for ``async def`` handlers, on an event loop of the worker's
+  own;
 - ``_retry``: whether a failed attempt runs again (the task's retry policy), and when;
 - ``_settle``: reply, confirm, outcome event, then ack (and the lease hand-off);
 - ``_control``: abort and inspect requests, and the ids they remember.
@@ -31,6 +33,7 @@ from typing import Any
 
 from . import _wire
 from ._abort_log import AbortLog
+from ._async_execution import AsyncExecution
 from ._control import Control
 from ._execution import Execution
 from ._intake import DeadLetter, Finish, Hold, Intake, Recount, Run
@@ -40,8 +43,8 @@ from ._running import Running, json_form
 from ._settle import Settler
 from .config import PREFETCH_PER_SLOT, Config
 from .context import NOTHING
-from .errors import BrokerUnavailable
-from .registry import Registry
+from .errors import BrokerUnavailable, ConfigError
+from .registry import Binding, Registry
 from .transport import Delivery, Transport, open_transport
 
 __all__ = ["Worker"]
@@ -66,8 +69,14 @@ class Worker:
         queues: replaces the configured queues (``--queue``).
         parallelism: replaces the configured parallelism (``--parallelism``).
 
+    A registry of ``async def`` handlers (``AsyncHandlers``) runs them on an event loop of the
+    worker's own, ``parallelism`` tasks at once; one of ``def`` handlers runs them on
+    ``parallelism`` pool threads (or child processes). ``worker.is_async`` says which.
+
     Raises:
-        ConfigError: a task declares a priority but ``queue_type`` is ``"quorum"``.
+        ConfigError: a task declares a priority but ``queue_type`` is ``"quorum"``; or the
+            registry mixes async and sync handlers; or it has async handlers and ``pool`` is
+            ``"process"``.
     """
 
     def __init__(
@@ -87,7 +96,7 @@ class Worker:
         self._control_transport: Transport
         self._abort_log: AbortLog | None = None
         self._settle: Settler
-        self._execution: Execution | None = None
+        self._execution: Execution | AsyncExecution | None = None
         self._joiner: Joiner | None = None
         self._running: dict[str, Running] = {}  # filled by execution; read by control and leases
         self._control = Control(self.name, self._running, self.status)
@@ -98,6 +107,7 @@ class Worker:
         self._lost: BaseException | None = None  # why the broker connection was lost for good
         if not self.queues:
             raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
+        self.is_async = _is_async(registry, self.config)
         # Arguments of each queue; one that a registered task asks priorities for gets them,
         # and a queue type that cannot have them is refused here, before connecting.
         prioritized = {b.spec.queue for b in registry if b.spec.queue_priorities}
@@ -128,14 +138,22 @@ class Worker:
             raise
         transport, control = self._transport, self._control_transport
         self._settle = Settler(transport, config)
-        self._execution = Execution(
-            self.registry,
-            transport,
-            config,
-            parallelism=self.parallelism,
-            running=self._running,
-            is_aborted=self._control.is_aborted,
-        )
+        if self.is_async:
+            self._execution = AsyncExecution(
+                transport,
+                parallelism=self.parallelism,
+                running=self._running,
+                is_aborted=self._control.is_aborted,
+            )
+        else:
+            self._execution = Execution(
+                self.registry,
+                transport,
+                config,
+                parallelism=self.parallelism,
+                running=self._running,
+                is_aborted=self._control.is_aborted,
+            )
         try:
             transport.declare_queue(
                 config.dead_letter_queue, durable=True, arguments=_wire.dead_letter_queue_arguments(config)
@@ -156,7 +174,10 @@ class Worker:
             self._joiner = self._control.joiner = Joiner(control, config, self._control.is_aborted)
             self._joiner.start()
             control.add_on_reconnect(self._joiner.reset)
-            self._execution.start(self._execute)
+            if isinstance(self._execution, AsyncExecution):
+                self._execution.start(self._take, self._end, self._internal_error)
+            else:
+                self._execution.start(self._execute)
             # One limit for the whole channel, so a worker on several queues holds at most
             # `prefetch` tasks; quorum queues only support a limit per consumer.
             per_consumer = config.queue_type == "quorum"
@@ -174,7 +195,13 @@ class Worker:
             raise
         transport.add_on_lost(self._on_lost)
         control.add_on_lost(self._on_lost)
-        log.info("worker %s consuming %s with parallelism %d", self.name, self.queues, self.parallelism)
+        log.info(
+            "worker %s consuming %s with parallelism %d%s",
+            self.name,
+            self.queues,
+            self.parallelism,
+            " (async handlers, on an event loop)" if self.is_async else "",
+        )
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking tasks, let running ones finish, then disconnect.
@@ -269,23 +296,30 @@ class Worker:
         self._settle.requeue(delivery)
 
     def _execute(self, delivery: Delivery) -> None:
+        """Serve ``delivery`` on a pool thread: intake, handler, settling."""
         try:
-            self._execute_unguarded(delivery)
+            run = self._take(delivery)
+            if run is not None:
+                assert isinstance(self._execution, Execution)
+                kind, body, running = self._execution.run(run.binding, run.args, delivery)
+                self._end(delivery, run.binding, kind, body, running)
         except Exception as exc:
-            # Never lose a task to a bug here, and never loop on it: requeue it once, then
-            # dead-letter it with the reason.
-            log.exception("internal error on delivery %s", delivery.message.message_id)
-            if delivery.redelivered:
-                self._settle.dead_letter(delivery, f"internal error: {type(exc).__name__}: {exc}")
-            else:
-                self._settle.requeue(delivery)
+            self._internal_error(delivery, exc)
 
-    def _execute_unguarded(self, delivery: Delivery) -> None:
-        """Intake decides, execution runs, settling ends the delivery."""
-        assert self._execution is not None
+    def _internal_error(self, delivery: Delivery, exc: Exception) -> None:
+        # Never lose a task to a bug here, and never loop on it: requeue it once, then
+        # dead-letter it with the reason.
+        log.error("internal error on delivery %s", delivery.message.message_id, exc_info=exc)
+        if delivery.redelivered:
+            self._settle.dead_letter(delivery, f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self._settle.requeue(delivery)
+
+    def _take(self, delivery: Delivery) -> Run | None:
+        """Intake decides: a task that runs is returned, anything else is settled here."""
         if self._stopping:
             self._settle.requeue(delivery)
-            return
+            return None
         match self._intake.check(delivery):
             case DeadLetter(reason):
                 self._settle.dead_letter(delivery, reason)
@@ -295,16 +329,38 @@ class Worker:
                 self._settle.hold(delivery, delay)
             case Recount(copy):
                 self._settle.replace(delivery, copy)
-            case Run(binding, args):
-                kind, body, running = self._execution.run(binding, args, delivery)
-                if kind == _wire.ABORTED and self._execution.requeue_aborted:  # a graceful stop's end
-                    self._settle.requeue(delivery)
-                    return
-                retry = (
-                    None if running.ctx.aborted else retry_of(binding.spec, kind, body, running.ctx.attempt)
-                )
-                if retry is not None:
-                    self._settle.retry(delivery, retry, running)
-                    return
-                self._control.finished.add(running.ctx.task_id)
-                self._settle.finish(delivery, kind, body, running)
+            case Run() as run:
+                return run
+        return None
+
+    def _end(self, delivery: Delivery, binding: Binding, kind: str, body: bytes, running: Running) -> None:
+        """Settle a task whose handler ran, with its final reply ``kind``/``body``."""
+        assert self._execution is not None
+        if kind == _wire.ABORTED and self._execution.requeue_aborted:  # a graceful stop's end
+            self._settle.requeue(delivery)
+            return
+        retry = None if running.ctx.aborted else retry_of(binding.spec, kind, body, running.ctx.attempt)
+        if retry is not None:
+            self._settle.retry(delivery, retry, running)
+            return
+        self._control.finished.add(running.ctx.task_id)
+        self._settle.finish(delivery, kind, body, running)
+
+
+def _is_async(registry: Registry, config: Config) -> bool:
+    """Whether the worker runs ``registry`` on an event loop (its handlers are async)."""
+    kinds = {binding.is_async for binding in registry}
+    if kinds == {True, False}:
+        names = {k: ", ".join(b.spec.name for b in registry if b.is_async == k) for k in kinds}
+        raise ConfigError(
+            "registry",
+            f"a worker runs either async handlers or sync ones, not both: async {names[True]}; "
+            f"sync {names[False]} (run two workers)",
+        )
+    if kinds == {True} and config.pool == "process":
+        raise ConfigError(
+            "pool",
+            '"process" runs sync handlers in child processes; async handlers run on the '
+            'worker\'s event loop: use pool = "thread" (the default) with AsyncHandlers',
+        )
+    return kinds == {True}

@@ -1,9 +1,12 @@
-"""Worker faults: SIGKILL every second under load, and SIGTERM (graceful stop) under load."""
+"""Worker faults: SIGKILL every second under load, and SIGTERM (graceful stop) under load; each
+with workers of sync handlers (thread pool) and of async handlers (event loop)."""
 
 from __future__ import annotations
 
 import signal
 import time
+
+import pytest
 
 import taskell
 from generated.demo import Client
@@ -22,13 +25,15 @@ from tests.faults._support import (
 
 KILL_PERIOD = 1.0  # seconds between SIGKILLs
 SLEEP = 0.03  # seconds per task: kills land mid-task, and the run outlasts a few kills
+KINDS = {"sync": {}, "async": {"FAULT_ASYNC": "1"}}  # the handlers fault_worker.py serves
 
 
-def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigkill_every_second(vhost: str, workers: MakeWorkers, kind: str) -> None:
     """Two workers; one is SIGKILLed and restarted every second until the run is done:
     every task gets its correct result (killed tasks are redelivered)."""
     n = task_count()
-    group = workers(worker_env([vhost], parallelism=4), sleep=SLEEP)
+    group = workers(worker_env([vhost], parallelism=4) | KINDS[kind], sleep=SLEEP)
     steady, victim = group.spawn("steady"), group.spawn("victim")
     steady.wait_ready()
     victim.wait_ready()
@@ -54,7 +59,7 @@ def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
         seconds = time.monotonic() - started
     counts = group.executions()
     report = Report(
-        fault="worker SIGKILLed + restarted every second",
+        fault=f"worker SIGKILLed + restarted every second ({kind} handlers)",
         load=f"{n} tasks, 2 workers x parallelism 4",
         submitted=n,
         lost=outcome.not_ok,
@@ -76,11 +81,12 @@ def test_sigkill_every_second(vhost: str, workers: MakeWorkers) -> None:
         assert steady.popen.poll() is None, "the steady worker died"
 
 
-def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_sigterm_under_load(vhost: str, workers: MakeWorkers, kind: str) -> None:
     """SIGTERM a worker mid-run: it finishes its running tasks and exits 0; the others (and
     its restarted self) do the rest; nothing is lost."""
     n = task_count()
-    group = workers(worker_env([vhost], parallelism=4), sleep=0.005)
+    group = workers(worker_env([vhost], parallelism=4) | KINDS[kind], sleep=0.005)
     first, other = group.spawn("first"), group.spawn("other")
     first.wait_ready()
     other.wait_ready()
@@ -99,7 +105,7 @@ def test_sigterm_under_load(vhost: str, workers: MakeWorkers) -> None:
     counts = group.executions()
     by_first = sum(1 for line in group.exec_log.read_text().splitlines() if line.endswith(f" {first.pid}"))
     report = Report(
-        fault="SIGTERM (graceful stop) of a worker under load",
+        fault=f"SIGTERM (graceful stop) of a worker under load ({kind} handlers)",
         load=f"{n} tasks, 2 workers x parallelism 4, then a restarted one",
         submitted=n,
         lost=outcome.not_ok,

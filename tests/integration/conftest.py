@@ -14,9 +14,9 @@ Fixtures:
                     parallelism 4, running in the background (``with Worker(...)``).
     start_worker    factory: ``start_worker(parallelism=1, impl=None)`` starts another
                     in-process worker, stopped at teardown.
-    spawn_worker    factory: ``spawn_worker(parallelism=1)`` starts ``taskell worker
-                    examples.worker:handlers`` as a subprocess and returns once it consumes;
-                    each is stopped by its PID at teardown.
+    spawn_worker    factory: ``spawn_worker(parallelism=1, target=...)`` starts ``taskell
+                    worker examples.worker:handlers`` (or ``target``) as a subprocess and
+                    returns once it consumes; each is stopped by its PID at teardown.
     taskell_cli     runs the ``taskell`` command line (bounded) against the test broker.
 """
 
@@ -128,15 +128,16 @@ def worker(start_worker: StartWorker) -> taskell.Worker:
 
 @pytest.fixture
 def spawn_worker(config: taskell.Config, tmp_path: Path) -> Iterator[SpawnWorker]:
-    """``spawn_worker(parallelism=1)``: ``taskell worker examples.worker:handlers`` in a subprocess,
-    returned once it answers ``inspect`` (so it consumes); stopped by its PID at teardown."""
+    """``spawn_worker(parallelism=1, target="examples.worker:handlers")``: ``taskell worker
+    TARGET`` in a subprocess, returned once it answers ``inspect`` (so it consumes); stopped by
+    its PID at teardown."""
     procs: list[subprocess.Popen[bytes]] = []
 
-    def spawn(parallelism: int = 1) -> subprocess.Popen[bytes]:
+    def spawn(parallelism: int = 1, target: str = "examples.worker:handlers") -> subprocess.Popen[bytes]:
         log_path = tmp_path / f"worker-{len(procs)}.log"
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(
-                [TASKELL, "worker", "examples.worker:handlers", "--parallelism", str(parallelism)],
+                [TASKELL, "worker", target, "--parallelism", str(parallelism)],
                 cwd=ROOT,
                 env=cli_env(URL),
                 stdout=log,

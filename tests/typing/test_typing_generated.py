@@ -21,7 +21,7 @@ import decimal
 import uuid
 from collections.abc import Sequence
 import taskell
-from generated.demo import Client, Color, Handlers, Image, registry
+from generated.demo import AsyncHandlers, Client, Color, Handlers, Image, registry
 from generated.demo import models
 
 def conn() -> taskell.Connection:
@@ -152,6 +152,39 @@ WORKER_SNIPPETS = {
     "worker_missing_task": GOOD_IMPL.replace("    def fail(", "    def fial(")
     + "\nregistry(Impl())  # E: arg-type\n",
 }
+
+GOOD_ASYNC_IMPL = GOOD_IMPL.replace("    def ", "    async def ").replace("class Impl:", "class AsyncImpl:")
+
+ASYNC_WORKER_SNIPPETS = {
+    "async_worker_ok": GOOD_ASYNC_IMPL
+    + "\nreg: taskell.Registry = registry(AsyncImpl())\nh: AsyncHandlers = AsyncImpl()\n",
+    "async_worker_wrong_return": GOOD_ASYNC_IMPL.replace(
+        "numbers: list[int]) -> int", "numbers: list[int]) -> str"
+    )
+    + "\nregistry(AsyncImpl())  # E: arg-type\n",
+    "async_worker_sync_def_among_async": GOOD_ASYNC_IMPL.replace("async def square", "def square")
+    + "\nregistry(AsyncImpl())  # E: arg-type\n",
+    "async_worker_wrong_param": GOOD_ASYNC_IMPL.replace("x: int) -> int", "x: str) -> int")
+    + "\nregistry(AsyncImpl())  # E: arg-type\n",
+    "async_worker_wrong_progress": GOOD_ASYNC_IMPL.replace(
+        "ctx: taskell.Context[float]", "ctx: taskell.Context[str]"
+    )
+    + "\nregistry(AsyncImpl())  # E: arg-type\n",
+    "async_impl_is_not_sync_handlers": GOOD_ASYNC_IMPL
+    + GOOD_IMPL
+    + "\nh: Handlers = AsyncImpl()  # E: assignment\ng: AsyncHandlers = Impl()  # E: assignment\n",
+    "registry_add_async_is_typed": """
+        async def square(ctx: taskell.Context[None], args: models.SquareArgs) -> int:
+            return args.x * args.x
+        async def wrong(ctx: taskell.Context[None], args: models.SquareArgs) -> str:
+            return ""
+        reg = taskell.Registry()
+        reg.add_async(models.SQUARE, square)
+        reg.add_async(models.SQUARE, wrong)  # E: arg-type
+        reg.add(models.SQUARE, square)  # E: arg-type
+        """,
+}
+WORKER_SNIPPETS |= ASYNC_WORKER_SNIPPETS
 
 
 def _write(tmp: Path) -> dict[str, Path]:
