@@ -7,8 +7,10 @@ holds. What differs is only where the caller waits:
 * a submission that needs no broker round trip (its queue is declared, no dependency) is
   published from the loop: validating and queueing the publish for the I/O thread;
 * one that does (the first to a queue declares it; a dependency binds its join partition)
-  runs on the connection's own submission thread, in order, while its handle is returned at
-  once; a submission after it waits its turn there too, so publishes keep the calls' order;
+  runs on the connection's submission thread while its handle is returned at once; the
+  submissions after it wait in a queue on the loop and are published, in call order, once it
+  is done (only slow ones ever go to that thread: a thread busy with many quick ones would
+  take the GIL from the loop);
 * connecting, flushing, closing, aborting, inspecting and attaching run in the loop's default
   executor;
 * replies wake the loop through the handles' ``Waker``, once per loop turn.
@@ -19,8 +21,10 @@ from __future__ import annotations
 import asyncio
 import functools
 import uuid
+from collections import deque
 from collections.abc import Callable, Generator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
@@ -153,8 +157,13 @@ class Connection:
         self._conn = conn
         self._loop = loop
         self._waker = Waker(loop)
-        self._submitter: ThreadPoolExecutor | None = None  # submissions that wait for the broker
-        self._last_slow: Future[None] | None = None  # the latest of them
+        # Submissions not yet handed to the I/O thread, in call order: a slow one (it waits for
+        # the broker) runs on the submission thread, and the ones after it wait their turn.
+        self._queue: deque[_Pending] = deque()
+        self._busy = False  # a slow one is running
+        self._idle = asyncio.Event()  # the queue is empty and none is running
+        self._idle.set()
+        self._submitter: ThreadPoolExecutor | None = None
         self._firing = False
         self._closing = False
 
@@ -259,41 +268,35 @@ class Connection:
         options.delay_now()  # an eta too far away raises ValueError here
         made: SyncTaskHandle[P, R] = SyncTaskHandle(conn._owner, spec, str(uuid.uuid4()))
         handle = TaskHandle(self._waker, made)
-        fire = self._firing
-        in_order = self._last_slow is None or self._last_slow.done()
-        if body is not None and in_order and spec.queue in conn._declared:
-            with _making(conn, made, fire):  # no broker round trip: queue the publish from here
+        if body is not None and not self._queue and not self._busy and spec.queue in conn._declared:
+            with _making(conn, made, self._firing):  # quick, and nothing before it: errors raise here
                 conn._publish_task(spec, body, options)
         else:
-            if self._submitter is None:
-                self._submitter = ThreadPoolExecutor(1, thread_name_prefix="taskell-aio-submit")
-            self._last_slow = self._submitter.submit(
-                self._submit_slow, made, spec, args, body, after, options, fire
-            )
+            self._queue.append(_Pending(made, spec, args, body, after, options, self._firing))
+            self._pump()
         return handle
 
-    def _submit_slow(
-        self,
-        made: SyncTaskHandle[Any, Any],
-        spec: TaskSpec[Any, Any, Any],
-        args: Mapping[str, object],
-        body: bytes | None,
-        after: Sequence[Ref[object]],
-        options: SubmitOptions,
-        fire: bool,
-    ) -> None:
-        """A submission that waits for the broker (on the submission thread)."""
+    def _pump(self) -> None:
+        """Publish the queued submissions in order (on the loop): the quick ones from here,
+        the next slow one on the submission thread, which calls this again once it is done."""
         conn = self._conn
-        try:
-            with _making(conn, made, fire):
-                if body is not None:
-                    conn._publish_task(spec, body, options)
-                else:
-                    conn._submit(spec, args, after, options)
-        except BaseException as exc:  # the handle is out already: it carries the error
-            conn._handles.pop(made.id, None)
-            error = exc if isinstance(exc, TaskellError) else BrokerUnavailable(f"submission failed: {exc!r}")
-            _sync._fail(made, error)
+        while self._queue and not self._busy:
+            pending = self._queue.popleft()
+            if pending.quick(conn):
+                pending.run(conn)
+                continue
+            self._busy = True
+            self._idle.clear()
+            if self._submitter is None:
+                self._submitter = ThreadPoolExecutor(1, thread_name_prefix="taskell-aio-submit")
+            done = self._submitter.submit(pending.run, conn)
+            done.add_done_callback(lambda _f: self._loop.call_soon_threadsafe(self._slow_done))
+        if not self._queue and not self._busy:
+            self._idle.set()
+
+    def _slow_done(self) -> None:
+        self._busy = False
+        self._pump()
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every submission so far is confirmed by the broker.
@@ -305,9 +308,8 @@ class Connection:
         await self._loop.run_in_executor(None, self._conn.flush, timeout)
 
     async def _submitted(self) -> None:
-        """Wait until the submission thread has published everything handed to it."""
-        if self._last_slow is not None:
-            await asyncio.wrap_future(self._last_slow)
+        """Wait until every submission is handed to the I/O thread."""
+        await self._idle.wait()
 
     # Aborting, inspecting, attaching
 
@@ -338,6 +340,37 @@ class Connection:
             await self._loop.run_in_executor(None, functools.partial(self._conn.close, flush=flush))
             if self._submitter is not None:
                 self._submitter.shutdown(wait=False)
+
+
+@dataclass(frozen=True, eq=False)
+class _Pending:
+    """A submission whose handle is out, not yet handed to the I/O thread."""
+
+    made: SyncTaskHandle[Any, Any]
+    spec: TaskSpec[Any, Any, Any]
+    args: Mapping[str, object]
+    body: bytes | None  # validated; None: ``args`` hold dependencies
+    after: Sequence[Ref[object]]
+    options: SubmitOptions
+    fire: bool
+
+    def quick(self, conn: _sync.Connection) -> bool:
+        """True if it needs no broker round trip: its queue is declared, no dependency."""
+        return self.body is not None and self.spec.queue in conn._declared
+
+    def run(self, conn: _sync.Connection) -> None:
+        """Hand it to the I/O thread (waiting for the broker if not ``quick``); an error ends
+        the handle, which is out already."""
+        try:
+            with _making(conn, self.made, self.fire):
+                if self.body is not None:
+                    conn._publish_task(self.spec, self.body, self.options)
+                else:
+                    conn._submit(self.spec, self.args, self.after, self.options)
+        except Exception as exc:
+            conn._handles.pop(self.made.id, None)
+            error = exc if isinstance(exc, TaskellError) else BrokerUnavailable(f"submission failed: {exc!r}")
+            _sync._fail(self.made, error)
 
 
 class _making:
