@@ -99,7 +99,17 @@ def test_hostile_strings(tmp_path: Path, doc: str, queue: str, default: str) -> 
         ast.parse(source)
         compile(source, str(file), "exec")
     module = import_package(out, package)
-    expected = ["AsyncClient", "Client", "ECHO", "EchoArgs", "Handlers", "Kind", "Rec", "SCHEDULES", "registry"]
+    expected = [
+        "AsyncClient",
+        "Client",
+        "ECHO",
+        "EchoArgs",
+        "Handlers",
+        "Kind",
+        "Rec",
+        "SCHEDULES",
+        "registry",
+    ]
     assert module.__all__ == expected
     public = {name for name in vars(module) if not name.startswith("_")}
     assert public == {*expected, "client", "models", "worker"}
