@@ -102,9 +102,7 @@ def main() -> None:
                     return figures
 
             for run in range(args.runs):
-                sync: dict[str, Any] = {
-                    "latency": latencies(lambda i: demo.square(x=i).result(60), args.count)
-                }
+                sync: dict[str, Any] = {"latency": latencies(lambda i: _call(demo, i), args.count)}
                 for c in CONCURRENCY:
                     sync[f"throughput_c{c}"] = sync_throughput(demo, args.count, c)
                 aio = asyncio.run(async_run())
