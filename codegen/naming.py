@@ -36,7 +36,7 @@ TASK_FAILED_ATTRIBUTES = frozenset(
     {"args", "task_id", "task", "error_type", "message", "traceback", "with_traceback", "add_note"}
 )
 
-RESERVED_TYPES = frozenset({"AsyncHandlers", "Client", "Handlers", "SCHEDULES"})
+RESERVED_TYPES = frozenset({"AsyncClient", "AsyncHandlers", "Client", "Handlers", "SCHEDULES"})
 """Type names the generated package exports itself."""
 
 RESERVED_TASKS = frozenset({"schedules"})

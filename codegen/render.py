@@ -22,6 +22,7 @@ __all__ = ["OUTPUT_FILES", "Header", "prepare", "render"]
 OUTPUT_FILES = ("__init__.py", "models.py", "client.py", "worker.py")
 
 _IMPORTS = {
+    "_aio": "import taskell.aio as _aio",
     "_abc": "import collections.abc as _abc",
     "_datetime": "import datetime as _datetime",
     "_decimal": "import decimal as _decimal",
@@ -270,7 +271,7 @@ def prepare(schema: Schema, header: Header) -> Views:
             declared.add(t.name)
     errors = tuple(prep.error_view(e) for e in schema.errors)
     tasks = tuple(prep.task_view(i) for i in range(len(schema.tasks)))
-    prep.uses["client"] |= {"_taskell", "_abc", "_models"}
+    prep.uses["client"] |= {"_taskell", "_aio", "_abc", "_models"}
     prep.uses["worker"] |= {"_taskell", "_typing", "_models"}
     exports = sorted(
         [t.name for t in schema.types]
@@ -278,7 +279,7 @@ def prepare(schema: Schema, header: Header) -> Views:
         + [e.model for e in errors]
         + [v.args_model for v in tasks]
         + [v.spec for v in tasks]
-        + ["AsyncHandlers", "Client", "Handlers", "SCHEDULES", "registry"]
+        + ["AsyncClient", "AsyncHandlers", "Client", "Handlers", "SCHEDULES", "registry"]
     )
     # Absolute imports first, then the relative one; each group sorted.
     imports = {

@@ -53,9 +53,10 @@ def find_refs(args: Mapping[str, object]) -> list[tuple[Path, TaskHandle[Any, An
 
 
 def _handle(ref: Ref[Any]) -> TaskHandle[Any, Any]:
-    if not isinstance(ref, TaskHandle):
+    handle = ref._task_handle()  # a taskell.aio handle gives the handle it wraps
+    if handle is None:
         raise TypeError(f"a dependency must be a taskell.TaskHandle, not {type(ref).__name__}")
-    return ref
+    return handle
 
 
 def _set(args: dict[str, Any], path: Path, value: Any) -> None:

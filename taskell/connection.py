@@ -319,7 +319,10 @@ class Connection:
             )
 
     def _new_handle(self, spec: TaskSpec[Any, P, R], *, expect_reply: bool = True) -> TaskHandle[P, R]:
-        handle: TaskHandle[P, R] = TaskHandle(self._owner, spec, str(uuid.uuid4()))
+        made: TaskHandle[P, R] | None = getattr(self._local, "made", None)
+        if made is not None:  # made beforehand by taskell.aio, which hands it out before submitting
+            self._local.made = None
+        handle = made if made is not None else TaskHandle(self._owner, spec, str(uuid.uuid4()))
         if expect_reply:
             self._handles[handle.id] = handle
         return handle

@@ -65,6 +65,10 @@ class Ref(Generic[T_co]):
     def id(self) -> str:
         raise NotImplementedError
 
+    def _task_handle(self) -> TaskHandle[Any, Any] | None:
+        """The (sync) handle that tracks this task, for dependency tracking; None if none."""
+        return None
+
 
 class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     """A submitted task: its id, its progress stream and its result.
@@ -81,6 +85,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         "_callbacks",
         "_cond",
         "_id",
+        "_on_progress",
         "_on_retrying",
         "_outcome",
         "_owner",
@@ -105,6 +110,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         self._callbacks: list[Callable[[], None]] = []
         self._retries: list[Retrying] = []
         self._on_retrying: list[Callable[[Retrying], None]] = []
+        self._on_progress: list[Callable[[], None]] = []
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
@@ -123,6 +129,9 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     def done(self) -> bool:
         """True once a result, an error or an abort has arrived."""
         return self._outcome is not None
+
+    def _task_handle(self) -> TaskHandle[Any, Any]:
+        return self
 
     @property
     def retries(self) -> list[Retrying]:
@@ -200,9 +209,36 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
 def deliver_progress(handle: TaskHandle[Any, Any], body: bytes) -> None:
     """A progress reply arrived; ignored once the task has ended."""
     with handle._cond:
-        if handle._outcome is None:
-            handle._raw_progress.append(body)
-            handle._cond.notify_all()
+        if handle._outcome is not None:
+            return
+        handle._raw_progress.append(body)
+        handle._cond.notify_all()
+        listeners = list(handle._on_progress)
+    for listener in listeners:
+        listener()
+
+
+def on_progress(handle: TaskHandle[Any, Any], listener: Callable[[], None]) -> None:
+    """Call ``listener()`` after each progress value of ``handle`` arrives (on the connection's
+    thread); the values themselves stay in the handle (``progress_state``, ``progress_value``)."""
+    with handle._cond:
+        handle._on_progress.append(listener)
+
+
+def progress_state(handle: TaskHandle[Any, Any]) -> tuple[int, bool]:
+    """How many progress values ``handle`` has received, and whether the task has ended: read
+    together, so a reader that saw ``ended`` has seen every value."""
+    with handle._cond:
+        return len(handle._raw_progress), handle._outcome is not None
+
+
+def progress_value(handle: TaskHandle[Any, Any], index: int) -> Any:
+    """Progress value number ``index`` (< the count of ``progress_state``), decoded.
+
+    Raises:
+        PayloadError: the value does not fit the task's progress type.
+    """
+    return handle._decoded_progress(index)
 
 
 def deliver_retrying(handle: TaskHandle[Any, Any], notice: Retrying) -> None:

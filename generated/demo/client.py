@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections.abc as _abc
 import decimal as _decimal
 import taskell as _taskell
+import taskell.aio as _aio
 from . import models as _models
 
 
@@ -148,6 +149,150 @@ class Client:
         message: str | _taskell.Ref[str] = "boom",
         after: _abc.Sequence[_taskell.Ref[object]] = (),
     ) -> _taskell.TaskHandle[None, None]:
+        """Always raise ValueError with the given message."""
+        return self._conn.submit(
+            _models.FAIL,
+            {
+                "message": message,
+            },
+            after=after,
+        )
+
+
+class AsyncClient:
+    """Submits the tasks of package ``demo`` through a ``taskell.aio.Connection`` (or
+    a view of one with submission options), for asyncio code: the same methods as ``Client``,
+    each returning a ``taskell.aio.TaskHandle`` at once, to be awaited.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: _aio.Connection | _aio.ConnectionView) -> None:
+        self._conn = conn
+
+    def sum(
+        self,
+        *,
+        numbers: _abc.Sequence[int | _taskell.Ref[int]] | _taskell.Ref[list[int]],
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[int, int]:
+        """Sum numbers, reporting the percent done after each element."""
+        return self._conn.submit(
+            _models.SUM,
+            {
+                "numbers": numbers,
+            },
+            after=after,
+        )
+
+    def square(
+        self,
+        *,
+        x: int | _taskell.Ref[int],
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[None, int]:
+        """Square a number."""
+        return self._conn.submit(
+            _models.SQUARE,
+            {
+                "x": x,
+            },
+            after=after,
+        )
+
+    def total(
+        self,
+        *,
+        parts: _abc.Sequence[int | _taskell.Ref[int]] | _taskell.Ref[list[int]],
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[None, int]:
+        """Add up parts, typically the results of other tasks."""
+        return self._conn.submit(
+            _models.TOTAL,
+            {
+                "parts": parts,
+            },
+            after=after,
+        )
+
+    def thumbnail(
+        self,
+        *,
+        image: _models.Image | _taskell.Ref[_models.Image],
+        size: int | _taskell.Ref[int] = 128,
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[None, _models.Image]:
+        """Scale an image down to fit a square of the given size.
+
+        Args:
+            size: the longest side in pixels"""
+        return self._conn.submit(
+            _models.THUMBNAIL,
+            {
+                "image": image,
+                "size": size,
+            },
+            after=after,
+        )
+
+    def book(
+        self,
+        *,
+        order: _models.Order | _taskell.Ref[_models.Order],
+        discount: _decimal.Decimal | None | _taskell.Ref[_decimal.Decimal | None] = None,
+        coupon: bytes | _taskell.Ref[bytes] = b"\x00\xff",
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[str, _models.Receipt]:
+        """Book an order, with an optional discount (a fraction of the amount, at most 1).
+
+        Args:
+            coupon: opaque coupon bytes (base64 in JSON)"""
+        return self._conn.submit(
+            _models.BOOK,
+            {
+                "order": order,
+                "discount": discount,
+                "coupon": coupon,
+            },
+            after=after,
+        )
+
+    def tree_sum(
+        self,
+        *,
+        tree: _models.Tree | _taskell.Ref[_models.Tree],
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[None, int]:
+        """Sum every value of a tree."""
+        return self._conn.submit(
+            _models.TREE_SUM,
+            {
+                "tree": tree,
+            },
+            after=after,
+        )
+
+    def sleep(
+        self,
+        *,
+        seconds: float | _taskell.Ref[float],
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[float, float]:
+        """Sleep, reporting the seconds slept; stops early when aborted."""
+        return self._conn.submit(
+            _models.SLEEP,
+            {
+                "seconds": seconds,
+            },
+            after=after,
+        )
+
+    def fail(
+        self,
+        *,
+        message: str | _taskell.Ref[str] = "boom",
+        after: _abc.Sequence[_taskell.Ref[object]] = (),
+    ) -> _aio.TaskHandle[None, None]:
         """Always raise ValueError with the given message."""
         return self._conn.submit(
             _models.FAIL,

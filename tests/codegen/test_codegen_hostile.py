@@ -100,6 +100,7 @@ def test_hostile_strings(tmp_path: Path, doc: str, queue: str, default: str) -> 
         compile(source, str(file), "exec")
     module = import_package(out, package)
     expected = [
+        "AsyncClient",
         "AsyncHandlers",
         "Client",
         "ECHO",

@@ -21,12 +21,16 @@ import decimal
 import uuid
 from collections.abc import Sequence
 import taskell
-from generated.demo import AsyncHandlers, Client, Color, Handlers, Image, registry
+import taskell.aio
+from generated.demo import AsyncClient, AsyncHandlers, Client, Color, Handlers, Image, registry
 from generated.demo import models
 
 def conn() -> taskell.Connection:
     raise NotImplementedError
 demo = Client(conn())
+def aconn() -> taskell.aio.Connection:
+    raise NotImplementedError
+ademo = AsyncClient(aconn())
 """
 
 CLIENT_SNIPPETS = {
@@ -121,6 +125,71 @@ CLIENT_SNIPPETS = {
         """,
 }
 
+# taskell.aio: submitting returns the handle at once; its result, abort and progress are awaited.
+ASYNC_SNIPPETS = {
+    "aio_ok": """
+        async def main() -> None:
+            h = ademo.sum(numbers=[1, 2, 3])
+            total: int = await h
+            again: int = await h.result(timeout=3)
+            async for p in h.progress():
+                q: int = p
+            pct: int | None = h.latest_progress
+            sq = ademo.square(x=h)
+            s2: int = await ademo.square(x=sq)
+            ademo.total(parts=[1, sq, ademo.square(x=2)])
+            demo.square(x=ademo.square(x=2))
+            ademo.square(x=demo.square(x=2), after=[h, demo.fail()])
+            ref: taskell.Ref[int] = h
+            aborted: bool = await h.abort()
+            done: bool = h.done()
+            retries: list[taskell.Retrying] = h.retries
+            task_id: str = h.id
+            delayed: taskell.aio.TaskHandle[None, int] = AsyncClient(aconn().options(delay=1, priority=3)).square(x=1)
+            fired: str = taskell.aio.fire(ademo.square, x=3)
+            slept: float = await (await taskell.aio.attach(aconn(), models.SLEEP, "id"))
+            async with taskell.aio.connect("amqp://localhost") as c:
+                out: Image = await AsyncClient(c).thumbnail(image=Image(width=1, height=1, pixels=b""))
+            c2 = await taskell.aio.connect(config=taskell.Config.from_url("amqp://localhost"))
+            await c2.flush(timeout=1)
+            answers: list[dict[str, object]] = await c2.abort(task_id, wait=0.5)
+            await c2.close()
+        """,
+    "aio_result_needs_await": """
+        async def main() -> None:
+            h = ademo.square(x=1)
+            n: int = h  # E: assignment
+            m: int = h.result()  # E: assignment
+            h.result(timeout=1)  # E: unused-coroutine
+            h.abort()  # E: unused-coroutine
+            aborted: bool = h.abort()  # E: assignment
+            for p in h.progress():  # E: attr-defined
+                pass
+            with taskell.aio.connect("amqp://localhost") as c:  # E: attr-defined
+                pass
+        """,
+    "aio_wrong_result_type": """
+        async def main() -> None:
+            h = ademo.square(x=1)
+            s: str = await h  # E: assignment
+            t: str = await h.result(timeout=1)  # E: assignment
+            async for p in ademo.sum(numbers=[1]).progress():
+                q: str = p  # E: assignment
+            r: str = await (await taskell.aio.attach(aconn(), models.SQUARE, "id"))  # E: arg-type
+        """,
+    "aio_wrong_args": """
+        ademo.square(x="a")  # E: arg-type
+        ademo.sum(numbers=["a"])  # E: list-item
+        ademo.thumbnail(image=ademo.square(x=1))  # E: arg-type
+        ademo.square()  # E: call-arg
+        ademo.square(1)  # E: call-arg
+        AsyncClient(conn())  # E: arg-type
+        Client(aconn())  # E: arg-type
+        taskell.aio.fire(ademo.square, x="three")  # E: arg-type
+        taskell.aio.fire(demo.square, x=3)  # E: arg-type
+        """,
+}
+
 GOOD_IMPL = """\
 class Impl:
     def sum(self, ctx: taskell.Context[int], numbers: list[int]) -> int:
@@ -189,7 +258,7 @@ WORKER_SNIPPETS |= ASYNC_WORKER_SNIPPETS
 
 def _write(tmp: Path) -> dict[str, Path]:
     files = {}
-    for name, body in {**CLIENT_SNIPPETS, **WORKER_SNIPPETS}.items():
+    for name, body in {**CLIENT_SNIPPETS, **ASYNC_SNIPPETS, **WORKER_SNIPPETS}.items():
         path = tmp / f"{name}.py"
         path.write_text(PRELUDE + textwrap.dedent(body))
         files[name] = path
@@ -219,9 +288,9 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[int,
     return found
 
 
-@pytest.mark.parametrize("name", [*CLIENT_SNIPPETS, *WORKER_SNIPPETS])
+@pytest.mark.parametrize("name", [*CLIENT_SNIPPETS, *ASYNC_SNIPPETS, *WORKER_SNIPPETS])
 def test_snippet(name: str, mypy_errors: dict[str, dict[int, list[str]]]) -> None:
-    body = PRELUDE + textwrap.dedent({**CLIENT_SNIPPETS, **WORKER_SNIPPETS}[name])
+    body = PRELUDE + textwrap.dedent({**CLIENT_SNIPPETS, **ASYNC_SNIPPETS, **WORKER_SNIPPETS}[name])
     expected = {
         number: match[1]
         for number, text in enumerate(body.splitlines(), 1)
