@@ -89,6 +89,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         "_raw_progress",
         "_retries",
         "_spec",
+        "_trace",
         "_value",
     )
 
@@ -105,6 +106,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         self._callbacks: list[Callable[[], None]] = []
         self._retries: list[Retrying] = []
         self._on_retrying: list[Callable[[Retrying], None]] = []
+        self._trace: Any = None  # the OpenTelemetry span context of its submission, if traced
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
