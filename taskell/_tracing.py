@@ -61,7 +61,6 @@ def _attributes(task: str, queue: str, task_id: str, operation: str) -> dict[str
     return {
         "messaging.system": "rabbitmq",
         "messaging.destination.name": queue,
-        "messaging.rabbitmq.destination.routing_key": queue,
         "messaging.message.id": task_id,
         "messaging.operation.type": operation,
         "messaging.operation.name": operation,
