@@ -15,15 +15,13 @@ returns at once.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import importlib.util
 from collections.abc import Iterator, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._observe import RESULT, Observer, Outcome, _nothing
 from .transport import Delivery
-
-if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
 
 __all__ = ["INSTALLED", "TracingObserver", "sending"]
 
@@ -36,22 +34,29 @@ def _installed() -> bool:
 
 
 INSTALLED = _installed()
-_tracer: Tracer | None = None
+# The API's modules, imported on first use (through importlib: the extra may be missing, and
+# a user's mypy --strict must not stumble on it then).
+trace: Any = None
+propagate: Any = None
+context: Any = None
+_tracer: Any = None
 
 
-def _active_tracer() -> Tracer | None:
+def _active_tracer() -> Any:
     """taskell's tracer once the application has set a tracer provider, else None."""
-    global _tracer
-    if not INSTALLED:
-        return None
-    from opentelemetry import trace
+    global trace, propagate, context, _tracer
+    if _tracer is not None or not INSTALLED:
+        return _tracer
+    if trace is None:
+        modules = [
+            importlib.import_module(f"opentelemetry.{name}") for name in ("propagate", "context", "trace")
+        ]
+        propagate, context, trace = modules  # trace last: the others are set once it is
+    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+        return None  # not configured (yet): no spans, no headers
+    from ._version import __version__
 
-    if _tracer is None:
-        if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
-            return None  # not configured (yet): no spans, no headers
-        from ._version import __version__
-
-        _tracer = trace.get_tracer("taskell", __version__)
+    _tracer = trace.get_tracer("taskell", __version__)
     return _tracer
 
 
@@ -70,15 +75,13 @@ def _attributes(task: str, queue: str, task_id: str, operation: str) -> dict[str
 
 @contextlib.contextmanager
 def _span(
-    tracer: Tracer,
+    tracer: Any,
     task: str,
     queue: str,
     task_id: str,
     headers: MutableMapping[str, Any],
     links: Sequence[Any],
 ) -> Iterator[Any]:
-    from opentelemetry import propagate, trace
-
     with tracer.start_as_current_span(
         f"send {task}",
         kind=trace.SpanKind.PRODUCER,
@@ -108,8 +111,6 @@ class TracingObserver(Observer):
         tracer = _active_tracer()
         if tracer is None:
             return _nothing
-        from opentelemetry import context, propagate, trace
-
         message = delivery.message
         attributes = _attributes(task, delivery.queue, message.message_id or "", "process")
         attributes["messaging.rabbitmq.message.delivery_tag"] = delivery.tag
