@@ -8,6 +8,12 @@ the one under test gets tasks at any time. Each repetition runs both, in a rando
 the median ratio reported with every raw sample. At the end the metrics worker's
 ``/metrics`` is scraped, to show it counted every task it ran.
 
+On a shared machine the round trips are noisy, so the script also times the hooks alone, in
+this process: a task's ``started`` and outcome calls on the worker's metrics observer vs on the
+observer that does nothing (what a worker without metrics calls), and sets that cost against
+the measured round trip (``hook_ratio``: the throughput left if the hooks were all the
+difference).
+
     .venv/bin/python -m bench.bench_metrics [--quick] [--out FILE]
 """
 
@@ -30,6 +36,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import taskell
 from bench._common import URL, latencies, start_worker, stop_worker
 from bench.metrics_worker import OFF, ON
+from taskell._metrics import Metrics
+from taskell._observe import RESULT, Observer
+from taskell.transport import Delivery, Message
 
 TIMEOUT = 120.0
 
@@ -71,6 +80,21 @@ def counted(port: int) -> dict[str, float]:
         for sample in family.samples
         if sample.name == "taskell_tasks_finished_total" and sample.labels["task"] == ON.name and sample.value
     }
+
+
+def hook_seconds(observer: Observer, count: int) -> float:
+    """Seconds per task of ``observer``'s hooks (``started`` and its outcome), best of 5."""
+    message = ON.args.model_validate({"x": 1}).model_dump_json().encode()
+    delivery = Delivery(
+        Message(message, type=ON.name, headers={"taskell-submitted-ms": 0}), 1, False, ON.queue
+    )
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(count):
+            observer.started(delivery, ON.name)(RESULT)
+        best = min(best, (time.perf_counter() - started) / count)
+    return best
 
 
 def main() -> None:
@@ -119,6 +143,9 @@ def main() -> None:
         finally:
             stop_worker(on)
             stop_worker(off)
+    hook_on = hook_seconds(Metrics([ON.name]), 100_000)
+    hook_off = hook_seconds(Observer(), 100_000)
+    round_trip = 1 / statistics.median(s["off"]["rate"] for s in samples)  # seconds per task, off
     result = {
         "benchmark": "bench_metrics",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -130,6 +157,9 @@ def main() -> None:
         "samples": samples,
         "median_rate_ratio": statistics.median(s["rate_ratio"] for s in samples),
         "median_p50_ratio": statistics.median(s["p50_ratio"] for s in samples),
+        "hook_us_on": round(hook_on * 1e6, 3),
+        "hook_us_off": round(hook_off * 1e6, 3),
+        "hook_ratio": round(round_trip / (round_trip + hook_on - hook_off), 4),
     }
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
     if a.out:
