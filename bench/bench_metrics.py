@@ -8,7 +8,9 @@ the one under test gets tasks at any time. Each repetition runs both, in a rando
 the median ratio reported with every raw sample. At the end the metrics worker's
 ``/metrics`` is scraped, to show it counted every task it ran.
 
-On a shared machine the round trips are noisy, so the script also times the hooks alone, in
+On a shared machine the round trips are noisy, so the script also reads each worker's CPU time
+per task over its batches (from /proc: what the worker itself spends, whatever else runs), and
+times the hooks alone, in
 this process: a task's ``started`` and outcome calls on the worker's metrics observer vs on the
 observer that does nothing (what a worker without metrics calls), and sets that cost against
 the measured round trip (``hook_ratio``: the throughput left if the hooks were all the
@@ -29,6 +31,7 @@ import statistics
 import time
 import urllib.request
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -43,15 +46,26 @@ from taskell.transport import Delivery, Message
 TIMEOUT = 120.0
 
 
-def batch(conn: taskell.Connection, spec: taskell.TaskSpec[Any, None, int], count: int) -> float:
-    """Tasks per second for ``count`` tasks submitted at once, then awaited."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used (its threads included)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def batch(
+    conn: taskell.Connection, spec: taskell.TaskSpec[Any, None, int], count: int, pid: int
+) -> dict[str, float]:
+    """Tasks per second for ``count`` tasks submitted at once, then awaited, and the CPU time
+    per task (µs) of worker ``pid`` meanwhile."""
     deadline = time.monotonic() + TIMEOUT
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
     handles = [conn.submit(spec, {"x": i}) for i in range(count)]
     for i, handle in enumerate(handles):
         if handle.result(timeout=max(0.001, deadline - time.monotonic())) != i * i:
             raise AssertionError("wrong result")
-    return count / (time.perf_counter() - started)
+    rate = count / (time.perf_counter() - started)
+    return {"rate": round(rate, 1), "cpu_us": round((cpu_seconds(pid) - cpu) / count * 1e6, 1)}
 
 
 def sequential(
@@ -119,8 +133,9 @@ def main() -> None:
         off = start_worker(conn, "bench.metrics_worker:handlers", env={"TASKELL_QUEUES": OFF.queue})
         try:
             ran = 0
+            pids = {ON.name: on.pid, OFF.name: off.pid}
             for spec in (OFF, ON):  # warm up both
-                batch(conn, spec, min(300, count))
+                batch(conn, spec, min(300, count), pids[spec.name])
             ran += min(300, count)
             for _ in range(repeat):
                 order = [OFF, ON]
@@ -129,12 +144,13 @@ def main() -> None:
                 for spec in order:
                     key = "on" if spec is ON else "off"
                     sample[key] = {
-                        "rate": round(batch(conn, spec, count), 1),
+                        **batch(conn, spec, count, pids[spec.name]),
                         **sequential(conn, spec, calls),
                     }
                 ran += count + calls
                 sample["rate_ratio"] = round(sample["on"]["rate"] / sample["off"]["rate"], 3)
                 sample["p50_ratio"] = round(sample["on"]["p50_ms"] / sample["off"]["p50_ms"], 3)
+                sample["cpu_ratio"] = round(sample["off"]["cpu_us"] / sample["on"]["cpu_us"], 3)
                 samples.append(sample)
                 print(json.dumps(sample), flush=True)
             scraped = counted(port)
@@ -157,6 +173,10 @@ def main() -> None:
         "samples": samples,
         "median_rate_ratio": statistics.median(s["rate_ratio"] for s in samples),
         "median_p50_ratio": statistics.median(s["p50_ratio"] for s in samples),
+        "median_cpu_ratio": statistics.median(s["cpu_ratio"] for s in samples),
+        "worker_cpu_us_per_task": {
+            key: statistics.median(s[key]["cpu_us"] for s in samples) for key in ("off", "on")
+        },
         "hook_us_on": round(hook_on * 1e6, 3),
         "hook_us_off": round(hook_off * 1e6, 3),
         "hook_ratio": round(round_trip / (round_trip + hook_on - hook_off), 4),
