@@ -7,7 +7,9 @@ that drops the spans (the cost of making, ending and handing on spans; none of e
 "off" sets none (OpenTelemetry installed, not configured: taskell makes no span). Repetitions
 alternate the two in a random order; each runs a batch of ``--count`` tasks submitted at once
 then awaited (throughput) and ``--sequential`` calls one after another (p50/p99); the ratio is
-computed per repetition and the median reported with every raw sample.
+computed per repetition and the median reported with every raw sample. Each child also times
+taskell's tracing calls alone for one task (the submission's ``send`` span with its headers,
+the worker's ``process`` span), in microseconds: ``hooks_us``.
 
     .venv/bin/python -m bench.bench_tracing [--quick] [--out FILE]
 """
@@ -77,10 +79,30 @@ def child(mode: str, count: int, calls: int) -> dict[str, Any]:
 
         batch(min(300, count))  # warm up
         result = {"rate": round(batch(count), 1), **latencies(call, calls)}
+    result["hooks_us"] = round(hooks_seconds(5000) * 1e6, 2)
     if mode == "on":
         provider.shutdown()  # flushes: every span was made
         result["spans"] = spans
     return result
+
+
+def hooks_seconds(count: int) -> float:
+    """Seconds of taskell's tracing calls for one task: ``send`` (with its headers), then
+    ``process`` around nothing."""
+    from taskell import _tracing
+    from taskell.transport import Delivery, Message
+
+    observer = _tracing.TracingObserver()
+    started = time.perf_counter()
+    for _ in range(count):
+        headers: dict[str, Any] = {}
+        with _tracing.sending(TRACED.name, TRACED.queue, "t", headers):
+            pass
+        delivery = Delivery(
+            Message(b"{}", type=TRACED.name, message_id="t", headers=headers), 1, False, TRACED.queue
+        )
+        observer.started(delivery, TRACED.name)("result")
+    return (time.perf_counter() - started) / count
 
 
 def measure(mode: str, count: int, calls: int) -> dict[str, Any]:
@@ -128,7 +150,7 @@ def main() -> None:
         sample: dict[str, Any] = {"order": order}
         for mode in order:
             sample[mode] = measure(mode, count, calls)
-        if sample["on"]["spans"] != 2 * (min(300, count) + count + calls):  # send and process
+        if sample["on"]["spans"] != 2 * (min(300, count) + count + calls + 5000):  # send and process
             raise AssertionError(f"tracing on made {sample['on']['spans']} spans")
         sample["rate_ratio"] = round(sample["on"]["rate"] / sample["off"]["rate"], 3)
         sample["p50_ratio"] = round(sample["on"]["p50_ms"] / sample["off"]["p50_ms"], 3)
@@ -144,6 +166,9 @@ def main() -> None:
         "samples": samples,
         "median_rate_ratio": statistics.median(s["rate_ratio"] for s in samples),
         "median_p50_ratio": statistics.median(s["p50_ratio"] for s in samples),
+        "median_hooks_us": {
+            mode: statistics.median(s[mode]["hooks_us"] for s in samples) for mode in ("off", "on")
+        },
     }
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
     if a.out:
