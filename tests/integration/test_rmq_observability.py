@@ -6,6 +6,8 @@ traces.
   a process pool (whose parent counts for its children).
 - The running gauge is 1 while a handler runs and 0 after; the queue wait of a retried task
   counts from when its delay ended, not from its first submission.
+- A task a stopping worker gives back to its queue counts as ``requeued``; the endpoint stops
+  with the worker.
 - ``taskell worker --metrics-port`` serves ``/metrics``; a port in use is a ``ConfigError``.
 - One trace spans the client, the worker and a task that depended on another (subprocess
   ``trace_run``, in-memory exporter).
@@ -225,6 +227,26 @@ def test_the_running_gauge_during_and_after_a_task(
     after = scrape(address(worker))
     assert value(after, "taskell_tasks_running", task="demo.sleep") == 0
     assert value(after, "taskell_tasks_finished_total", task="demo.sleep", outcome="result") == 1
+
+
+def test_a_task_requeued_by_a_stopping_worker_counts_as_requeued(
+    config: taskell.Config, conn: taskell.Connection, workers: list[taskell.Worker]
+) -> None:
+    reg = Registry()
+    reg.add(TOTAL, spin_until_aborted)
+    worker = start(workers, reg, config)
+    served = address(worker)
+    conn.submit(TOTAL, {"parts": [1]})
+    wait_until(
+        lambda: value(scrape(served), "taskell_tasks_running", task="demo.total") == 1, 10, "total runs"
+    )
+    worker.stop(0.2)  # the grace period ends while it runs: aborted and given back to the queue
+    assert worker.metrics is not None
+    read = worker.metrics.registry.get_sample_value
+    assert read("taskell_tasks_finished_total", {"task": "demo.total", "outcome": "requeued"}) == 1
+    assert read("taskell_tasks_running", {"task": "demo.total"}) == 0
+    with pytest.raises(OSError):  # the endpoint stopped with the worker
+        scrape(served)
 
 
 def test_a_metrics_port_in_use_is_a_config_error(config: taskell.Config) -> None:
