@@ -25,7 +25,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar
 
-from . import _wire
+from . import _tracing, _wire
 from ._options import SubmitOptions
 from .config import Config
 from .errors import DependencyFailed, PayloadError, TaskAborted, TaskellError, TaskExpired
@@ -197,7 +197,12 @@ class DependencyTracker:
             },
             priority=spec.priority if options.priority is None else options.priority,
         )
-        self._publish(join_queue, record, handle.id)
+        # The record carries the trace context to the task it fires; its span links to the
+        # dependencies' own submissions.
+        links = [dep._trace for dep in deps.values()]
+        with _tracing.sending(spec.name, spec.queue, handle.id, record.headers, links) as traced:
+            handle._trace = traced
+            self._publish(join_queue, record, handle.id)
         with self._lock:
             if len(self._watched) > 1000:  # keep the list short on long-lived connections
                 self._watched = [dep for dep in self._watched if not dep.done()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 import zlib
 from collections.abc import Mapping
@@ -26,6 +27,9 @@ DELIVERIES_HEADER = "taskell-redeliveries"  # classic queues: times the task was
 DELIVERY_COUNT_HEADER = "x-delivery-count"  # quorum queues: set by the broker itself
 ATTEMPT_HEADER = "taskell-attempt"  # the attempt a task message is for (absent: 1)
 EXPIRES_HEADER = "taskell-expires-at"  # ISO 8601 UTC; not started by then: never run
+SUBMITTED_HEADER = "taskell-submitted-ms"  # Unix ms the task was published (queue wait metric)
+# W3C trace context (OpenTelemetry, when installed): carried from a join record to its task
+TRACE_HEADERS = ("traceparent", "tracestate")
 MAX_PRIORITY = 9  # priorities run from 0 (lowest, the default) to 9
 JSON = "application/json"
 
@@ -126,7 +130,7 @@ def compose_task(
     headers: Mapping[str, Any] | None = None,
 ) -> Message:
     """A task message from its parts, options already resolved (see ``task_message``)."""
-    all_headers: dict[str, Any] = {FINGERPRINT_HEADER: fingerprint}
+    all_headers: dict[str, Any] = {FINGERPRINT_HEADER: fingerprint, SUBMITTED_HEADER: now_ms()}
     if expires is not None:
         all_headers[EXPIRES_HEADER] = utc_iso(
             datetime.now(UTC) + timedelta(seconds=max(delay, 0.0) + expires)
@@ -142,6 +146,11 @@ def compose_task(
         headers=all_headers,
         priority=priority,
     )
+
+
+def now_ms() -> int:
+    """The time now in whole Unix milliseconds (an AMQP table holds no floats, as pika writes it)."""
+    return int(time.time() * 1000)
 
 
 def utc_iso(moment: datetime) -> str:
@@ -185,6 +194,7 @@ def retry_copy(message: Message, attempt: int) -> Message:
         if key not in (DELIVERIES_HEADER, EXPIRES_HEADER) and not key.startswith("x-")
     }
     headers[ATTEMPT_HEADER] = attempt
+    headers[SUBMITTED_HEADER] = now_ms()  # its wait in the queue starts now
     return Message(
         body=message.body,
         type=message.type,
@@ -394,6 +404,7 @@ def joined_task(record: Message, body: bytes) -> tuple[Message, float]:
         priority=record.priority,
         expires=_milliseconds(headers.get(EXPIRES_AFTER_HEADER)),
         delay=delay,
+        headers={key: headers[key] for key in TRACE_HEADERS if key in headers},
     )
     return task, delay
 

@@ -59,7 +59,7 @@ exit status: 0 success; 1 task failed, aborted or timed out, or bad input; 2 usa
 
 _SETTINGS = """\
 settings, highest precedence first:
-  1. flags: the worker's --parallelism and --queue
+  1. flags: the worker's --parallelism, --queue and --metrics-port
   2. environment: TASKELL_URL=amqp://user:password@host:5672/vhost (amqps:// for TLS) sets the
      broker; TASKELL_<KEY> sets a [taskell] key (TASKELL_PARALLELISM=4, TASKELL_QUEUES=a,b) and
      TASKELL_RABBITMQ_<KEY> a [taskell.rabbitmq] key
@@ -122,6 +122,13 @@ def _parser() -> argparse.ArgumentParser:
         dest="queues",
         metavar="Q",
         help="consume queue Q instead of the configured ones (repeat for several)",
+    )
+    worker.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics at http://127.0.0.1:PORT/metrics (the host: metrics_host); "
+        "0 picks a free port (default: from the settings, none)",
     )
     worker.add_argument(
         "--log-level",
@@ -251,6 +258,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value: int | None = int(text)
+    except ValueError:
+        value = None
+    if value is None or not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {text!r}")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -357,7 +374,9 @@ def _worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = _load_config(args, parallelism=args.parallelism, queues=args.queues)
+    config = _load_config(
+        args, parallelism=args.parallelism, queues=args.queues, metrics_port=args.metrics_port
+    )
     module_name, _, attr = args.target.partition(":")
     sys.path.insert(0, os.getcwd())
     try:

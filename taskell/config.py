@@ -32,7 +32,7 @@ URL_SCHEMES = ("amqp", "amqps", "memory")
 
 _ENV_PREFIX = "TASKELL_"
 _LIST_FIELDS = frozenset({"queues", "hosts"})
-_NULLABLE_FIELDS = frozenset({"prefetch", "url", "ca_file", "cert_file", "key_file"})
+_NULLABLE_FIELDS = frozenset({"prefetch", "metrics_port", "url", "ca_file", "cert_file", "key_file"})
 
 _Path = tuple[str, ...]
 _M = TypeVar("_M", bound=BaseModel)
@@ -147,6 +147,9 @@ class Config(BaseModel):
         max_payload_bytes: Largest message body accepted or sent.
         connect_timeout: Seconds to wait for a broker connection.
         heartbeat: AMQP heartbeat in seconds (0 disables it).
+        metrics_port: A worker serves Prometheus metrics at ``http://metrics_host:PORT/metrics``;
+            ``None`` (the default) serves none, ``0`` picks a free port (logged).
+        metrics_host: The address the metrics are served on; loopback by default.
         rabbitmq: The ``[taskell.rabbitmq]`` table.
     """
 
@@ -168,6 +171,8 @@ class Config(BaseModel):
     max_payload_bytes: int = Field(default=16 * 1024 * 1024, ge=1)
     connect_timeout: float = Field(default=10.0, gt=0)
     heartbeat: int = Field(default=60, ge=0)
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
     rabbitmq: RabbitMQ = Field(default_factory=RabbitMQ)
 
     @field_validator("abort_exchange")

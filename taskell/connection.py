@@ -21,7 +21,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from pydantic import ValidationError
 
-from . import _abort_log, _wire
+from . import _abort_log, _tracing, _wire
 from ._deps import DependencyTracker, dependency_failed, find_refs
 from ._options import SubmitOptions
 from .config import Config
@@ -278,7 +278,9 @@ class Connection:
             expires=options.expires,
             delay=delay,
         )
-        self._publish(spec.queue, message, None if fire_and_forget else handle.id, delay)
+        with _tracing.sending(spec.name, spec.queue, handle.id, message.headers) as traced:
+            handle._trace = traced  # dependents link to it
+            self._publish(spec.queue, message, None if fire_and_forget else handle.id, delay)
         return handle
 
     def _submit_with_id(
@@ -303,7 +305,8 @@ class Connection:
             raise PayloadError(spec.name, _wire.describe(exc)) from None
         self._declare_task_queue(spec)
         message = _wire.task_message(spec, task_id, body, None, headers=headers)
-        return self._publish(spec.queue, message, None)
+        with _tracing.sending(spec.name, spec.queue, task_id, message.headers):
+            return self._publish(spec.queue, message, None)
 
     def _check_delay(self, delay: float) -> None:
         """Warn (once per connection) of a delay that outlasts the aborts kept on the broker."""

@@ -94,6 +94,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         "_raw_progress",
         "_retries",
         "_spec",
+        "_trace",
         "_value",
     )
 
@@ -111,6 +112,7 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         self._retries: list[Retrying] = []
         self._on_retrying: list[Callable[[Retrying], None]] = []
         self._on_progress: list[Callable[[], None]] = []
+        self._trace: Any = None  # the OpenTelemetry span context of its submission, if traced
 
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"

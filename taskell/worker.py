@@ -27,11 +27,11 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import _wire
+from . import _observe, _tracing, _wire
 from ._abort_log import AbortLog
 from ._async_execution import AsyncExecution
 from ._control import Control
@@ -39,13 +39,16 @@ from ._execution import Execution
 from ._intake import DeadLetter, Finish, Hold, Intake, Recount, Run
 from ._joiner import Joiner
 from ._retry import retry_of
-from ._running import Running, json_form
+from ._running import Running, TimeLimitInterrupt, json_form
 from ._settle import Settler
 from .config import PREFETCH_PER_SLOT, Config
 from .context import NOTHING
 from .errors import BrokerUnavailable, ConfigError
 from .registry import Binding, Registry
 from .transport import Delivery, Transport, open_transport
+
+if TYPE_CHECKING:
+    from ._metrics import Metrics
 
 __all__ = ["Worker"]
 
@@ -105,6 +108,9 @@ class Worker:
         self._stopping = False
         self._stopped = threading.Event()
         self._lost: BaseException | None = None  # why the broker connection was lost for good
+        self.metrics: Metrics | None = None  # this worker's Prometheus series, with metrics_port
+        self._observer = self._observers()
+        self._finishing: dict[int, Callable[[str], None]] = {}  # id(delivery) -> observer callback
         if not self.queues:
             raise ValueError("the worker has no queue to consume (no tasks registered, no queues configured)")
         self.is_async = _is_async(registry, self.config)
@@ -137,6 +143,13 @@ class Worker:
             self._control_transport.close()
             raise
         transport, control = self._transport, self._control_transport
+        if self.metrics is not None and self.config.metrics_port is not None:
+            try:
+                self.metrics.serve(self.config.metrics_host, self.config.metrics_port)
+            except BaseException:
+                transport.close()
+                control.close()
+                raise
         self._settle = Settler(transport, config)
         if self.is_async:
             self._execution = AsyncExecution(
@@ -192,6 +205,7 @@ class Worker:
             control.close()
             if self._abort_log is not None:
                 self._abort_log.close()
+            self._observer.close()
             raise
         transport.add_on_lost(self._on_lost)
         control.add_on_lost(self._on_lost)
@@ -223,6 +237,7 @@ class Worker:
         if self._abort_log is not None:
             self._abort_log.close()
         self._control_transport.close()
+        self._observer.close()
         self._stopped.set()
 
     def run(self) -> int:
@@ -280,6 +295,21 @@ class Worker:
             "running": running,
         }
 
+    def _observers(self) -> _observe.Observer:
+        """Metrics (with ``metrics_port``) and tracing (with OpenTelemetry installed), or the
+        observer that does nothing."""
+        observers: list[_observe.Observer] = []
+        if self.config.metrics_port is not None:
+            from ._metrics import Metrics  # prometheus_client is imported only then
+
+            self.metrics = Metrics([binding.spec.name for binding in self.registry])
+            observers.append(self.metrics)
+        if _tracing.INSTALLED:
+            observers.append(_tracing.TracingObserver())
+        if len(observers) == 1:
+            return observers[0]
+        return _observe.Observers(observers) if observers else _observe.Observer()
+
     def _on_lost(self, error: BaseException) -> None:
         log.error("worker %s lost its broker connection: %s", self.name, error)
         self._lost = error
@@ -310,6 +340,7 @@ class Worker:
         # Never lose a task to a bug here, and never loop on it: requeue it once, then
         # dead-letter it with the reason.
         log.error("internal error on delivery %s", delivery.message.message_id, exc_info=exc)
+        self._observe_end(delivery, _observe.REQUEUED)
         if delivery.redelivered:
             self._settle.dead_letter(delivery, f"internal error: {type(exc).__name__}: {exc}")
         else:
@@ -320,31 +351,48 @@ class Worker:
         if self._stopping:
             self._settle.requeue(delivery)
             return None
+        message = delivery.message
         match self._intake.check(delivery):
             case DeadLetter(reason):
+                task = message.type if self.registry.get(message.type or "") else "unknown"
+                self._observer.ended(delivery, str(task), _observe.REJECTED)
                 self._settle.dead_letter(delivery, reason)
             case Finish(kind, body):
+                self._observer.ended(delivery, str(message.type), _observe.outcome_of(kind))
                 self._settle.finish(delivery, kind, body)
             case Hold(delay):
                 self._settle.hold(delivery, delay)
             case Recount(copy):
                 self._settle.replace(delivery, copy)
             case Run() as run:
+                self._finishing[id(delivery)] = self._observer.started(delivery, run.binding.spec.name)
                 return run
         return None
 
     def _end(self, delivery: Delivery, binding: Binding, kind: str, body: bytes, running: Running) -> None:
         """Settle a task whose handler ran, with its final reply ``kind``/``body``."""
         assert self._execution is not None
-        if kind == _wire.ABORTED and self._execution.requeue_aborted:  # a graceful stop's end
-            self._settle.requeue(delivery)
-            return
-        retry = None if running.ctx.aborted else retry_of(binding.spec, kind, body, running.ctx.attempt)
-        if retry is not None:
-            self._settle.retry(delivery, retry, running)
-            return
-        self._control.finished.add(running.ctx.task_id)
-        self._settle.finish(delivery, kind, body, running)
+        outcome = _observe.REQUEUED  # unless decided below
+        try:
+            if kind == _wire.ABORTED and self._execution.requeue_aborted:  # a graceful stop's end
+                self._settle.requeue(delivery)
+                return
+            retry = None if running.ctx.aborted else retry_of(binding.spec, kind, body, running.ctx.attempt)
+            if retry is not None:
+                outcome = _observe.RETRYING
+                self._settle.retry(delivery, retry, running)
+                return
+            outcome = _observe.outcome_of(kind, running.stopped_by is TimeLimitInterrupt)
+            self._control.finished.add(running.ctx.task_id)
+            self._settle.finish(delivery, kind, body, running)
+        finally:
+            self._observe_end(delivery, outcome)
+
+    def _observe_end(self, delivery: Delivery, outcome: str) -> None:
+        """Tell the observer how a task that started ended (once; no-op if it never started)."""
+        finished = self._finishing.pop(id(delivery), None)
+        if finished is not None:
+            finished(outcome)
 
 
 def _is_async(registry: Registry, config: Config) -> bool:

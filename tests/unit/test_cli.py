@@ -68,6 +68,8 @@ def test_help_names_the_broker_variable_and_the_precedence(capsys: pytest.Captur
         (["call", "s.yaml", "sum", "{}", "--expires", "1x"], "--expires"),
         (["inspect", "--wait", "soon"], "--wait"),
         (["dead-letters", "--limit", "0"], "--limit"),
+        (["worker", "m:a", "--metrics-port", "65536"], "--metrics-port"),
+        (["worker", "m:a", "--metrics-port", "http"], "--metrics-port"),
     ],
 )
 def test_bad_arguments_are_usage_errors(

@@ -104,6 +104,17 @@ def test_abort_retention_from_env_and_its_limits(tmp_path: Path) -> None:
     assert Config.load(env={}, abort_exchange="x" * 251).abort_exchange == "x" * 251
 
 
+def test_metrics_port_from_each_source(tmp_path: Path) -> None:
+    assert (Config.load(env={}).metrics_port, Config.load(env={}).metrics_host) == (None, "127.0.0.1")
+    path = write(tmp_path, "[taskell]\nmetrics_port = 9464\n")
+    assert Config.load(path, env={}).metrics_port == 9464
+    assert Config.load(path, env={"TASKELL_METRICS_PORT": "9000"}).metrics_port == 9000
+    assert Config.load(path, env={"TASKELL_METRICS_PORT": ""}).metrics_port is None  # empty: unset
+    assert Config.load(path, env={}, metrics_port=0).metrics_port == 0  # --metrics-port 0: any port
+    assert error(None, env={"TASKELL_METRICS_PORT": "70000"}).key == "TASKELL_METRICS_PORT"
+    assert error(tmp_path, '[taskell]\nmetrics_port = "9464"\n').key == "taskell.metrics_port"
+
+
 def test_env_queue_list_parsing() -> None:
     c = Config.load(env={"TASKELL_QUEUES": "a, b,,c ", "TASKELL_RABBITMQ_HOSTS": "h1,h2:5673"})
     assert c.queues == ["a", "b", "c"]

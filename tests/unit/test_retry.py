@@ -90,7 +90,9 @@ def test_the_next_attempt_is_the_same_task_without_its_redelivery_count_or_expir
         },
         priority=7,
     )
+    before = _wire.now_ms()
     copy = _wire.retry_copy(original, 2)
+    assert before <= copy.headers.pop(_wire.SUBMITTED_HEADER) <= _wire.now_ms()  # its queue wait starts now
     assert copy.headers == {
         _wire.FINGERPRINT_HEADER: SUM.fingerprint,
         _wire.ATTEMPT_HEADER: 2,

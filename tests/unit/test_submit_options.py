@@ -165,7 +165,9 @@ def test_expires_at_is_when_the_task_is_due_plus_expires() -> None:
 
 
 def test_extra_headers_are_carried() -> None:
+    before = _wire.now_ms()
     message = _wire.task_message(SQUARE, "t", b"{}", "r", headers={_wire.ATTEMPT_HEADER: 2})
+    assert before <= message.headers.pop(_wire.SUBMITTED_HEADER) <= _wire.now_ms()
     assert message.headers == {_wire.FINGERPRINT_HEADER: SQUARE.fingerprint, _wire.ATTEMPT_HEADER: 2}
 
 
