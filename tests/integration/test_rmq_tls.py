@@ -1,6 +1,9 @@
 """TLS (issue 6): a private RabbitMQ node with a TLS listener on 127.0.0.1, using certificates
 generated here; taskell connects with ``amqps://`` verifying the server against the test CA,
-and refuses a server whose certificate it cannot verify."""
+and refuses a server whose certificate it cannot verify. A second node verifies peers (issue
+16): a client certificate of its CA is accepted, none or another CA's is refused.
+
+Private nodes: run under ``flock /tmp/taskell-private-nodes.lock``."""
 
 from __future__ import annotations
 
