@@ -15,7 +15,9 @@ import pika  # type: ignore[import-untyped]
 import pytest
 
 import taskell
-from tests.support import ROOT, TASKELL, cli_env, stop_process, wait_consuming, wait_until
+from examples.worker import Impl
+from generated.demo import SUM, Client, registry
+from tests.support import RESULT_TIMEOUT, ROOT, TASKELL, cli_env, stop_process, wait_consuming, wait_until
 
 Cli = Callable[..., "subprocess.CompletedProcess[str]"]
 CLOSED_PORT_URL = "amqp://guest:guest@127.0.0.1:1/%2F"
@@ -243,6 +245,7 @@ def test_dead_letters_requeue_of_a_broker_dead_letter_goes_to_its_x_death_queue(
     assert proc.stdout.strip() == f"requeued {task_id} to queue taskell.q2", _explain(proc)
     method, got, body = amqp.basic_get("taskell.q2", auto_ack=True)
     assert method is not None and got.message_id == task_id and body == b'{"numbers": [1]}'
+    assert amqp.queue_declare("taskell.dead", passive=True).method.message_count == 0, "requeued, not moved"
 
 
 def test_dead_letters_requeue_to_a_queue_that_is_gone_exits_1_and_keeps_the_message(
@@ -257,3 +260,35 @@ def test_dead_letters_requeue_to_a_queue_that_is_gone_exits_1_and_keeps_the_mess
     assert "taskell.no-such-queue" in proc.stderr and "does not exist" in proc.stderr, _explain(proc)
     listed = taskell_cli("dead-letters")
     assert [json.loads(line)["task_id"] for line in listed.stdout.splitlines()] == [task_id], _explain(listed)
+
+
+def test_a_dead_lettered_task_runs_once_requeued_after_the_fix(
+    taskell_cli: Cli, config: taskell.Config, amqp: Any
+) -> None:
+    # The whole way: a worker that does not know demo.square (an old deployment) dead-letters
+    # it; once a worker that knows it runs, the requeue sends it back and it runs, once.
+    old = taskell.Registry()
+    old.add(SUM, lambda ctx, args: sum(args.numbers))
+    with taskell.connect(config=config) as conn:
+        task_id = taskell.fire(Client(conn).square, x=3)
+        with taskell.Worker(old, config):
+            wait_until(
+                lambda: amqp.queue_declare("taskell.dead", passive=True).method.message_count == 1,
+                RESULT_TIMEOUT,
+                "the old worker dead-lettered the task",
+            )
+    ran: list[tuple[str, int]] = []
+
+    class Fixed(Impl):
+        def square(self, ctx: taskell.Context[None], x: int) -> int:
+            ran.append((ctx.task_id, x))
+            return x * x
+
+    with taskell.Worker(registry(Fixed()), config):
+        proc = taskell_cli("dead-letters", "--requeue", task_id)
+        assert proc.returncode == 0, _explain(proc)
+        assert proc.stdout.strip() == f"requeued {task_id} to queue taskell.q1", _explain(proc)
+        wait_until(lambda: ran != [], RESULT_TIMEOUT, "the requeued task ran")
+        time.sleep(0.5)  # a second run would have started by now
+    assert ran == [(task_id, 3)]
+    assert amqp.queue_declare("taskell.dead", passive=True).method.message_count == 0
