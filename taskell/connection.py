@@ -283,31 +283,6 @@ class Connection:
             self._publish(spec.queue, message, None if fire_and_forget else handle.id, delay)
         return handle
 
-    def _submit_with_id(
-        self,
-        spec: TaskSpec[Any, Any, Any],
-        args: Mapping[str, object],
-        task_id: str,
-        headers: Mapping[str, Any] | None = None,
-    ) -> Future[None]:
-        """Publish one task with a given id and no reply queue (fire and forget), with the
-        schema's options; returns the broker's confirm. For ``taskell scheduler``, whose ids
-        are derived from the schedule and due time.
-
-        Raises:
-            PayloadError: ``args`` do not validate against the task's model.
-        """
-        if self._closed:
-            raise BrokerUnavailable("connection is closed")
-        try:
-            body = spec.args.model_validate(args).model_dump_json().encode()
-        except ValidationError as exc:
-            raise PayloadError(spec.name, _wire.describe(exc)) from None
-        self._declare_task_queue(spec)
-        message = _wire.task_message(spec, task_id, body, None, headers=headers)
-        with _tracing.sending(spec.name, spec.queue, task_id, message.headers):
-            return self._publish(spec.queue, message, None)
-
     def _check_delay(self, delay: float) -> None:
         """Warn (once per connection) of a delay that outlasts the aborts kept on the broker."""
         retention = self.config.abort_retention

@@ -46,7 +46,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
-from . import _wire
+from . import _tracing, _wire
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError
 from .schedule import Schedule
@@ -390,7 +390,11 @@ class Scheduler:
             message = _wire.task_message(
                 schedule.task, ident, self._bodies[schedule.name], None, headers=headers
             )
-            confirms.append(transport.publish("", schedule.task.queue, message, mandatory=True, replay=False))
+            # A submission like a client's: a producer span, whose context the handler continues.
+            with _tracing.sending(schedule.task.name, schedule.task.queue, ident, message.headers):
+                confirms.append(
+                    transport.publish("", schedule.task.queue, message, mandatory=True, replay=False)
+                )
         on_thread = transport.call_soon
 
         def submitted() -> None:

@@ -342,6 +342,27 @@ def test_one_trace_spans_the_client_the_worker_and_a_dependent_task(config: task
     assert process["attributes"]["taskell.outcome"] == "result"
 
 
+def test_a_scheduled_submission_is_traced_like_a_client_one(config: taskell.Config) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "tests.integration.trace_run", "scheduled"],
+        env=python_env(config.broker_url()),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    spans = [json.loads(line) for line in run.stdout.splitlines()]
+    process = next(s for s in spans if s["name"] == "process demo.square")
+    send = next(s for s in spans if s["span_id"] == process["parent_id"])  # through the headers
+    assert (send["name"], send["kind"], send["parent_id"]) == ("send demo.square", "PRODUCER", None)
+    assert send["trace_id"] == process["trace_id"]
+    # The schedule's deterministic task id (a uuid5 of schedule and due time, where a client's
+    # is a uuid4) is the message id on both sides.
+    message_id = send["attributes"]["messaging.message.id"]
+    assert uuid.UUID(message_id).version == 5
+    assert process["attributes"]["messaging.message.id"] == message_id
+
+
 BLOCKED_RUN = """
 import importlib.abc, sys
 

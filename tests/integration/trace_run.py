@@ -1,17 +1,20 @@
 """A traced client and worker, run in a subprocess by test_rmq_observability (a tracer provider
 is process-wide, so the test process keeps none):
 
-    TASKELL_URL=... python -m tests.integration.trace_run
+    TASKELL_URL=... python -m tests.integration.trace_run [scheduled]
 
 Sets OpenTelemetry's SDK with an in-memory exporter, starts a worker, then inside a span
 ``request`` submits ``square(x=3)`` (slowed down so it is still running) and ``total`` of its
-result and 4, which waits for it in a join record. Prints every finished span as one JSON line:
-name, kind, trace and span ids, parent, links, attributes.
+result and 4, which waits for it in a join record. With ``scheduled``, a scheduler submits
+``square(x=3)`` every second instead, and the run ends once the worker has run one. Prints
+every finished span as one JSON line: name, kind, trace and span ids, parent, links, attributes.
 """
 
 from __future__ import annotations
 
 import json
+import sys
+import threading
 import time
 
 from opentelemetry import trace
@@ -22,14 +25,19 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 import taskell
 from examples.worker import Impl
 from generated.demo import Client, registry
+from tests.integration.sched_tick import SCHEDULES
 
 tracer = trace.get_tracer("tests.trace_run")
+
+
+squared = threading.Event()
 
 
 class Traced(Impl):
     def square(self, ctx: taskell.Context[None], x: int) -> int:
         with tracer.start_as_current_span("inside square"):  # a span of the handler's own
             time.sleep(0.5)  # still running when `total` is submitted: it waits in a join record
+            squared.set()
             return x * x
 
 
@@ -53,13 +61,26 @@ def main() -> int:
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     trace.set_tracer_provider(provider)
     config = taskell.Config.load()
-    with taskell.Worker(registry(Traced()), config, parallelism=2), taskell.connect(config=config) as conn:
-        demo = Client(conn)
-        with tracer.start_as_current_span("request"):
-            square = demo.square(x=3)
-            total = demo.total(parts=[square, 4])
-        assert total.result(timeout=30) == 13
-        time.sleep(0.2)  # the worker's span ends right after the reply is handed on
+    if sys.argv[1:] == ["scheduled"]:
+        with taskell.Worker(registry(Traced()), config, parallelism=1):
+            scheduler = taskell.Scheduler(SCHEDULES, config)
+            scheduler.start()
+            try:
+                assert squared.wait(30), "no scheduled square ran"
+            finally:
+                scheduler.stop()
+            time.sleep(0.2)  # the worker's span ends right after the reply is handed on
+    else:
+        with (
+            taskell.Worker(registry(Traced()), config, parallelism=2),
+            taskell.connect(config=config) as conn,
+        ):
+            demo = Client(conn)
+            with tracer.start_as_current_span("request"):
+                square = demo.square(x=3)
+                total = demo.total(parts=[square, 4])
+            assert total.result(timeout=30) == 13
+            time.sleep(0.2)  # the worker's span ends right after the reply is handed on
     provider.shutdown()
     for span in exporter.get_finished_spans():
         print(json.dumps(describe(span)), flush=True)
