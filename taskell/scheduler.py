@@ -156,6 +156,7 @@ class Scheduler:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._bodies = {name: _body(s) for name, s in self.schedules.items()}  # args, validated
         self._transport: Transport | None = None
+        self._task_queues: dict[str, dict[str, Any]] = {}  # queue name -> its declare arguments
         self._state: dict[str, datetime] = {}  # schedule -> done until (the leader's view)
         self._held: Delivery | None = None  # a message of the state queue, unacked while leading
         self._leading = False
@@ -197,6 +198,7 @@ class Scheduler:
             transport.declare_queue(STATE_QUEUE, durable=True, arguments=arguments).result()
             for spec in {s.task.queue: s.task for s in self.schedules.values()}.values():
                 task_queue = _wire.queue_arguments(config, priorities=spec.queue_priorities, queue=spec.queue)
+                self._task_queues[spec.queue] = task_queue
                 transport.declare_queue(spec.queue, durable=True, arguments=task_queue).result()
             transport.declare_exchange(config.abort_exchange, "fanout").result()
             control = transport.declare_queue(_wire.control_queue(), durable=False, auto_delete=True).result()
@@ -390,6 +392,11 @@ class Scheduler:
             message = _wire.task_message(
                 schedule.task, ident, self._bodies[schedule.name], None, headers=headers
             )
+            # Declared again before each submission, on the same channel (so before it): a task
+            # queue deleted under a running scheduler would otherwise leave the copy in the state
+            # queue as the only route, and the submission would count as fired, unseen.
+            queue = schedule.task.queue
+            transport.declare_queue(queue, durable=True, arguments=self._task_queues[queue])
             # A submission like a client's: a producer span, whose context the handler continues.
             with _tracing.sending(schedule.task.name, schedule.task.queue, ident, message.headers):
                 confirms.append(

@@ -208,6 +208,35 @@ def test_sigterm_stops_cleanly_and_the_standby_takes_over(
     assert len(seen) >= 4
 
 
+def test_a_task_queue_deleted_under_the_leader_is_declared_again(
+    schedulers: Schedulers, amqp: Any, conn: taskell.Connection
+) -> None:
+    """The task queue deleted while a scheduler leads: its next submission declares it again,
+    rather than reaching only the state queue (its copy there) and counting as fired."""
+
+    def task_queue_exists() -> bool:
+        connection = blocking_connection()
+        try:
+            connection.channel().queue_declare(TASK_QUEUE, passive=True)
+            return True
+        except pika.exceptions.ChannelClosedByBroker:
+            return False
+        finally:
+            if connection.is_open:
+                connection.close()
+
+    leader = schedulers.spawn()
+    wait_until(lambda: leader_pid(conn) == leader.pid, 30, "the scheduler leads")
+    assert collect(amqp, 2), "nothing fired before the deletion"
+    amqp.queue_delete(TASK_QUEUE)
+    assert not task_queue_exists()
+    wait_until(task_queue_exists, 5, "the task queue is declared again")
+    seen = collect(amqp, 3)
+    assert len(seen) >= 2, schedulers.logs()
+    check_once_each([due for due, _, _ in seen])
+    assert leader.poll() is None
+
+
 def test_list_prints_the_schedules_without_a_broker(schedulers: Schedulers) -> None:
     result = subprocess.run(
         [TASKELL, "scheduler", "tests.integration.sched_tick", "--list"],
