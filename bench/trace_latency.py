@@ -52,7 +52,7 @@ def instrument(stamps: Stamps, side: str) -> None:
         setattr(owner, name, stamped)
 
     wrap(amqp.AmqpTransport, "_basic_publish", "publish")
-    wrap(pika_connection.CoalescingConnection, "_flush_frames", "send")
+    wrap(pika_connection.CoalescingConnection, "_adapter_emit_data", "send")  # pika: the socket write
     start_consumer = amqp.AmqpTransport._start_consumer
 
     def start_stamped(self: Any, channel: Any, consumer: Any, future: Any = None) -> None:

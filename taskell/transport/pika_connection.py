@@ -62,13 +62,14 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
         if not self._frames_out:
             # A zero-delay timer runs after this turn's callbacks and socket events.
-            self.ioloop.call_later(0, self._flush_frames)
+            self.ioloop.call_later(0, self.flush_frames)
         for frame in marshaled_frames:
             self.bytes_sent += len(frame)
             self.frames_sent += 1
             self._frames_out.append(frame)
 
-    def _flush_frames(self) -> None:
+    def flush_frames(self) -> None:
+        """Write the frames collected so far (I/O thread only); the timer then finds none."""
         if self._frames_out:
             data = b"".join(self._frames_out)
             self._frames_out.clear()
