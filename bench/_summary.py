@@ -7,7 +7,15 @@ import statistics
 from typing import Any
 
 TASKELL = "taskell"
-SYSTEMS = ("naive pika", "pika, same guarantees", TASKELL, "dramatiq", "celery")  # the table's order
+TASKELL_AIO = "taskell (async)"
+SYSTEMS = (
+    "naive pika",
+    "pika, same guarantees",
+    TASKELL,
+    TASKELL_AIO,
+    "dramatiq",
+    "celery",
+)  # the table's order
 FIGURES = ("round trip 1", "round trip 4", "drain 1", "drain 4", "latency p50", "latency p99")
 
 

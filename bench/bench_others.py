@@ -12,6 +12,7 @@ Systems, each running the no-op ``x * x`` (or ``a + b``) in a worker subprocess:
   taskell's guarantees (persistent confirmed submissions and replies, ack after the confirmed
   reply), one I/O loop per side, batched acks and writes;
 * taskell: ``taskell worker examples.worker:handlers`` (``square``), ``demo.square``;
+* taskell (async): the same worker, called through ``taskell.aio`` (the generated ``AsyncClient``);
 * dramatiq: ``bench/others_dramatiq_app.py`` (RabbitmqBroker, Results middleware on Redis at
   ``REDIS_URL``, default ``redis://127.0.0.1:6379/0``);
 * celery: ``bench/others_celery_app.py`` (threads pool, ``rpc://`` results).
@@ -43,6 +44,7 @@ committed under ``bench/reference/``, into the README's table.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import importlib.metadata
 import importlib.util
@@ -64,10 +66,11 @@ import pika  # type: ignore[import-untyped]
 import pika.exceptions  # type: ignore[import-untyped]
 
 import taskell
+import taskell.aio
 from bench._common import ROOT, URL, git_commit, machine, percentile, start_raw_server, start_worker
-from bench._summary import SYSTEMS, TASKELL, summarise
+from bench._summary import SYSTEMS, TASKELL, TASKELL_AIO, summarise
 from bench.raw_pika import ConfirmedClient, RawClient
-from generated.demo import Client
+from generated.demo import AsyncClient, Client
 from taskell.config import PREFETCH_PER_SLOT
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -237,6 +240,55 @@ class TaskellSide(Side):
 
     def close(self) -> None:
         self.conn.close()
+
+
+class AioSide(Side):
+    """The asyncio client (``taskell.aio``) on its own event loop, run by this thread for each
+    measurement; the worker is taskell's, as for the sync client."""
+
+    name = TASKELL_AIO
+
+    def __init__(self, tmp: Path) -> None:
+        super().__init__(tmp)
+        self.loop = asyncio.new_event_loop()
+        self.aconn = self.loop.run_until_complete(self._connect())
+        self.demo = AsyncClient(self.aconn)
+
+    @staticmethod
+    async def _connect() -> taskell.aio.Connection:
+        return await taskell.aio.connect(URL)
+
+    def start(self, threads: int) -> None:
+        self.process = start_worker(self.aconn.sync, "examples.worker:handlers", parallelism=threads)
+
+    def round_trip(self, count: int) -> None:
+        async def run() -> None:
+            handles = [self.demo.square(x=i) for i in range(count)]
+            results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), TIMEOUT)
+            if results != [i * i for i in range(count)]:
+                raise AssertionError("wrong taskell.aio result")
+
+        self.loop.run_until_complete(run())
+
+    def drain(self, count: int) -> None:
+        async def run() -> None:
+            for i in range(count - 1):
+                taskell.aio.fire(self.demo.square, x=i)
+            await self.demo.square(x=count).result(timeout=TIMEOUT)
+            await self.aconn.flush(10)
+
+        self.loop.run_until_complete(run())
+
+    def call(self, i: int) -> None:
+        async def run() -> None:
+            if await self.demo.square(x=i).result(timeout=10) != i * i:
+                raise AssertionError("wrong taskell.aio result")
+
+        self.loop.run_until_complete(run())
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.aconn.close())
+        self.loop.close()
 
 
 class CelerySide(Side):
@@ -476,6 +528,9 @@ def main() -> None:
     parser.add_argument(
         "--seed", type=int, default=None, help="of the random order (default: from the clock)"
     )
+    parser.add_argument(
+        "--only", default=None, help="comma-separated systems to run (default: every installed one)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="the JSON file (default bench/results/...)")
     a = parser.parse_args()
     a.repeat = a.repeat or (3 if a.quick else 5)
@@ -514,6 +569,7 @@ def main() -> None:
             SYSTEMS[0]: lambda: PikaSide(tmp, confirmed=False),
             SYSTEMS[1]: lambda: PikaSide(tmp, confirmed=True),
             TASKELL: lambda: TaskellSide(tmp),
+            TASKELL_AIO: lambda: AioSide(tmp),
         }
         if importlib.util.find_spec("dramatiq") is None:
             skipped["dramatiq"] = f"not installed; {INSTALL}"
@@ -525,6 +581,9 @@ def main() -> None:
             skipped["celery"] = f"not installed; {INSTALL}"
         else:
             makers["celery"] = lambda: CelerySide(tmp)
+        if a.only:
+            wanted = {name.strip() for name in a.only.split(",")}
+            makers = {name: make for name, make in makers.items() if name in wanted}
         for name, reason in skipped.items():
             print(f"{name}: skipped, {reason}", flush=True)
         sides: dict[str, Side] = {}

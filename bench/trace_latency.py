@@ -52,7 +52,14 @@ def instrument(stamps: Stamps, side: str) -> None:
         setattr(owner, name, stamped)
 
     wrap(amqp.AmqpTransport, "_basic_publish", "publish")
-    wrap(pika_connection.CoalescingConnection, "_flush_frames", "send")
+    flush = pika_connection.CoalescingConnection.flush_frames
+
+    def flush_stamped(self: Any) -> None:
+        if self._frames_out:  # a call with nothing to write is no step
+            stamps.append((f"{side} send", time.perf_counter()))
+        flush(self)
+
+    setattr(pika_connection.CoalescingConnection, "flush_frames", flush_stamped)  # noqa: B010
     start_consumer = amqp.AmqpTransport._start_consumer
 
     def start_stamped(self: Any, channel: Any, consumer: Any, future: Any = None) -> None:

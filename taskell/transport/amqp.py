@@ -36,7 +36,7 @@ import pika  # type: ignore[import-untyped]
 import pika.exceptions  # type: ignore[import-untyped]
 import pika.frame  # type: ignore[import-untyped]
 import pika.spec  # type: ignore[import-untyped]
-from pika.adapters.select_connection import IOLoop, SelectConnection  # type: ignore[import-untyped]
+from pika.adapters.select_connection import IOLoop  # type: ignore[import-untyped]
 from pika.channel import Channel  # type: ignore[import-untyped]
 
 from ..errors import BrokerUnavailable
@@ -111,7 +111,7 @@ class AmqpTransport(Transport):
         self._on_reconnect: list[Callable[[], None]] = []
         self._lost: BaseException | None = None
         self._closing = False
-        self._conn: SelectConnection | None = None
+        self._conn: CoalescingConnection | None = None
         self._channel: Channel | None = None
         self._ioloop = IOLoop()
         self._opened: Future[None] = Future()
@@ -272,6 +272,10 @@ class AmqpTransport(Transport):
             except pika.exceptions.AMQPError as exc:
                 # The channel or connection is closing: its close callback takes over.
                 log.debug("dropped an operation on a closing connection: %r", exc)
+        if self._ready and self._conn is not None:
+            # Write this batch now: the flush timer would run only after one more poll of the
+            # loop, a system call and a turn of latency on every hand-off from another thread.
+            self._conn.flush_frames()
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method

@@ -2,8 +2,9 @@
 silenced, and a ``SelectConnection`` that writes the frames of one I/O-loop turn at once.
 
 ``CoalescingConnection`` overrides a private method of pika's ``Connection``
-(``_output_marshaled_frames``) and uses two more (``_adapter_emit_data``, ``_transport``),
-which is why pyproject.toml bounds pika to the versions where they are known to be the same.
+(``_output_marshaled_frames``) and uses more (``_adapter_emit_data``, ``_transport``, the
+plaintext transport's ``_sock`` and ``_state``), which is why pyproject.toml bounds pika to the
+versions where they are known to be the same.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pika  # type: ignore[import-untyped]
 from pika.adapters.select_connection import SelectConnection  # type: ignore[import-untyped]
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport  # type: ignore[import-untyped]
 
 from ..config import Config
 
@@ -62,16 +64,34 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
         if not self._frames_out:
             # A zero-delay timer runs after this turn's callbacks and socket events.
-            self.ioloop.call_later(0, self._flush_frames)
+            self.ioloop.call_later(0, self.flush_frames)
         for frame in marshaled_frames:
             self.bytes_sent += len(frame)
             self.frames_sent += 1
             self._frames_out.append(frame)
 
-    def _flush_frames(self) -> None:
-        if self._frames_out:
-            data = b"".join(self._frames_out)
-            self._frames_out.clear()
-            # pika's private socket transport (None once closed) and writer: see the pika bound.
-            if self._transport is not None:  # else the socket closed since: nothing to write to
-                self._adapter_emit_data(data)
+    def flush_frames(self) -> None:
+        """Write the frames collected so far (I/O thread only); the timer then finds none."""
+        if not self._frames_out:
+            return
+        data = b"".join(self._frames_out)
+        self._frames_out.clear()
+        # pika's private socket transport (None once closed) and writer: see the pika bound.
+        transport = self._transport
+        if transport is None:  # the socket closed since: nothing to write to
+            return
+        if (
+            type(transport) is _AsyncPlaintextTransport
+            and transport._state == transport._STATE_ACTIVE
+            and not transport.get_write_buffer_size()
+        ):
+            # Send at once: pika's write only buffers and asks the loop for writability, which
+            # costs one more poll (and two epoll_ctl) before the bytes leave, on every turn.
+            try:
+                sent = transport._sock.send(data)
+            except OSError:  # would block, or broken: pika's writer below retries or reports it
+                sent = 0
+            data = data[sent:]
+            if not data:
+                return
+        self._adapter_emit_data(data)

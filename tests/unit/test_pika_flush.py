@@ -1,0 +1,84 @@
+"""``CoalescingConnection.flush_frames`` on pika's real plaintext transport over a socket pair:
+a batch leaves at once when pika's buffer is empty (no extra loop turn for writability), what
+the socket does not take goes to pika's buffer, and the byte order holds either way."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport  # type: ignore[import-untyped]
+
+from taskell.transport.pika_connection import CoalescingConnection
+
+
+class FakeLoop:
+    """The two calls pika's transport makes on the loop here; the writer is run by hand."""
+
+    def __init__(self) -> None:
+        self.writer: Callable[[], None] | None = None
+
+    def set_reader(self, fd: int, on_readable: Callable[[], None]) -> None:
+        pass
+
+    def set_writer(self, fd: int, on_writable: Callable[[], None]) -> None:
+        self.writer = on_writable
+
+    def remove_writer(self, fd: int) -> bool:
+        self.writer = None
+        return True
+
+
+def connection(sock: socket.socket, loop: FakeLoop) -> Any:
+    conn: Any = object.__new__(CoalescingConnection)  # no broker: only the write path is used
+    conn._frames_out = []
+    conn._transport = _AsyncPlaintextTransport(sock, None, loop)
+    return conn
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while True:
+        try:
+            chunks.append(sock.recv(1 << 20))
+        except BlockingIOError:
+            return b"".join(chunks)
+
+
+def test_a_batch_leaves_in_the_flush_itself() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    loop = FakeLoop()
+    conn = connection(ours, loop)
+    conn._frames_out.extend([b"frame-1;", b"frame-2;"])
+    conn.flush_frames()
+    assert read_all(theirs) == b"frame-1;frame-2;"
+    assert loop.writer is None  # nothing left for a later loop turn
+    ours.close()
+    theirs.close()
+
+
+def test_what_the_socket_does_not_take_is_buffered_in_order() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    loop = FakeLoop()
+    conn = connection(ours, loop)
+    big = bytes(range(256)) * 40_000  # 10 MB: more than the socket buffers hold
+    conn._frames_out.append(big)
+    conn.flush_frames()
+    assert conn._transport.get_write_buffer_size() > 0 and loop.writer is not None
+    conn._frames_out.append(b"after")  # pika's buffer is not empty: this one queues behind
+    conn.flush_frames()
+    received = b""
+    for _ in range(10_000):
+        received += read_all(theirs)
+        if loop.writer is None:
+            break
+        loop.writer()
+    received += read_all(theirs)
+    assert received == big + b"after"
+    ours.close()
+    theirs.close()
