@@ -26,9 +26,9 @@ def spread(values: list[float]) -> dict[str, float]:
 def summarise(data: dict[str, Any]) -> dict[str, Any]:
     """Per system and figure: median, min and max over the repetitions; for every system but
     taskell also ``ratio``: taskell's figure over this system's, per repetition (the two were
-    measured in the same repetition), then its median, min and max."""
+    measured in the same repetition), then its median, min and max; and likewise
+    ``async_ratio``, the asyncio client's figure over this system's, for every other system."""
     samples: dict[str, list[dict[str, Any]]] = data["samples"]
-    ours = samples.get(TASKELL)
     out: dict[str, Any] = {}
     for system in sorted(samples, key=lambda s: SYSTEMS.index(s) if s in SYSTEMS else len(SYSTEMS)):
         runs = samples[system]
@@ -38,8 +38,10 @@ def summarise(data: dict[str, Any]) -> dict[str, Any]:
             if not values:
                 continue
             figures[figure] = spread(values)
-            if ours is not None and system != TASKELL:
-                ratios = [mine[figure] / theirs[figure] for mine, theirs in zip(ours, runs, strict=True)]
-                figures[figure]["ratio"] = spread(ratios)
+            for key, base in (("ratio", TASKELL), ("async_ratio", TASKELL_AIO)):
+                ours = samples.get(base)
+                if ours is not None and system != base:
+                    ratios = [mine[figure] / theirs[figure] for mine, theirs in zip(ours, runs, strict=True)]
+                    figures[figure][key] = spread(ratios)
         out[system] = figures
     return {"systems": out}

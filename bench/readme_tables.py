@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench._summary import FIGURES, SYSTEMS, TASKELL, summarise
+from bench._summary import FIGURES, SYSTEMS, TASKELL, TASKELL_AIO, summarise
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -116,9 +116,23 @@ def others(path: str) -> str:
         "|---|" + "---:|" * len(FIGURES),
     ]
     for system, figures in summary.items():
-        if system != TASKELL:
+        if system not in (TASKELL, TASKELL_AIO):
             cells = [ranged(figures[f]["ratio"], times) for f in FIGURES]
             lines.append(f"| {names.get(system, system)} | " + " | ".join(cells) + " |")
+    if TASKELL_AIO in summary:
+        lines += [
+            "",
+            "The asyncio client's figure divided by the other system's in the same repetition, read"
+            " the same way:",
+            "",
+            f"| {TASKELL_AIO} ÷ | " + " | ".join(HEADS[f] for f in FIGURES) + " |",
+            "|---|" + "---:|" * len(FIGURES),
+        ]
+        for system, figures in summary.items():
+            if system != TASKELL_AIO:
+                cells = [ranged(figures[f]["async_ratio"], times) for f in FIGURES]
+                label = "taskell (sync)" if system == TASKELL else names.get(system, system)
+                lines.append(f"| {label} | " + " | ".join(cells) + " |")
     for system, reason in data.get("skipped", {}).items():
         lines.append(f"\nNot measured: {system} ({reason}).")
     lines += ["", guarantees(summary), "", noise(data, summary)]

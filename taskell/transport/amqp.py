@@ -336,7 +336,12 @@ class AmqpTransport(Transport):
     # Any thread
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        self._ioloop.call_later(delay, fn)
+        if threading.current_thread() is self._thread:
+            self._ioloop.call_later(delay, fn)
+            return
+        # pika's timers are not thread-safe: set this one from the I/O thread.
+        with contextlib.suppress(Exception):  # the loop is closed: the transport is closed
+            self._ioloop.add_callback_threadsafe(lambda: self._ioloop.call_later(delay, fn))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
         if threading.current_thread() is self._thread and self._ready and not self._outbox:

@@ -54,7 +54,7 @@ class Transport(ABC):
 
     @abstractmethod
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the transport's thread after ``delay`` seconds (call it on that thread)."""
+        """Run ``fn`` on the transport's thread after ``delay`` seconds (call from any thread)."""
 
     @abstractmethod
     def publish(
