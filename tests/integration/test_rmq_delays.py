@@ -27,6 +27,9 @@ from taskell.transport import delays as ladder
 from tests.support import RESULT_TIMEOUT, RunCli, wait_until
 
 LATE_OK = 0.5  # seconds a message may arrive after it is due, on a loaded 2-core machine
+# Times here are on the wall clock (time.time), the one "due" follows: the broker's message TTL
+# and the worker's taskell-due-ms. On these machines it has run up to 0.5 % faster than the
+# monotonic clock, so a 1.5 s delay timed on the monotonic clock looked a few ms early.
 
 
 @pytest.fixture
@@ -43,11 +46,11 @@ def task_queue(transport: Transport, queue_type: str) -> str:
 
 
 def collect(transport: Transport, queue: str) -> dict[str, float]:
-    """Arrival times (monotonic) by message id of what ``queue`` receives."""
+    """Arrival times (wall clock) by message id of what ``queue`` receives."""
     arrived: dict[str, float] = {}
 
     def on_message(delivery: Delivery) -> None:
-        arrived[str(delivery.message.message_id)] = time.monotonic()
+        arrived[str(delivery.message.message_id)] = time.time()
         transport.ack(delivery.tag)
 
     transport.consume(queue, on_message).result(30)
@@ -63,7 +66,7 @@ def test_delayed_messages_reach_the_queue_when_due_never_early(transport: Transp
     sent: dict[str, tuple[float, float]] = {}
     for n, delay in enumerate([1.5, 0.2, 1.0, 0.001, 0.75, 1.234, 0.5, 0.0]):
         message = Message(b"x", message_id=f"m{n}", persistent=True, headers={"h": n}, priority=3)
-        sent[f"m{n}"] = (time.monotonic(), delay)
+        sent[f"m{n}"] = (time.time(), delay)
         transport.publish_delayed(queue, message, delay).result(30)
     wait_until(lambda: len(arrived) == len(sent) + 1, 10, "every delayed message")
     for name, (at, delay) in sent.items():
@@ -160,7 +163,7 @@ def test_a_reconnect_declares_the_levels_again(vhost: str) -> None:
         ]:
             rabbitmqctl("close_connection", pid, "test")
         assert reconnected.wait(30)
-        start = time.monotonic()
+        start = time.time()
         transport.publish_delayed(queue, Message(b"", message_id="after"), 0.3).result(60)
         wait_until(lambda: "after" in arrived, 10, "a delayed message after the reconnect")
         assert arrived["after"] - start >= 0.3
@@ -172,14 +175,14 @@ def test_a_reconnect_declares_the_levels_again(vhost: str) -> None:
 
 
 class Clock(Impl):
-    """The demo handlers, noting when each ``square`` started (by its ``x``)."""
+    """The demo handlers, noting when each ``square`` started (by its ``x``, wall clock)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.started: dict[int, list[float]] = {}
 
     def square(self, ctx: taskell.Context[None], x: int) -> int:
-        self.started.setdefault(x, []).append(time.monotonic())
+        self.started.setdefault(x, []).append(time.time())
         return x * x
 
 
@@ -193,7 +196,7 @@ def test_delayed_tasks_start_when_due_never_early(vhost: str, queue_type: str) -
         Client(conn.options(delay=0.01)).square(x=99).result(timeout=RESULT_TIMEOUT)  # levels declared
         submitted, handles = {}, []
         for n, delay in delays.items():
-            submitted[n] = time.monotonic()
+            submitted[n] = time.time()
             handles.append(Client(conn.options(delay=delay)).square(x=n))
         assert [h.result(timeout=RESULT_TIMEOUT) for h in handles] == [n * n for n in delays]
     for n, delay in delays.items():
@@ -208,9 +211,7 @@ def test_an_eta_holds_the_task_until_then(conn: taskell.Connection, start_worker
     handle = Client(conn.options(eta=eta)).square(x=4)
     assert handle.result(timeout=RESULT_TIMEOUT) == 16
     [started] = clock.started[4]
-    assert datetime.now(UTC) - timedelta(seconds=time.monotonic() - started) >= eta - timedelta(
-        milliseconds=5
-    )
+    assert datetime.fromtimestamp(started, UTC) >= eta - timedelta(milliseconds=5)
 
 
 def test_a_task_message_carries_priority_and_expiry(conn: taskell.Connection, amqp: Any) -> None:
@@ -304,7 +305,7 @@ def test_messages_for_a_deleted_queue_do_not_hold_up_the_others(vhost: str) -> N
             transport.publish_delayed(gone, Message(b"", message_id=f"g{n}"), 0.3).result(60)
         transport.delete_queue(gone)
         arrived = collect(transport, kept)
-        start = time.monotonic()
+        start = time.time()
         for n in range(10):
             transport.publish_delayed(kept, Message(b"", message_id=f"k{n}"), 0.3).result(60)
         wait_until(lambda: len(arrived) == 10, 10, "the messages for the queue that exists")
@@ -335,4 +336,4 @@ def test_a_delayed_task_released_early_is_held_until_due(transport: Transport, s
     transport.publish("", SQUARE.queue, message, mandatory=True).result(RESULT_TIMEOUT)
     wait_until(lambda: 9 in clock.started, RESULT_TIMEOUT, "the early task ran once due")
     [started] = clock.started[9]
-    assert time.time() - (time.monotonic() - started) >= due - 0.005, "it ran before it was due"
+    assert started >= due - 0.005, "it ran before it was due"
