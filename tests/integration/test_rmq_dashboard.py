@@ -11,7 +11,6 @@ Chromium missing is a failure, not a skip: CI installs it (scripts/test).
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -75,10 +74,7 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     assert chromium and driver, "chromium and chromium-driver are needed (scripts/test installs them)"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in (
-        "--headless=new --no-sandbox --disable-gpu --disable-dev-shm-usage --disable-quic --no-first-run "
-        "--disable-background-networking --disable-component-update --disable-sync --window-size=1200,700"
-    ).split():
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,700"]:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
     chrome = webdriver.Chrome(options=options, service=Service(driver))
@@ -114,8 +110,11 @@ def test_a_running_task_shows_live_progress_and_its_abort_button_stops_it(
         row = f'#tasks tr[data-task-id="{handle.id}"]'
 
         def progress(_: Any) -> float | None:
-            cells = browser.find_elements(By.CSS_SELECTOR, f"{row} td.progress")
-            text = cells[0].text if cells else ""
+            # Read in one script call: each update rebuilds the rows (a held element goes stale).
+            text = browser.execute_script(
+                "const c = document.querySelector(arguments[0]); return c ? c.textContent : ''",
+                f"{row} td.progress",
+            )
             return float(text) if text else None
 
         first = wait.until(progress)
@@ -125,7 +124,7 @@ def test_a_running_task_shows_live_progress_and_its_abort_button_stops_it(
         wait.until(lambda d: (p := progress(d)) is not None and p >= first + 3)
         assert browser.execute_script("return window.__sameLoad") is True
         browser.save_screenshot(str(ROOT / "docs" / "dashboard.png"))
-        browser.find_element(By.CSS_SELECTOR, f"{row} button.abort").click()
+        browser.execute_script("document.querySelector(arguments[0]).click()", f"{row} button.abort")
         with pytest.raises(taskell.TaskAborted):
             handle.result(timeout=BROWSER_TIMEOUT)
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
