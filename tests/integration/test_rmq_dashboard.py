@@ -74,7 +74,18 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
     assert chromium and driver, "chromium and chromium-driver are needed (scripts/test installs them)"
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--window-size=1200,700"]:
+    for flag in [
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1200,700",
+    ]:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
     chrome = webdriver.Chrome(options=options, service=Service(driver))
