@@ -22,7 +22,16 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def test_every_argument_of_every_subcommand_has_a_help_text() -> None:
     commands = _subcommands(cli._parser())
-    assert set(commands) == {"gen", "worker", "scheduler", "call", "abort", "dead-letters", "inspect"}
+    assert set(commands) == {
+        "gen",
+        "worker",
+        "scheduler",
+        "call",
+        "abort",
+        "dead-letters",
+        "inspect",
+        "dashboard",
+    }
     missing = [
         f"{name} {action.option_strings or action.dest}"
         for name, parser in commands.items()
