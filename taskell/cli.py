@@ -1,4 +1,4 @@
-"""The ``taskell`` command: gen, worker, scheduler, call, abort, dead-letters, inspect.
+"""The ``taskell`` command: gen, worker, scheduler, call, abort, dead-letters, inspect, dashboard.
 
 Exit status, for every subcommand: 0 success; 1 task failed, aborted or timed out, or bad
 input; 2 usage error (``gen`` and ``call`` without the extra ``taskell[gen]`` included); 3 broker
@@ -238,6 +238,19 @@ def _parser() -> argparse.ArgumentParser:
         default=1.0,
         metavar="S",
         help="seconds to collect the workers' answers (default: %(default)s)",
+    )
+
+    dashboard = command(
+        "dashboard",
+        "serve a live web page of workers, running tasks, queues, dead letters and schedulers",
+        _dashboard,
+    )
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port to bind (default: %(default)s)")
+    dashboard.add_argument(
+        "--token",
+        default=None,
+        help="require this token (also env TASKELL_DASHBOARD_TOKEN); required off loopback",
     )
     return parser
 
@@ -511,6 +524,37 @@ def _inspect(args: argparse.Namespace) -> int:
         )
     )
     print(json.dumps(answers, indent=2))
+    return EXIT_OK
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(
+            f"taskell dashboard: needs {', '.join(missing)}, from the extra taskell[dashboard]: "
+            "pip install 'taskell[dashboard]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    import uvicorn
+
+    from .dashboard.app import TOKEN_ENV, create_app, is_loopback
+    from .dashboard.poller import Poller
+
+    token = args.token or os.environ.get(TOKEN_ENV) or None
+    if token is None and not is_loopback(args.host):
+        print(
+            f"taskell dashboard: binding to {args.host} (not loopback) needs a token: "
+            f"--token TOKEN or {TOKEN_ENV}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    poller = Poller(_load_config(args))
+    poller.start()
+    try:
+        uvicorn.run(create_app(poller, token=token), host=args.host, port=args.port, log_level="warning")
+    finally:
+        poller.stop()
     return EXIT_OK
 
 

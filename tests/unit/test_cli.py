@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -22,7 +23,16 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
 
 def test_every_argument_of_every_subcommand_has_a_help_text() -> None:
     commands = _subcommands(cli._parser())
-    assert set(commands) == {"gen", "worker", "scheduler", "call", "abort", "dead-letters", "inspect"}
+    assert set(commands) == {
+        "gen",
+        "worker",
+        "scheduler",
+        "call",
+        "abort",
+        "dead-letters",
+        "inspect",
+        "dashboard",
+    }
     missing = [
         f"{name} {action.option_strings or action.dest}"
         for name, parser in commands.items()
@@ -132,3 +142,14 @@ def test_gen_says_what_it_wrote(
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"{files[1]}: stale; run taskell gen tasks.schema.yaml\n"
+
+
+def test_dashboard_without_its_extra_exits_2_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "starlette" else real(name, *a)
+    )
+    assert cli.main(["dashboard"]) == 2
+    assert "taskell[dashboard]" in capsys.readouterr().err
