@@ -255,7 +255,8 @@ def test_codegen_is_taskell_codegen_only(
 @BOTH
 def test_runtime_needs_no_generator_dependencies(installs: Callable[[bool], Install], editable: bool) -> None:
     # Every runtime module of the checkout is installed (a subpackage missing from pyproject's
-    # package list fails here) and imports in a venv with taskell's runtime dependencies only.
+    # package list fails here) and imports in a venv with taskell's runtime dependencies only;
+    # a module of an extra's (the dashboard's app) is installed and fails to import for want of it.
     modules = sorted(
         ".".join(("taskell", *path.relative_to(ROOT / "taskell").with_suffix("").parts)).removesuffix(
             ".__init__"
@@ -263,11 +264,24 @@ def test_runtime_needs_no_generator_dependencies(installs: Callable[[bool], Inst
         for path in (ROOT / "taskell").rglob("*.py")
         if path.name != "__main__.py"
     )
+    of_extras = {"taskell.dashboard.app": "starlette"}
     code = textwrap.dedent(
         f"""
-        import importlib, sys
+        import importlib, importlib.util, sys
         for name in {modules!r}:
-            importlib.import_module(name)
+            if name in {of_extras!r}:
+                assert importlib.util.find_spec(name) is not None, name
+                try:
+                    importlib.import_module(name)
+                except ModuleNotFoundError as exc:
+                    assert exc.name == {of_extras!r}[name], exc
+                else:
+                    raise AssertionError(name + " imported without its extra")
+            else:
+                importlib.import_module(name)
+        import pathlib, taskell.dashboard  # its page ships as package data
+        static = pathlib.Path(taskell.dashboard.__file__).parent / "static"
+        assert {{p.name for p in static.iterdir()}} >= {{"index.html", "dashboard.js", "dashboard.css"}}
         print(sorted({{"jinja2", "yaml", "ruff"}} & set(sys.modules)))
         """
     )
