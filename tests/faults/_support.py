@@ -26,6 +26,7 @@ from typing import Any
 import pika  # type: ignore[import-untyped]
 
 import taskell
+import taskell.aio
 from generated.demo import Client
 from tests.support import ROOT, poll_until
 
@@ -180,6 +181,7 @@ MakeWorkers = Callable[..., Workers]  # the ``workers`` fixture: ``workers(env, 
 
 
 Handle = taskell.TaskHandle[None, int]
+AsyncHandle = taskell.aio.TaskHandle[None, int]
 
 
 def submit_squares(client: Client, count: int, start: int = 0) -> list[tuple[int, Handle]]:
@@ -230,24 +232,43 @@ class Outcome:
             f"{len(self.failed)} failed {dict(errors.most_common(5))}; first lost: {self.lost[:5]}"
         )
 
+    def note(self, task_id: str, x: int, end: int | BaseException) -> None:
+        """Sort the end of square ``x``: its result, or the error waiting for it raised."""
+        if isinstance(end, TimeoutError):
+            self.lost.append(task_id)
+        elif isinstance(end, BaseException):
+            self.failed[task_id] = f"{type(end).__name__}: {str(end)[:120]}"
+        elif end == x * x:
+            self.completed += 1
+        else:
+            self.wrong.append(task_id)
+
 
 def collect(handles: Sequence[tuple[int, Handle]], timeout: float) -> Outcome:
     """Wait (up to ``timeout`` s in all) for every handle; sort them into correct / not."""
     deadline = time.monotonic() + timeout
     outcome = Outcome()
     for x, handle in handles:
+        end: int | BaseException
         try:
-            value = handle.result(timeout=max(0.0, deadline - time.monotonic()))
-        except TimeoutError:
-            outcome.lost.append(handle.id)
-            continue
-        except taskell.TaskellError as exc:
-            outcome.failed[handle.id] = f"{type(exc).__name__}: {str(exc)[:120]}"
-            continue
-        if value == x * x:
-            outcome.completed += 1
-        else:
-            outcome.wrong.append(handle.id)
+            end = handle.result(timeout=max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, taskell.TaskellError) as exc:
+            end = exc
+        outcome.note(handle.id, x, end)
+    return outcome
+
+
+async def collect_async(handles: Sequence[tuple[int, AsyncHandle]], timeout: float) -> Outcome:
+    """``collect`` for handles of the asyncio client."""
+    deadline = time.monotonic() + timeout
+    outcome = Outcome()
+    for x, handle in handles:
+        end: int | BaseException
+        try:
+            end = await handle.result(timeout=max(0.0, deadline - time.monotonic()))
+        except (TimeoutError, taskell.TaskellError) as exc:
+            end = exc
+        outcome.note(handle.id, x, end)
     return outcome
 
 

@@ -13,12 +13,14 @@ import taskell.aio
 from generated.demo import AsyncClient, Client
 from tests.faults._rabbit import RabbitNode
 from tests.faults._support import (
+    AsyncHandle,
     Handle,
     MakeWorkers,
     Outcome,
     Report,
     client_config,
     collect,
+    collect_async,
     done_count,
     duplicates,
     queue_depth,
@@ -103,9 +105,6 @@ def test_broker_restart_mid_run(
         assert client_reconnects >= 1 and group.reconnects() >= 1
 
 
-AsyncHandle = taskell.aio.TaskHandle[None, int]
-
-
 def test_broker_restart_mid_run_async(
     private_broker: RabbitNode,
     vhost: str,
@@ -154,20 +153,7 @@ def test_broker_restart_mid_run_async(
             await asyncio.to_thread(private_broker.restart_node)  # blocks a thread, not the loop
             done_at_back = done()
             await asyncio.wait_for(submitter, 60)
-            outcome = Outcome()
-            deadline = time.monotonic() + 30 + n * 0.01
-            for x, handle in handles:
-                try:
-                    value = await handle.result(timeout=max(0.0, deadline - time.monotonic()))
-                except TimeoutError:
-                    outcome.lost.append(handle.id)
-                except taskell.TaskellError as exc:
-                    outcome.failed[handle.id] = f"{type(exc).__name__}: {str(exc)[:120]}"
-                else:
-                    if value == x * x:
-                        outcome.completed += 1
-                    else:
-                        outcome.wrong.append(handle.id)
+            outcome = await collect_async(handles, timeout=30 + n * 0.01)
             ticker.cancel()
             return done_before, done_at_back, outcome
 
