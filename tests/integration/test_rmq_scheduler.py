@@ -20,6 +20,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 from zoneinfo import ZoneInfo
 
 import pika  # type: ignore[import-untyped]
@@ -27,9 +28,11 @@ import pytest
 
 import taskell
 from generated.demo import SCHEDULES as DEMO_SCHEDULES
+from taskell import _wire
 from taskell.errors import BrokerUnavailable
 from taskell.scheduler import DUE_HEADER, SCHEDULE_HEADER, STATE_QUEUE, _state_message, task_id
 from taskell.transport import Message, open_transport
+from tests.integration import sched_opts
 from tests.support import (
     ROOT,
     TASKELL,
@@ -42,6 +45,7 @@ from tests.support import (
 )
 
 TASK_QUEUE = "taskell.q1"  # square's queue
+VHOST = unquote(urlparse(URL).path[1:]) or "/"  # the test broker's vhost
 
 
 @pytest.fixture(autouse=True)
@@ -252,6 +256,99 @@ def test_list_prints_the_schedules_without_a_broker(schedulers: Schedulers) -> N
     assert lines[0] == "tick: task demo.square, every 1 s"
     dues = [datetime.fromisoformat(line.strip()) for line in lines[1:4]]
     assert [b - a for a, b in itertools.pairwise(dues)] == [timedelta(seconds=1)] * 2
+
+
+def test_inspect_shows_the_leader_first_and_each_schedules_next_due_time(
+    schedulers: Schedulers, conn: taskell.Connection
+) -> None:
+    # generated.demo's schedules (every minute; nightly in Warsaw): next due times a few
+    # seconds of inspecting cannot blur, unlike an every-second one.
+    for _ in range(2):
+        schedulers.spawn(package="generated.demo")
+    wait_until(lambda: leader_pid(conn) is not None, 30, "a scheduler leads")
+    wait_until(lambda: len(schedulers_answering(conn)) == 2, 30, "every scheduler answers")
+    before = datetime.now(UTC)
+    result = subprocess.run(
+        [TASKELL, "inspect", "--wait", "1"],
+        cwd=ROOT,
+        env=cli_env(URL),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    after = datetime.now(UTC)
+    assert result.returncode == 0, result.stderr
+    answers = [a for a in json.loads(result.stdout) if "scheduler" in a]
+    assert [a["role"] for a in answers] == ["leader", "standby"], answers
+    assert {int(a["scheduler"].split(":")[-2]) for a in answers} == {p.pid for p in schedulers.procs}
+    # The next due time after the moment it answered (one of the two if a due time fell between).
+    expected = {
+        (s.name, s.task.name): {_wire.utc_iso(next(s.due_after(t))) for t in (before, after)}
+        for s in DEMO_SCHEDULES
+    }
+    for answer in answers:
+        shown = {(s["name"], s["task"]): s["next_due"] for s in answer["schedules"]}
+        assert shown.keys() == expected.keys(), answer
+        assert all(due in expected[key] for key, due in shown.items()), (shown, expected)
+
+
+def test_a_scheduled_task_carries_its_tasks_options_and_dash_c_is_read(
+    schedulers: Schedulers, tmp_path: Path
+) -> None:
+    """The task's own queue (declared with priorities), priority and expiry, as a client's
+    submission of the task carries them. The broker is named only in the ``-c`` file, not in
+    TASKELL_URL; the ``./taskell.toml`` it must take precedence over names a closed port."""
+    queue = sched_opts.QUEUE
+    config_file = tmp_path / "scheduler.toml"
+    config_file.write_text(f'[taskell.rabbitmq]\nurl = "{URL}"\n')
+    (tmp_path / "taskell.toml").write_text('[taskell.rabbitmq]\nurl = "amqp://guest:guest@127.0.0.1:1/"\n')
+    env = {k: v for k, v in python_env(URL).items() if k != "TASKELL_URL"}
+    connection = blocking_connection()
+    channel = connection.channel()
+    channel.queue_delete(queue)
+    with open(tmp_path / f"scheduler-{len(schedulers.procs)}.log", "wb") as log:
+        command = [TASKELL, "scheduler", "tests.integration.sched_opts", "-c", str(config_file)]
+        schedulers.procs.append(
+            subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+        )
+    got: list[tuple[Any, bytes]] = []
+
+    def take() -> bool:
+        nonlocal channel
+        try:
+            method, props, body = channel.basic_get(queue, auto_ack=True)
+        except pika.exceptions.ChannelClosedByBroker:  # not declared yet
+            channel = connection.channel()
+            return False
+        if method is not None:
+            got.append((props, body))
+        return bool(got)
+
+    try:
+        wait_until(take, 30, "a scheduled task in its own queue")
+        props, body = got[0]
+        headers = props.headers or {}
+        due = datetime.fromisoformat(headers[DUE_HEADER])
+        assert (headers[SCHEDULE_HEADER], props.type, json.loads(body)) == (
+            "tick_options",
+            "demo.square",
+            {"x": 3},
+        )
+        assert props.message_id == task_id("tick_options", due)
+        assert props.priority == 7
+        # Expiry: 90 s from its submission, which follows its due time within a few seconds.
+        expires_at = datetime.fromisoformat(headers[_wire.EXPIRES_HEADER])
+        assert 90 <= (expires_at - due).total_seconds() <= 95, (due, expires_at)
+        listed = rabbitmqctl("list_queues", "-p", VHOST, "name", "arguments")
+        line = next(row for row in listed.splitlines() if row.startswith(queue + "\t"))
+        assert "x-max-priority" in line, line
+    finally:
+        for proc in schedulers.procs:
+            stop_process(proc)
+        channel = connection.channel()
+        channel.queue_delete(queue)
+        connection.close()
 
 
 @pytest.mark.parametrize("policy", ["latest", "all", "none"])
