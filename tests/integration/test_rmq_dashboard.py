@@ -11,6 +11,8 @@ Chromium missing is a failure, not a skip: CI installs it (scripts/test).
 
 from __future__ import annotations
 
+import json
+import logging
 import shutil
 import socket
 import subprocess
@@ -18,10 +20,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pika  # type: ignore[import-untyped]
 import pytest
 import uvicorn
 from selenium import webdriver
@@ -34,7 +38,7 @@ from generated.demo import SLEEP
 from taskell.dashboard.app import create_app
 from taskell.dashboard.poller import Poller
 from taskell.registry import Registry
-from tests.support import ROOT, TASKELL, cli_env
+from tests.support import ROOT, TASKELL, blocking_connection, cli_env, wait_until
 
 BROWSER_TIMEOUT = 30
 
@@ -165,3 +169,27 @@ def test_a_non_loopback_bind_without_a_token_refuses_to_start(broker: str) -> No
     )
     assert run.returncode == 2
     assert "needs a token" in run.stderr and "TASKELL_DASHBOARD_TOKEN" in run.stderr
+
+
+def test_a_missing_dead_letter_queue_is_shown_without_a_warning_each_poll(
+    config: taskell.Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The dead-letter queue does not exist until something is dead-lettered: the poller's
+    # passive declare of it made pika log a 404 WARNING every second. Quiet, but only there.
+    missing = f"taskell.test.dead-{uuid.uuid4().hex[:8]}"
+    poller = Poller(config.model_copy(update={"dead_letter_queue": missing}), interval=0.1, wait=0.1)
+    caplog.set_level(logging.WARNING, logger="pika")
+    poller.start()
+    try:
+        shown = {"queue": missing, "messages": None, "consumers": None}
+        wait_until(lambda: shown in json.loads(poller.snapshot)["queues"], 10, "the missing queue shown")
+        time.sleep(1.0)  # several more polls
+        # The same 404 on another connection is still logged.
+        connection = blocking_connection()
+        with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+            connection.channel().queue_declare(missing, passive=True)
+        connection.close()
+    finally:
+        poller.stop()
+    not_found = [r for r in caplog.records if r.name == "pika.channel" and "404" in r.getMessage()]
+    assert [r.thread for r in not_found] == [threading.get_ident()], [r.getMessage() for r in not_found]
