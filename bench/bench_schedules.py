@@ -12,9 +12,11 @@ the survivor's "is leading" log line: the broker made it the active consumer and
 state), the time until it is ready to fire (kill to its "took over" line: it stored the state
 again and read every copy of a submission behind it) and the lateness of the first due time
 after the kill.
-Every wait is bounded.
+Every wait is bounded. ``--out FILE`` also writes the result as a reference file: with the
+commit, date, machine and load average, and every sample (each fire's and each baseline
+message's lateness).
 
-    .venv/bin/python -m bench.bench_schedules [--quick]
+    .venv/bin/python -m bench.bench_schedules [--quick] [--out FILE]
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any
 
 import pika  # type: ignore[import-untyped]
 
-from bench._common import ROOT, URL, percentile
+from bench._common import ROOT, URL, percentile, run_info, save
 from taskell import _wire
 from taskell.scheduler import DUE_HEADER, SCHEDULE_HEADER, STATE_QUEUE
 
@@ -125,12 +127,15 @@ def summary(values: list[float]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="20 fires, 1 failover (a smoke test)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="also write the result, with its samples, here"
+    )
     args = parser.parse_args()
     fires, kills = (20, 1) if args.quick else (100, 3)
     connection = pika.BlockingConnection(pika.URLParameters(URL))
     connection.channel().queue_delete(STATE_QUEUE)
     connection.close()
-    result: dict[str, Any] = {"fires": fires}
+    result: dict[str, Any] = {"benchmark": "schedules", **run_info(), "fires": fires}
     with TemporaryDirectory() as tmp:
         logs = [Path(tmp) / f"scheduler-{i}.log" for i in range(2 + kills)]
         procs = {logs[0]: spawn(logs[0]), logs[1]: spawn(logs[1])}
@@ -148,6 +153,10 @@ def main() -> None:
             base = [arrived - due for due, arrived in arrivals.baseline]
             result["lateness"] = summary(lateness)
             result["baseline_lateness"] = summary(base)
+            result["samples"] = {
+                "lateness_ms": [round(t * 1000, 2) for t in lateness],
+                "baseline_lateness_ms": [round(t * 1000, 2) for t in base],
+            }
             result["ratio"] = {
                 k: round(result["lateness"][k] / result["baseline_lateness"][k], 2)
                 for k in ("p50_ms", "p99_ms")
@@ -186,7 +195,8 @@ def main() -> None:
             for proc in procs.values():
                 proc.terminate()
                 proc.wait(15)
-    print(json.dumps(result))
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}))
+    save(args.out, result)
 
 
 if __name__ == "__main__":
