@@ -92,7 +92,12 @@ class Poller:
                 data["workers"] = sorted(
                     (a for a in answers if "worker" in a), key=lambda a: str(a["worker"])
                 )
-                data["schedulers"] = [a for a in answers if "scheduler" in a]
+                # The leader first (as ``taskell inspect`` lists them), in an order that holds
+                # from one poll to the next.
+                data["schedulers"] = sorted(
+                    (a for a in answers if "scheduler" in a),
+                    key=lambda a: (a.get("role") != "leader", str(a["scheduler"])),
+                )
                 names = {q for w in data["workers"] for q in w.get("queues") or []}
                 names.add(self.config.dead_letter_queue)
                 if blocking is None or not blocking.is_open:

@@ -22,8 +22,11 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pika  # type: ignore[import-untyped]
 import pytest
@@ -38,7 +41,8 @@ from generated.demo import SLEEP
 from taskell.dashboard.app import create_app
 from taskell.dashboard.poller import Poller
 from taskell.registry import Registry
-from tests.support import ROOT, TASKELL, blocking_connection, cli_env, wait_until
+from taskell.scheduler import STATE_QUEUE
+from tests.support import ROOT, TASKELL, URL, blocking_connection, cli_env, stop_process, wait_until
 
 BROWSER_TIMEOUT = 30
 
@@ -143,6 +147,58 @@ def test_a_running_task_shows_live_progress_and_its_abort_button_stops_it(
         with pytest.raises(taskell.TaskAborted):
             handle.result(timeout=BROWSER_TIMEOUT)
         wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))
+
+
+def test_the_schedulers_show_the_leader_first_with_each_schedules_next_due_time(
+    dashboard: tuple[str, str], browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    # Two schedulers of generated.demo (every minute; nightly in Warsaw), on the page: each
+    # with its role and each schedule's next due time, as ``taskell inspect`` shows them.
+    def no_state() -> None:
+        connection = blocking_connection()
+        connection.channel().queue_delete(STATE_QUEUE)
+        connection.close()
+
+    no_state()
+    procs = []
+    try:
+        for i in range(2):
+            with open(tmp_path / f"scheduler-{i}.log", "wb") as log:
+                procs.append(
+                    subprocess.Popen(
+                        [TASKELL, "scheduler", "generated.demo"],
+                        cwd=ROOT,
+                        env=cli_env(URL),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
+        base, token = dashboard
+        browser.get(f"{base}/?token={token}")
+
+        def shown(_: Any) -> list[str]:
+            lines: list[str] = browser.execute_script(
+                "return [...document.querySelectorAll('#schedulers > li')].map(li => li.innerText)"
+            )
+            return lines if len(lines) == 2 and "(leader)" in lines[0] else []
+
+        leader, standby = WebDriverWait(browser, BROWSER_TIMEOUT).until(shown)
+    finally:
+        for proc in procs:
+            stop_process(proc)
+        no_state()
+    assert "(standby)" in standby.splitlines()[0]
+    assert {int(leader.splitlines()[0].split(":")[-2]), int(standby.splitlines()[0].split(":")[-2])} == {
+        p.pid for p in procs
+    }
+    now = datetime.now(UTC)
+    for text in (leader, standby):
+        dues = dict(line.split(", next due ") for line in text.splitlines()[1:])
+        assert dues.keys() == {"square_seven: demo.square", "nightly_sum: demo.sum"}, text
+        minute = datetime.fromisoformat(dues["square_seven: demo.square"])
+        assert minute.second == 0 and now - timedelta(minutes=1) < minute <= now + timedelta(minutes=1), text
+        nightly = datetime.fromisoformat(dues["nightly_sum: demo.sum"])
+        assert nightly.astimezone(ZoneInfo("Europe/Warsaw")).time() == dt_time(3), text
 
 
 def test_the_state_needs_the_token_and_never_shows_the_password(dashboard: tuple[str, str]) -> None:

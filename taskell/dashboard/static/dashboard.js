@@ -57,6 +57,14 @@ function render(s) {
   for (const sc of s.schedulers) {
     const li = document.createElement("li");
     li.textContent = sc.scheduler + " (" + (sc.role || "?") + ")";
+    const schedules = document.createElement("ul");
+    for (const one of sc.schedules || []) {
+      const item = document.createElement("li");
+      item.className = "schedule";
+      item.textContent = one.name + ": " + one.task + ", next due " + one.next_due;
+      schedules.append(item);
+    }
+    li.append(schedules);
     ul.append(li);
   }
 }
