@@ -115,6 +115,15 @@ def test_metrics_port_from_each_source(tmp_path: Path) -> None:
     assert error(tmp_path, '[taskell]\nmetrics_port = "9464"\n').key == "taskell.metrics_port"
 
 
+def test_schedule_catch_up_from_each_source(tmp_path: Path) -> None:
+    assert Config.load(env={}).schedule_catch_up == "latest"  # the latest missed due time, once
+    path = write(tmp_path, '[taskell]\nschedule_catch_up = "all"\n')
+    assert Config.load(path, env={}).schedule_catch_up == "all"
+    assert Config.load(path, env={"TASKELL_SCHEDULE_CATCH_UP": "none"}).schedule_catch_up == "none"
+    assert error(None, env={"TASKELL_SCHEDULE_CATCH_UP": "some"}).key == "TASKELL_SCHEDULE_CATCH_UP"
+    assert error(tmp_path, '[taskell]\nschedule_catch_up = "every"\n').key == "taskell.schedule_catch_up"
+
+
 def test_env_queue_list_parsing() -> None:
     c = Config.load(env={"TASKELL_QUEUES": "a, b,,c ", "TASKELL_RABBITMQ_HOSTS": "h1,h2:5673"})
     assert c.queues == ["a", "b", "c"]
