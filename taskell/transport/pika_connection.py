@@ -10,17 +10,23 @@ versions where they are known to be the same.
 from __future__ import annotations
 
 import logging
+import select
 import ssl
+import threading
 from collections.abc import Sequence
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
-from pika.adapters.select_connection import SelectConnection  # type: ignore[import-untyped]
+from pika.adapters.select_connection import (  # type: ignore[import-untyped]
+    EPollPoller,
+    IOLoop,
+    SelectConnection,
+)
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport  # type: ignore[import-untyped]
 
 from ..config import Config
 
-__all__ = ["CoalescingConnection", "pika_parameters"]
+__all__ = ["CoalescingConnection", "LockedIOLoop", "pika_parameters"]
 
 # pika logs every connection failure at ERROR with a traceback; taskell reports them itself.
 for _name in (
@@ -57,13 +63,15 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._frames_out: list[bytes] = []
+        self._loop_thread = threading.current_thread()  # made on its I/O loop's thread
         super().__init__(*args, **kwargs)
 
     # Overrides pika's private Connection._output_marshaled_frames, which writes each frame at
     # once (the same in pika 1.3.0 to 1.4.4): the reason for the pika bound in pyproject.toml.
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
-        if not self._frames_out:
-            # A zero-delay timer runs after this turn's callbacks and socket events.
+        if not self._frames_out and threading.current_thread() is self._loop_thread:
+            # A zero-delay timer runs after this turn's callbacks and socket events. Another
+            # thread holding a LockedIOLoop's lock flushes before it lets go instead.
             self.ioloop.call_later(0, self.flush_frames)
         for frame in marshaled_frames:
             self.bytes_sent += len(frame)
@@ -95,3 +103,52 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
             if not data:
                 return
         self._adapter_emit_data(data)
+
+
+class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type information
+    """pika's I/O loop, run while holding ``lock`` except while it waits in ``epoll``.
+
+    Another thread that takes the lock without waiting (``lock.acquire(blocking=False)``) may
+    then use pika itself, say publish its own message and write it, instead of handing it to the
+    loop's thread, which costs a wake-up and a thread switch. Such a thread must not set pika
+    timers (the loop computed its wait without them) and must write the frames it made before
+    it lets go. Linux only (epoll); elsewhere ``locking`` is False and the loop is pika's own.
+    """
+
+    locking = hasattr(select, "epoll")
+
+    def __init__(self, lock: threading.Lock) -> None:
+        self._lock = lock
+        super().__init__()
+
+    def _get_poller(self, get_wait_seconds: Any, process_timeouts: Any) -> Any:
+        if not self.locking:
+            return IOLoop._get_poller(get_wait_seconds, process_timeouts)
+        return _LockedEPollPoller(self._lock, get_wait_seconds, process_timeouts)
+
+
+class _LockedEPollPoller(EPollPoller):  # type: ignore[misc]
+    def __init__(self, lock: threading.Lock, get_wait_seconds: Any, process_timeouts: Any) -> None:
+        self._lock = lock
+        super().__init__(get_wait_seconds, process_timeouts)
+
+    def _create_poller(self) -> Any:
+        return _UnlockedWhileWaiting(select.epoll(), self._lock)
+
+
+class _UnlockedWhileWaiting:
+    """An ``epoll`` object whose ``poll`` lets go of ``lock`` while it waits."""
+
+    def __init__(self, epoll: Any, lock: threading.Lock) -> None:
+        self._epoll = epoll
+        self._lock = lock
+
+    def poll(self, timeout: float) -> Any:
+        self._lock.release()
+        try:
+            return self._epoll.poll(timeout)
+        finally:
+            self._lock.acquire()
+
+    def __getattr__(self, name: str) -> Any:  # register, modify, unregister, close
+        return getattr(self._epoll, name)
