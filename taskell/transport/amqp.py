@@ -598,7 +598,9 @@ class AmqpTransport(Transport):
         no limit), while the I/O thread parks: a caller waiting for its reply then reads it
         itself, without the wake-up and thread switch of a hand-off. Returns at once where that
         cannot be (another thread drives, this is the loop's thread, the connection is down)."""
-        if not self._ioloop.locking or self._on_loop() or done() or not self._ready:
+        if not self._ioloop.locking or self._on_loop() or done():
+            return
+        if not self._ready or self._lost is not None or self._closing:
             return
         if not self._drive_lock.acquire(blocking=False):
             return  # another caller drives: wait as usual
