@@ -613,10 +613,14 @@ class AmqpTransport(Transport):
             with self._loop_lock:
                 self._driver = threading.current_thread()
                 try:
+                    # done() may have come true while the I/O thread was parking.
                     while not done() and self._ready and self._lost is None and not self._closing:
                         if handover.deadline is not None and time.monotonic() >= handover.deadline:
                             break
-                        self._ioloop.run_once()
+                        self._ioloop.poll()  # wait for the socket, dispatch what came
+                        if done():
+                            break  # timers and callbacks (the reply's ack) wait for the I/O thread
+                        self._ioloop.process_timeouts()
                 finally:
                     self._driver = self._thread
                     if self._conn is not None:

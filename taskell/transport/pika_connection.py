@@ -129,11 +129,6 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             return IOLoop._get_poller(get_wait_seconds, process_timeouts)
         return _LockedEPollPoller(self._lock, self.handover, get_wait_seconds, process_timeouts)
 
-    def run_once(self) -> None:
-        """One turn of the loop (wait, dispatch, timers), for a thread that took it over."""
-        self._poller.poll()
-        self._poller._process_timeouts()
-
 
 class LoopHandover:
     """Lets another thread run a ``LockedIOLoop`` for a while: a caller waiting for its reply
