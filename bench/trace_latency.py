@@ -7,15 +7,18 @@ with ``time.perf_counter`` (one clock for the whole machine), by wrapping the in
 of each step. It prints the median time between consecutive steps over ``--calls`` calls:
 
     client    call        the caller enters ``demo.square(...).result()``
-    client    publish     the I/O thread hands the task to pika
-    client    send        the frames of that loop turn are written to the socket
+    client    publish     the task is handed to pika
+    client    send        its frames are written to the socket
     worker    deliver     the worker's I/O thread received the task
     worker    pool        a pool thread started on it
     worker    replied     the handler returned, the result is encoded
-    worker    publish     the worker's I/O thread hands the reply to pika
-    worker    send        ... and writes it
-    client    deliver     the client's I/O thread received the reply
+    worker    publish     the reply is handed to pika
+    worker    send        ... and written
+    client    deliver     the client received the reply
     client    done        the caller has the decoded result
+
+and, per step, how often an I/O thread took it rather than the caller or the pool thread (a
+step on the I/O thread after one on another thread is a hand-off: a wake-up and a switch).
 
 A diagnostic, not a figure of merit: the wrappers add a few microseconds per step.
 """
@@ -27,6 +30,7 @@ import dataclasses
 import itertools
 import multiprocessing
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection as Pipe
@@ -34,7 +38,7 @@ from typing import Any
 
 from bench._common import URL
 
-Stamps = list[tuple[str, float]]
+Stamps = list[tuple[str, float, bool]]  # step, time, taken on an I/O thread
 
 
 def instrument(stamps: Stamps, side: str) -> None:
@@ -46,7 +50,7 @@ def instrument(stamps: Stamps, side: str) -> None:
         original: Callable[..., Any] = getattr(owner, name)
 
         def stamped(*args: Any, **kwargs: Any) -> Any:
-            stamps.append((f"{side} {step}", time.perf_counter()))
+            stamps.append((f"{side} {step}", time.perf_counter(), _on_io_thread()))
             return original(*args, **kwargs)
 
         setattr(owner, name, stamped)
@@ -56,7 +60,7 @@ def instrument(stamps: Stamps, side: str) -> None:
 
     def flush_stamped(self: Any) -> None:
         if self._frames_out:  # a call with nothing to write is no step
-            stamps.append((f"{side} send", time.perf_counter()))
+            stamps.append((f"{side} send", time.perf_counter(), _on_io_thread()))
         flush(self)
 
     setattr(pika_connection.CoalescingConnection, "flush_frames", flush_stamped)  # noqa: B010
@@ -66,7 +70,7 @@ def instrument(stamps: Stamps, side: str) -> None:
         on_message = consumer.on_message
 
         def received(delivery: Any) -> None:
-            stamps.append((f"{side} deliver", time.perf_counter()))
+            stamps.append((f"{side} deliver", time.perf_counter(), _on_io_thread()))
             on_message(delivery)
 
         start_consumer(self, channel, dataclasses.replace(consumer, on_message=received), future)
@@ -111,9 +115,9 @@ def main() -> None:
                 demo.square(x=i).result(timeout=10)
             stamps.clear()
             for i in range(a.calls):
-                stamps.append(("client call", time.perf_counter()))
+                stamps.append(("client call", time.perf_counter(), False))
                 demo.square(x=i).result(timeout=10)
-                stamps.append(("client done", time.perf_counter()))
+                stamps.append(("client done", time.perf_counter(), False))
                 time.sleep(0.002)  # let both sides go idle, as between real calls
         ours.send("stop")
         if not ours.poll(30):
@@ -127,24 +131,33 @@ def main() -> None:
     report(sorted(stamps + worker_stamps, key=lambda s: s[1]))
 
 
+def _on_io_thread() -> bool:
+    return threading.current_thread().name.endswith("-io")
+
+
 def report(stamps: Stamps) -> None:
     calls: list[Stamps] = []
-    for step, at in stamps:
+    for stamp in stamps:
+        step = stamp[0]
         if step == "client call":
-            calls.append([(step, at)])
-        elif calls and all(step != seen for seen, _ in calls[-1]):  # first of each step only
-            calls[-1].append((step, at))
+            calls.append([stamp])
+        elif calls and all(step != seen[0] for seen in calls[-1]):  # first of each step only
+            calls[-1].append(stamp)
     deltas: dict[str, list[float]] = {}
     since_start: dict[str, list[float]] = {}
+    on_io: dict[str, list[bool]] = {}
     for call in calls:
-        for (_, before), (step, at) in itertools.pairwise(call):
+        for (_, before, _io), (step, at, io) in itertools.pairwise(call):
             deltas.setdefault(step, []).append((at - before) * 1e6)
             since_start.setdefault(step, []).append((at - call[0][1]) * 1e6)
+            on_io.setdefault(step, []).append(io)
     print(f"median over {len(calls)} sequential calls (microseconds):")
-    print(f"  {'step':<16} {'since previous':>15} {'since call':>11}")
+    print(f"  {'step':<16} {'since previous':>15} {'since call':>11} {'on an I/O thread':>17}")
     for step in sorted(since_start, key=lambda s: statistics.median(since_start[s])):
+        share = 100 * sum(on_io[step]) / len(on_io[step])
         print(
-            f"  {step:<16} {statistics.median(deltas[step]):>15.0f} {statistics.median(since_start[step]):>11.0f}"
+            f"  {step:<16} {statistics.median(deltas[step]):>15.0f}"
+            f" {statistics.median(since_start[step]):>11.0f} {share:>16.0f}%"
         )
 
 

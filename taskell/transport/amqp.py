@@ -1,8 +1,12 @@
 """``Transport`` over RabbitMQ with pika's ``SelectConnection``, run on one I/O thread.
 
-pika connections are not thread-safe, so every operation from another thread is queued into
-``_outbox`` and the I/O loop is woken once per batch (``add_callback_threadsafe``): many
-publishes from many threads go out in one loop turn, and confirms come back with ``multiple``.
+pika connections are not thread-safe. The I/O thread holds ``_loop_lock`` except while it
+waits for the socket (``LockedIOLoop``). An operation from another thread is queued into
+``_outbox``; if that thread gets the lock at once, it runs the queue itself and writes the
+frames (a caller publishes its own task, a pool thread its own reply: no wake-up and no thread
+switch on the way to the socket). Otherwise the I/O thread is woken once per batch
+(``add_callback_threadsafe``): many publishes from many threads go out in one loop turn, and
+confirms come back with ``multiple``.
 
 When the connection is lost, the transport reconnects by itself (capped, jittered backoff,
 trying each configured broker in turn), replays what it declared, bound and consumed, and
@@ -36,7 +40,6 @@ import pika  # type: ignore[import-untyped]
 import pika.exceptions  # type: ignore[import-untyped]
 import pika.frame  # type: ignore[import-untyped]
 import pika.spec  # type: ignore[import-untyped]
-from pika.adapters.select_connection import IOLoop  # type: ignore[import-untyped]
 from pika.channel import Channel  # type: ignore[import-untyped]
 
 from ..errors import BrokerUnavailable
@@ -44,7 +47,7 @@ from . import delays
 from .acks import AckBatcher
 from .base import Delivery, Message, OnMessage, Transport
 from .confirms import Confirms, Publish
-from .pika_connection import CoalescingConnection
+from .pika_connection import CoalescingConnection, LockedIOLoop
 from .topology import (
     Binding,
     Consumer,
@@ -113,7 +116,11 @@ class AmqpTransport(Transport):
         self._closing = False
         self._conn: CoalescingConnection | None = None
         self._channel: Channel | None = None
-        self._ioloop = IOLoop()
+        # Held by the I/O thread except while it waits for the socket; other threads only try it.
+        self._loop_lock = threading.Lock()
+        self._ioloop = LockedIOLoop(self._loop_lock)
+        self._drive_lock = threading.Lock()  # one thread at a time may take the loop over
+        self._driver: threading.Thread | None = None  # the thread running the loop
         self._opened: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name=f"{name}-io", daemon=True)
         self._thread.start()
@@ -132,14 +139,16 @@ class AmqpTransport(Transport):
     # I/O thread: connecting, reconnecting
 
     def _run(self) -> None:
-        self._connect()
-        try:
-            self._ioloop.start()
-        except Exception as exc:  # pragma: no cover - only if pika itself breaks
-            log.exception("taskell I/O thread crashed")
-            self._give_up(BrokerUnavailable(f"I/O thread crashed: {exc}"))
-        finally:
-            self._ioloop.close()
+        self._driver = self._ioloop.handover.owner = threading.current_thread()
+        with self._loop_lock:  # let go only while the loop waits (LockedIOLoop)
+            self._connect()
+            try:
+                self._ioloop.start()
+            except Exception as exc:  # pragma: no cover - only if pika itself breaks
+                log.exception("taskell I/O thread crashed")
+                self._give_up(BrokerUnavailable(f"I/O thread crashed: {exc}"))
+            finally:
+                self._ioloop.close()
 
     def _connect(self) -> None:
         if self._closing:
@@ -152,6 +161,7 @@ class AmqpTransport(Transport):
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
+            on_loop=self._on_loop,
         )
 
     def _on_connection_open(self, conn: Any) -> None:
@@ -240,7 +250,7 @@ class AmqpTransport(Transport):
     def _retry_later(self) -> None:
         delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**self._attempt) * random.uniform(0.5, 1.0)
         self._attempt += 1
-        self._ioloop.call_later(delay, self._connect)
+        self.call_later(delay, self._connect)
 
     def _fail_rpcs(self, error: BrokerUnavailable) -> None:
         rpcs, self._rpcs = list(self._rpcs), set()
@@ -264,18 +274,21 @@ class AmqpTransport(Transport):
     # I/O thread: traffic
 
     def _drain(self) -> None:
+        """Run the queued operations (on the I/O thread, or another holding ``_loop_lock``)."""
         self._wakeup_pending = False
         outbox = self._outbox
-        while outbox and (self._ready or self._lost is not None):
-            try:
-                outbox.popleft()()
-            except pika.exceptions.AMQPError as exc:
-                # The channel or connection is closing: its close callback takes over.
-                log.debug("dropped an operation on a closing connection: %r", exc)
-        if self._ready and self._conn is not None:
-            # Write this batch now: the flush timer would run only after one more poll of the
-            # loop, a system call and a turn of latency on every hand-off from another thread.
-            self._conn.flush_frames()
+        try:
+            while outbox and (self._ready or self._lost is not None):
+                try:
+                    outbox.popleft()()
+                except pika.exceptions.AMQPError as exc:
+                    # The channel or connection is closing: its close callback takes over.
+                    log.debug("dropped an operation on a closing connection: %r", exc)
+        finally:
+            if self._ready and self._conn is not None:
+                # Write this batch now: on the I/O thread the flush timer would run only after
+                # one more poll of the loop; another thread must write what it made anyway.
+                self._conn.flush_frames()
 
     def _on_confirm(self, frame: pika.frame.Method) -> None:
         method = frame.method
@@ -335,8 +348,12 @@ class AmqpTransport(Transport):
 
     # Any thread
 
+    def _on_loop(self) -> bool:
+        """True on the thread running the loop: the I/O thread, or one that took it over."""
+        return threading.current_thread() is self._driver
+
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        if threading.current_thread() is self._thread:
+        if self._on_loop():
             self._ioloop.call_later(delay, fn)
             return
         # pika's timers are not thread-safe: set this one from the I/O thread.
@@ -344,10 +361,20 @@ class AmqpTransport(Transport):
             self._ioloop.add_callback_threadsafe(lambda: self._ioloop.call_later(delay, fn))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
-        if threading.current_thread() is self._thread and self._ready and not self._outbox:
-            fn()  # already on the I/O thread with nothing queued before it: no wake-up needed
-            return
-        self._outbox.append(fn)
+        if self._on_loop():
+            if self._ready and not self._outbox:
+                fn()  # nothing queued before it: no wake-up needed
+                return
+            self._outbox.append(fn)
+        else:
+            self._outbox.append(fn)
+            # The I/O thread is waiting for the socket: run the queue (fn last) here, now.
+            if self._ioloop.locking and self._loop_lock.acquire(blocking=False):
+                try:
+                    self._drain()
+                finally:
+                    self._loop_lock.release()
+                return  # anything left waits for the channel: _on_ready drains it
         if not self._wakeup_pending:
             self._wakeup_pending = True
             with contextlib.suppress(Exception):  # the loop is closed: the transport is closed
@@ -535,8 +562,14 @@ class AmqpTransport(Transport):
         self._acks.append(tag)
         if not self._acks_scheduled:
             self._acks_scheduled = True
+            self.call_soon(self._flush_acks_soon)
+
+    def _flush_acks_soon(self) -> None:
+        if self._on_loop():
             # After this turn's other work, so the acks of one turn go out as one frame.
-            self.call_soon(lambda: self._ioloop.call_later(0, self._flush_acks))
+            self._ioloop.call_later(0, self._flush_acks)
+        else:  # no pika timers off the I/O thread (see LockedIOLoop)
+            self._flush_acks()
 
     def _flush_acks(self) -> None:
         self._acks_scheduled = False  # before draining: an ack added meanwhile schedules anew
@@ -559,6 +592,42 @@ class AmqpTransport(Transport):
                     channel.basic_reject(frame.tag, requeue=frame.requeue)
 
         self.call_soon(run)
+
+    def drive_until(self, done: Callable[[], bool], timeout: float | None) -> None:
+        """Run the loop on this thread until ``done()``, for at most ``timeout`` seconds (None:
+        no limit), while the I/O thread parks: a caller waiting for its reply then reads it
+        itself, without the wake-up and thread switch of a hand-off. Returns at once where that
+        cannot be (another thread drives, this is the loop's thread, the connection is down)."""
+        if not self._ioloop.locking or self._on_loop() or done():
+            return
+        if not self._ready or self._lost is not None or self._closing:
+            return
+        if not self._drive_lock.acquire(blocking=False):
+            return  # another caller drives: wait as usual
+        handover = self._ioloop.handover
+        try:
+            wake = functools.partial(self._ioloop.add_callback_threadsafe, _nothing)
+            if not handover.take(wake, 1.0):
+                return
+            handover.deadline = None if timeout is None else time.monotonic() + timeout
+            with self._loop_lock:
+                self._driver = threading.current_thread()
+                try:
+                    # done() may have come true while the I/O thread was parking.
+                    while not done() and self._ready and self._lost is None and not self._closing:
+                        if handover.deadline is not None and time.monotonic() >= handover.deadline:
+                            break
+                        self._ioloop.poll()  # wait for the socket, dispatch what came
+                        if done():
+                            break  # timers and callbacks (the reply's ack) wait for the I/O thread
+                        self._ioloop.process_timeouts()
+                finally:
+                    self._driver = self._thread
+                    if self._conn is not None:
+                        self._conn.flush_frames()
+        finally:
+            handover.give_back()
+            self._drive_lock.release()
 
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         self._on_lost.append(callback)
@@ -674,6 +743,10 @@ def _chain(source: Future[None], target: Future[None]) -> None:
             target.set_result(None)
 
     source.add_done_callback(copy)
+
+
+def _nothing() -> None:
+    pass
 
 
 def _call_safely(callback: Callable[[], None]) -> None:
