@@ -36,8 +36,6 @@ class HandleOwner:
 
     abort: Callable[[str], object]  # ask the workers to abort a task, by id
     sync_replies: Callable[[float], None]  # wait until the replies queued so far are handled
-    # Before a wait for done(): the connection may read replies on the waiting thread meanwhile.
-    drive_until: Callable[[Callable[[], bool], float | None], None] = lambda _done, _timeout: None
 
 
 @dataclass(frozen=True)
@@ -172,8 +170,6 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
             TaskFailed, TaskAborted, DependencyFailed, PayloadError: the task did not succeed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        if self._outcome is None:
-            self._owner.drive_until(self.done, timeout)
         with self._cond:
             while self._outcome is None:
                 remaining = None if deadline is None else deadline - time.monotonic()

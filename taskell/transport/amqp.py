@@ -119,8 +119,6 @@ class AmqpTransport(Transport):
         # Held by the I/O thread except while it waits for the socket; other threads only try it.
         self._loop_lock = threading.Lock()
         self._ioloop = LockedIOLoop(self._loop_lock)
-        self._drive_lock = threading.Lock()  # one thread at a time may take the loop over
-        self._driver: threading.Thread | None = None  # the thread running the loop
         self._opened: Future[None] = Future()
         self._thread = threading.Thread(target=self._run, name=f"{name}-io", daemon=True)
         self._thread.start()
@@ -139,7 +137,6 @@ class AmqpTransport(Transport):
     # I/O thread: connecting, reconnecting
 
     def _run(self) -> None:
-        self._driver = self._ioloop.handover.owner = threading.current_thread()
         with self._loop_lock:  # let go only while the loop waits (LockedIOLoop)
             self._connect()
             try:
@@ -161,7 +158,6 @@ class AmqpTransport(Transport):
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
-            on_loop=self._on_loop,
         )
 
     def _on_connection_open(self, conn: Any) -> None:
@@ -348,12 +344,8 @@ class AmqpTransport(Transport):
 
     # Any thread
 
-    def _on_loop(self) -> bool:
-        """True on the thread running the loop: the I/O thread, or one that took it over."""
-        return threading.current_thread() is self._driver
-
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        if self._on_loop():
+        if threading.current_thread() is self._thread:
             self._ioloop.call_later(delay, fn)
             return
         # pika's timers are not thread-safe: set this one from the I/O thread.
@@ -361,7 +353,7 @@ class AmqpTransport(Transport):
             self._ioloop.add_callback_threadsafe(lambda: self._ioloop.call_later(delay, fn))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
-        if self._on_loop():
+        if threading.current_thread() is self._thread:
             if self._ready and not self._outbox:
                 fn()  # nothing queued before it: no wake-up needed
                 return
@@ -565,7 +557,7 @@ class AmqpTransport(Transport):
             self.call_soon(self._flush_acks_soon)
 
     def _flush_acks_soon(self) -> None:
-        if self._on_loop():
+        if threading.current_thread() is self._thread:
             # After this turn's other work, so the acks of one turn go out as one frame.
             self._ioloop.call_later(0, self._flush_acks)
         else:  # no pika timers off the I/O thread (see LockedIOLoop)
@@ -592,42 +584,6 @@ class AmqpTransport(Transport):
                     channel.basic_reject(frame.tag, requeue=frame.requeue)
 
         self.call_soon(run)
-
-    def drive_until(self, done: Callable[[], bool], timeout: float | None) -> None:
-        """Run the loop on this thread until ``done()``, for at most ``timeout`` seconds (None:
-        no limit), while the I/O thread parks: a caller waiting for its reply then reads it
-        itself, without the wake-up and thread switch of a hand-off. Returns at once where that
-        cannot be (another thread drives, this is the loop's thread, the connection is down)."""
-        if not self._ioloop.locking or self._on_loop() or done():
-            return
-        if not self._ready or self._lost is not None or self._closing:
-            return
-        if not self._drive_lock.acquire(blocking=False):
-            return  # another caller drives: wait as usual
-        handover = self._ioloop.handover
-        try:
-            wake = functools.partial(self._ioloop.add_callback_threadsafe, _nothing)
-            if not handover.take(wake, 1.0):
-                return
-            handover.deadline = None if timeout is None else time.monotonic() + timeout
-            with self._loop_lock:
-                self._driver = threading.current_thread()
-                try:
-                    # done() may have come true while the I/O thread was parking.
-                    while not done() and self._ready and self._lost is None and not self._closing:
-                        if handover.deadline is not None and time.monotonic() >= handover.deadline:
-                            break
-                        self._ioloop.poll()  # wait for the socket, dispatch what came
-                        if done():
-                            break  # timers and callbacks (the reply's ack) wait for the I/O thread
-                        self._ioloop.process_timeouts()
-                finally:
-                    self._driver = self._thread
-                    if self._conn is not None:
-                        self._conn.flush_frames()
-        finally:
-            handover.give_back()
-            self._drive_lock.release()
 
     def add_on_lost(self, callback: Callable[[BaseException], None]) -> None:
         self._on_lost.append(callback)
@@ -743,10 +699,6 @@ def _chain(source: Future[None], target: Future[None]) -> None:
             target.set_result(None)
 
     source.add_done_callback(copy)
-
-
-def _nothing() -> None:
-    pass
 
 
 def _call_safely(callback: Callable[[], None]) -> None:

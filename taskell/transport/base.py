@@ -52,11 +52,6 @@ class Transport(ABC):
     def call_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the transport's thread (in submission order)."""
 
-    def drive_until(self, done: Callable[[], bool], timeout: float | None) -> None:
-        """A hint from a thread about to wait for ``done()``: a transport may run its loop on
-        that thread meanwhile (for at most ``timeout`` seconds) or return at once, as here."""
-        return None
-
     @abstractmethod
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the transport's thread after ``delay`` seconds (call from any thread)."""

@@ -13,8 +13,7 @@ import logging
 import select
 import ssl
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
@@ -27,7 +26,7 @@ from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport  # ty
 
 from ..config import Config
 
-__all__ = ["CoalescingConnection", "LockedIOLoop", "LoopHandover", "pika_parameters"]
+__all__ = ["CoalescingConnection", "LockedIOLoop", "pika_parameters"]
 
 # pika logs every connection failure at ERROR with a traceback; taskell reports them itself.
 for _name in (
@@ -62,15 +61,15 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
     collects the frames of one I/O-loop turn and writes them in one ``send``, which saves
     system calls here and wake-ups in the broker."""
 
-    def __init__(self, *args: Any, on_loop: Callable[[], bool], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._frames_out: list[bytes] = []
-        self._on_loop = on_loop  # True on the thread running the loop
+        self._loop_thread = threading.current_thread()  # made on its I/O loop's thread
         super().__init__(*args, **kwargs)
 
     # Overrides pika's private Connection._output_marshaled_frames, which writes each frame at
     # once (the same in pika 1.3.0 to 1.4.4): the reason for the pika bound in pyproject.toml.
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
-        if not self._frames_out and self._on_loop():
+        if not self._frames_out and threading.current_thread() is self._loop_thread:
             # A zero-delay timer runs after this turn's callbacks and socket events. Another
             # thread holding a LockedIOLoop's lock flushes before it lets go instead.
             self.ioloop.call_later(0, self.flush_frames)
@@ -113,100 +112,40 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
     then use pika itself, say publish its own message and write it, instead of handing it to the
     loop's thread, which costs a wake-up and a thread switch. Such a thread must not set pika
     timers (the loop computed its wait without them) and must write the frames it made before
-    it lets go. A thread may also run the loop itself for a while (``handover``). Linux only
-    (epoll); elsewhere ``locking`` is False and the loop is pika's own.
+    it lets go. Linux only (epoll); elsewhere ``locking`` is False and the loop is pika's own.
     """
 
     locking = hasattr(select, "epoll")
 
     def __init__(self, lock: threading.Lock) -> None:
         self._lock = lock
-        self.handover = LoopHandover()
         super().__init__()
 
     def _get_poller(self, get_wait_seconds: Any, process_timeouts: Any) -> Any:
         if not self.locking:
             return IOLoop._get_poller(get_wait_seconds, process_timeouts)
-        return _LockedEPollPoller(self._lock, self.handover, get_wait_seconds, process_timeouts)
-
-
-class LoopHandover:
-    """Lets another thread run a ``LockedIOLoop`` for a while: a caller waiting for its reply
-    reads it itself instead of being woken by the loop's thread once it has been read.
-
-    The loop's own thread (``owner``) parks in its next wait until ``give_back``.
-    """
-
-    def __init__(self) -> None:
-        self.owner: threading.Thread | None = None
-        self.deadline: float | None = None  # monotonic time the taking thread waits until
-        self._cond = threading.Condition(threading.Lock())
-        self._wanted = False
-        self._parked = False
-
-    def park_if_wanted(self) -> bool:
-        """Called with the loop lock released, before each wait: on the owner's thread, if
-        another thread wants the loop, park until it gives it back; True if it parked."""
-        if threading.current_thread() is not self.owner:
-            return False
-        with self._cond:
-            if not self._wanted:
-                return False
-            self._parked = True
-            self._cond.notify_all()
-            while self._wanted:
-                self._cond.wait()
-            self._parked = False
-            return True
-
-    def take(self, wake: Callable[[], None], timeout: float) -> bool:
-        """Ask the owner to park (``wake`` gets it out of its wait); True once it has, False if
-        it did not within ``timeout`` seconds (then nothing was taken)."""
-        with self._cond:
-            self._wanted = True
-        wake()
-        with self._cond:
-            if self._cond.wait_for(lambda: self._parked, timeout):
-                return True
-            self._wanted = False
-            self._cond.notify_all()
-            return False
-
-    def give_back(self) -> None:
-        with self._cond:
-            self._wanted = False
-            self.deadline = None
-            self._cond.notify_all()
+        return _LockedEPollPoller(self._lock, get_wait_seconds, process_timeouts)
 
 
 class _LockedEPollPoller(EPollPoller):  # type: ignore[misc]
-    def __init__(
-        self, lock: threading.Lock, handover: LoopHandover, get_wait_seconds: Any, process_timeouts: Any
-    ) -> None:
+    def __init__(self, lock: threading.Lock, get_wait_seconds: Any, process_timeouts: Any) -> None:
         self._lock = lock
-        self._handover = handover
         super().__init__(get_wait_seconds, process_timeouts)
 
     def _create_poller(self) -> Any:
-        return _UnlockedWhileWaiting(select.epoll(), self._lock, self._handover)
+        return _UnlockedWhileWaiting(select.epoll(), self._lock)
 
 
 class _UnlockedWhileWaiting:
     """An ``epoll`` object whose ``poll`` lets go of ``lock`` while it waits."""
 
-    def __init__(self, epoll: Any, lock: threading.Lock, handover: LoopHandover) -> None:
+    def __init__(self, epoll: Any, lock: threading.Lock) -> None:
         self._epoll = epoll
         self._lock = lock
-        self._handover = handover
 
     def poll(self, timeout: float) -> Any:
         self._lock.release()
         try:
-            if self._handover.park_if_wanted():
-                return []  # timers may have changed meanwhile: pika computes a new wait
-            deadline = self._handover.deadline
-            if deadline is not None and threading.current_thread() is not self._handover.owner:
-                timeout = max(0.0, min(timeout, deadline - time.monotonic()))
             return self._epoll.poll(timeout)
         finally:
             self._lock.acquire()
