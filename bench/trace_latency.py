@@ -96,6 +96,9 @@ def run_worker(pipe: Pipe) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description="where a sequential call's time goes")
     parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument(
+        "--gap", type=float, default=0.002, help="seconds between calls (0: back to back, as bench_others)"
+    )
     a = parser.parse_args()
     multiprocessing.set_start_method("fork")
     ours, theirs = multiprocessing.Pipe()
@@ -118,7 +121,7 @@ def main() -> None:
                 stamps.append(("client call", time.perf_counter(), False))
                 demo.square(x=i).result(timeout=10)
                 stamps.append(("client done", time.perf_counter(), False))
-                time.sleep(0.002)  # let both sides go idle, as between real calls
+                time.sleep(a.gap)  # by default both sides go idle, as between real calls
         ours.send("stop")
         if not ours.poll(30):
             raise RuntimeError("worker did not stop within 30 s")
