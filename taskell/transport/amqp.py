@@ -447,7 +447,7 @@ class AmqpTransport(Transport):
         # When it is due, so that a worker can hold it again should the broker hand it over
         # early (seen after a node restart: a level's TTL was not applied).
         due = {delays.DUE_HEADER: int(time.time() * 1000) + ms}
-        message = dataclasses.replace(message, headers={**message.headers, **due})
+        message = dataclasses.replace(message, headers={**delays.without_deaths(message.headers), **due})
 
         def send(ready: Future[None]) -> None:
             error = ready.exception()

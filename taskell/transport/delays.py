@@ -47,6 +47,7 @@ __all__ = [
     "destination_binding",
     "entry",
     "routing_key",
+    "without_deaths",
 ]
 
 DUE_HEADER = "taskell-due-ms"  # when a delayed message is due, Unix ms: held again if early
@@ -137,6 +138,20 @@ def declarations() -> list[Declaration]:
             ExchangeBinding(level_name(level - 1) if level else DELIVER_EXCHANGE, name, f"{digit}0.#"),
         ]
     return out
+
+
+def without_deaths(headers: dict[str, Any]) -> dict[str, Any]:
+    """``headers`` without the ones RabbitMQ adds on dead-lettering (``x-death``,
+    ``x-first-death-*``, ``x-last-death-*``).
+
+    A message held again (released early by the levels) must enter them afresh: with its old
+    ``x-death`` still on, RabbitMQ sees it expire from a queue it already expired from, takes
+    that for a dead-letter cycle and never delivers it."""
+    return {
+        name: value
+        for name, value in headers.items()
+        if name != "x-death" and not name.startswith(("x-first-death-", "x-last-death-"))
+    }
 
 
 def _check_queue(queue: str) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import quote
 
+ADVANCED_CONFIG = Path(__file__).resolve().parents[2] / "scripts" / "rabbitmq-advanced.config"
 RABBIT_BIN = Path(os.environ.get("TASKELL_RABBITMQ_BIN", "/usr/lib/rabbitmq/bin"))
 CTL_TIMEOUT = 90.0  # seconds any single rabbitmqctl call may take
 
@@ -103,6 +104,8 @@ class RabbitNode:
             RABBITMQ_CONFIG_FILE=str(self.base / "rabbitmq.conf"),
             RABBITMQ_ENABLED_PLUGINS_FILE=str(self.base / "enabled_plugins"),
             RABBITMQ_CONF_ENV_FILE=str(self.base / "rabbitmq-env.conf"),
+            # As scripts/rabbitmq has it: the settings taskell's delay levels rely on.
+            RABBITMQ_ADVANCED_CONFIG_FILE=str(ADVANCED_CONFIG),
             ERL_EPMD_ADDRESS="127.0.0.1",
             RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}",
         )

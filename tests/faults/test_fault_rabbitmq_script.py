@@ -44,8 +44,10 @@ def node(fault_dir: Path, request: pytest.FixtureRequest) -> Iterator[RabbitNode
 
 
 def _env(node: RabbitNode, epmd_port: int) -> dict[str, str]:
+    # Without the advanced config the test nodes get: the script must set it itself.
+    own = {k: v for k, v in node.env().items() if k != "RABBITMQ_ADVANCED_CONFIG_FILE"}
     return {
-        **node.env(),
+        **own,
         "PATH": f"{RABBIT_BIN}:{os.environ['PATH']}",  # the unwrapped scripts, run as us
         "ERL_EPMD_PORT": str(epmd_port),
         "TASKELL_RABBITMQ_STATE": str(node.base),
@@ -93,6 +95,14 @@ def test_stop_stops_the_node_and_the_epmd_that_start_started(node: RabbitNode) -
     assert Path(f"/proc/{epmd}/comm").read_text().strip() == "epmd"
     beam = node.pid
     assert beam is not None and node.alive()
+    # scripts/rabbitmq-advanced.config is in effect: a delay level retries what it could not
+    # route after 5 s, not RabbitMQ's default 180 s.
+    setting = subprocess.run(
+        [str(RABBIT_BIN / "rabbitmqctl"), "-q", "-n", node.node, "eval",
+         "application:get_env(rabbit, dead_letter_worker_publisher_confirm_timeout)."],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert setting.stdout.strip() == "{ok,5000}", setting
 
     out = _script(env, "stop")
     assert "rabbitmq: stopped" in out and "epmd: stopped" in out, out

@@ -337,3 +337,41 @@ def test_a_delayed_task_released_early_is_held_until_due(transport: Transport, s
     wait_until(lambda: 9 in clock.started, RESULT_TIMEOUT, "the early task ran once due")
     [started] = clock.started[9]
     assert started >= due - 0.005, "it ran before it was due"
+
+
+def test_a_task_released_early_from_the_levels_is_held_again_and_runs(
+    transport: Transport, start_worker: Any
+) -> None:
+    # As above, but with the x-death history a message has when the levels release it: it must
+    # enter them afresh. With that history on, RabbitMQ took its next expiry for a dead-letter
+    # cycle and the task never ran.
+    clock = Clock()
+    start_worker(parallelism=2, impl=clock)
+    due = time.time() + 1.5
+    passed = datetime.now(UTC)
+    deaths = [
+        {
+            "count": 1,
+            "reason": "expired",
+            "queue": ladder.level_name(level),
+            "time": passed,
+            "exchange": ladder.level_name(level),
+            "routing-keys": [ladder.routing_key(2**ladder.LEVELS - 1, SQUARE.queue)],
+        }
+        for level in range(ladder.LEVELS)
+    ]
+    headers: dict[str, Any] = {
+        _wire.DUE_HEADER: int(due * 1000),
+        "x-death": deaths,
+        "x-first-death-queue": ladder.level_name(ladder.LEVELS - 1),
+        "x-first-death-reason": "expired",
+        "x-first-death-exchange": ladder.level_name(ladder.LEVELS - 1),
+        "x-last-death-queue": ladder.level_name(0),
+        "x-last-death-reason": "expired",
+        "x-last-death-exchange": ladder.level_name(0),
+    }
+    message = _wire.task_message(SQUARE, str(uuid.uuid4()), b'{"x": 11}', None, headers=headers)
+    transport.publish("", SQUARE.queue, message, mandatory=True).result(RESULT_TIMEOUT)
+    wait_until(lambda: 11 in clock.started, RESULT_TIMEOUT, "the early task ran once due")
+    [started] = clock.started[11]
+    assert started >= due - 0.005, "it ran before it was due"

@@ -159,3 +159,19 @@ def test_a_queue_the_ladder_cannot_route_to_is_refused(name: str) -> None:
 def test_the_longest_queue_name_fits_a_routing_key() -> None:
     key = delays.routing_key(delays.MAX_DELAY_MS, "x" * 179)
     assert len(key.encode()) == 255
+
+
+def test_a_message_held_again_leaves_its_dead_letter_history_behind() -> None:
+    headers = {
+        "x-death": [{"queue": "taskell.delay.3", "reason": "expired", "count": 1}],
+        "x-first-death-queue": "taskell.delay.3",
+        "x-first-death-reason": "expired",
+        "x-first-death-exchange": "taskell.delay.3",
+        "x-last-death-queue": "taskell.delay.0",
+        "x-last-death-reason": "expired",
+        "x-last-death-exchange": "taskell.delay.0",
+        "taskell-due-ms": 1,
+        "x-deathly-custom": "kept",  # only RabbitMQ's own dead-letter headers go
+    }
+    assert delays.without_deaths(headers) == {"taskell-due-ms": 1, "x-deathly-custom": "kept"}
+    assert "x-death" in headers  # the caller's dict is left as it was
