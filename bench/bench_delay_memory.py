@@ -23,12 +23,13 @@ import json
 import subprocess
 import time
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
 
 import taskell
-from bench._common import URL, proc_status, start_worker, stop_worker
+from bench._common import URL, proc_status, run_info, save, start_worker, stop_worker
 from generated.demo.models import SQUARE
 
 TARGET = "taskell.bench.delayed"
@@ -80,7 +81,12 @@ def main() -> None:
     a = parser.parse_args()
     vhost = urllib.parse.unquote(urllib.parse.urlparse(URL).path[1:] or "/") or "/"
     spec = dataclasses.replace(SQUARE, queue=TARGET)
-    result: dict[str, Any] = {"benchmark": "bench_delay_memory", "tasks": a.tasks, "delay_s": DELAY}
+    result: dict[str, Any] = {
+        "benchmark": "bench_delay_memory",
+        **run_info(),
+        "tasks": a.tasks,
+        "delay_s": DELAY,
+    }
     with taskell.connect(URL) as conn:
         worker = start_worker(conn, "examples.worker:handlers", parallelism=4)
         try:
@@ -116,9 +122,7 @@ def main() -> None:
         worker_rss_ratio=round(rss_later / rss_before, 3),
     )
     print(json.dumps(result, indent=2))
-    if a.out:
-        with open(a.out, "w") as out:
-            json.dump(result, out, indent=2)
+    save(Path(a.out) if a.out else None, result)
 
 
 if __name__ == "__main__":

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
 import subprocess
 import time
-from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import taskell
-from bench._common import URL, latencies, start_worker, stop_worker
+from bench._common import URL, latencies, run_info, save, start_worker, stop_worker
 from bench.policy_worker import PLAIN, POLICIES
 
 TIMEOUT = 120.0
@@ -58,6 +56,7 @@ def main() -> None:
     parser.add_argument("--sequential", type=int, default=None, help="sequential calls (default 500)")
     parser.add_argument("--out", default=None, help="write the JSON here too")
     a = parser.parse_args()
+    run = run_info()  # at the start: the load average then
     repeat = a.repeat or (2 if a.quick else 5)
     count = a.count or (500 if a.quick else 3000)
     calls = a.sequential or (100 if a.quick else 500)
@@ -85,8 +84,7 @@ def main() -> None:
             stop_worker(worker)
     result = {
         "benchmark": "bench_policies",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        **run,
         "taskell": taskell.__version__,
         "count": count,
         "sequential": calls,
@@ -95,9 +93,7 @@ def main() -> None:
         "median_p50_ratio": statistics.median(s["p50_ratio"] for s in samples),
     }
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
-    if a.out:
-        with open(a.out, "w") as out:
-            json.dump(result, out, indent=2)
+    save(Path(a.out) if a.out else None, result)
 
 
 if __name__ == "__main__":
