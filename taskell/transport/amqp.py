@@ -67,6 +67,9 @@ log = logging.getLogger("taskell.amqp")
 _PERSISTENT = pika.DeliveryMode.Persistent.value
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
+# Seconds an acknowledgement made on the I/O thread may wait for the next write to go out with
+# (see _flush_acks_soon): at most this much later, and mostly without a write of its own.
+ACK_LINGER = 0.01
 
 
 class AmqpTransport(Transport):
@@ -159,6 +162,7 @@ class AmqpTransport(Transport):
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
         )
+        self._conn.before_flush = self._flush_acks
 
     def _on_connection_open(self, conn: Any) -> None:
         conn.channel(on_open_callback=self._on_channel_open)
@@ -558,8 +562,11 @@ class AmqpTransport(Transport):
 
     def _flush_acks_soon(self) -> None:
         if threading.current_thread() is self._thread:
-            # After this turn's other work, so the acks of one turn go out as one frame.
-            self._ioloop.call_later(0, self._flush_acks)
+            # Not at once: the acks ride on the next write (CoalescingConnection.before_flush,
+            # a publish, say the caller's next task) instead of a write and a broker wake-up of
+            # their own. An ack only settles what already happened (a result received, a reply
+            # confirmed), so waiting a little loses nothing; the timer bounds the wait.
+            self._ioloop.call_later(ACK_LINGER, self._flush_acks)
         else:  # no pika timers off the I/O thread (see LockedIOLoop)
             self._flush_acks()
 

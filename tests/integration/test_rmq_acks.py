@@ -2,10 +2,12 @@
 mixed with rejects, go out once per I/O-loop turn as one ``multiple`` ack for the settled prefix
 plus single acks behind a gap. A wrong tag would make the broker close the channel (and
 redeliver everything unacknowledged); these tests check that never happens and nothing is
-left over or delivered twice."""
+left over or delivered twice. Acks made on the I/O thread wait for the next write, at most
+``ACK_LINGER``: they ride on it rather than go out alone."""
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
@@ -16,11 +18,13 @@ from typing import Any
 import pika  # type: ignore[import-untyped]
 import pytest
 
+import taskell
+from generated.demo import Client
 from taskell.config import Config
 from taskell.transport import Delivery, Message
-from taskell.transport.amqp import AmqpTransport
+from taskell.transport.amqp import ACK_LINGER, AmqpTransport
 from taskell.transport.pika_connection import pika_parameters
-from tests.support import URL, wait_until
+from tests.support import RESULT_TIMEOUT, URL, wait_until
 
 COUNT = 600
 
@@ -133,3 +137,45 @@ def test_a_held_delivery_does_not_block_the_acks_behind_it(transport: AmqpTransp
     wait_until(lambda: transport._batcher.unsettled == [], 10, "the held delivery acknowledged")
     assert transport._generation == 0
     assert _left_after_close(transport, queue) == 0
+
+
+def test_an_ack_with_nothing_else_to_write_goes_out_within_the_linger(transport: AmqpTransport) -> None:
+    # Acks made on the I/O thread wait for the next write (ACK_LINGER at most). With a prefetch
+    # of 1 the broker delivers the next message only once it has the ack: so each delivery
+    # after the first shows when the ack before it went out, with nothing else written.
+    queue = _fill(transport, 5)
+    arrived: list[float] = []
+
+    def on_message(delivery: Delivery) -> None:  # on the I/O thread
+        arrived.append(time.monotonic())
+        transport.ack(delivery.tag)
+
+    transport.set_prefetch(1).result(10)
+    transport.consume(queue, on_message).result(10)
+    wait_until(lambda: len(arrived) == 5, 10, "every delivery, each after the ack before it")
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
+    assert all(gap >= ACK_LINGER * 0.9 for gap in gaps), f"an ack went out before its linger: {gaps}"
+    assert all(gap < ACK_LINGER + 0.5 for gap in gaps), f"an ack waited too long: {gaps}"
+
+
+def test_acks_ride_on_the_next_write(config: Config, worker: Any) -> None:
+    # Back-to-back calls: each reply's ack goes out with the next task's publish, not alone.
+    with taskell.connect(config=config) as conn:
+        demo = Client(conn)
+        demo.square(x=1).result(timeout=RESULT_TIMEOUT)
+        connection = conn._transport._conn  # type: ignore[attr-defined]  # the client's CoalescingConnection
+        writes = [0]
+        flush = connection.flush_frames
+
+        def counted() -> None:
+            if connection._frames_out:
+                writes[0] += 1
+            flush()
+
+        connection.flush_frames = counted
+        calls = 50
+        for i in range(calls):
+            assert demo.square(x=i).result(timeout=RESULT_TIMEOUT) == i * i
+    # One write per call (its task, with the last reply's ack), plus an ack alone now and then;
+    # an ack of its own after each reply would make it two.
+    assert writes[0] <= calls * 1.5, f"{writes[0]} writes for {calls} calls"
