@@ -158,14 +158,18 @@ def test_a_leased_task_of_a_killed_worker_runs_again_elsewhere(short_timeout_bro
                 if proc is not None and proc.poll() is None:
                     os.kill(proc.pid, signal.SIGKILL)
                     proc.wait(10)
-    lease_queues = {q for q in held if q.startswith(f"taskell.lease.{handle.id}.")}
+    lease_prefix = f"taskell.lease.{handle.id}."
+    lease_queues = {q for q in held if q.startswith(lease_prefix)}
     # While leased: the original acknowledged (task queue empty), a copy in a lease queue (two
     # for a moment while one is renewed: the next is placed before the last is purged).
     assert held.get(TASK_QUEUE) == 0 and sum(held[q] for q in lease_queues) >= 1, held
     assert after_kill.get(TASK_QUEUE) == 0, f"redelivered at once, not through the lease: {after_kill}"
     deaths = [headers.get("x-death", []) for headers, _body in back]
     assert deaths and all(
-        len(death) == 1 and death[0]["reason"] == "expired" and death[0]["queue"] in lease_queues
+        # Any of the task's lease queues: a renewal may have placed the copy in the next one
+        # after ``held`` was taken (seen under load: the copy came back from ``.b``, ``held``
+        # had seen only ``.a``).
+        len(death) == 1 and death[0]["reason"] == "expired" and death[0]["queue"].startswith(lease_prefix)
         for death in deaths
     ), deaths
     # A plain redelivery is back as soon as the broker sees the connection go; the lease's copy
