@@ -70,6 +70,10 @@ _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts o
 # Seconds an acknowledgement made on the I/O thread may wait for the next write to go out with
 # (see _flush_acks_soon): at most this much later, and mostly without a write of its own.
 ACK_LINGER = 0.01
+# ... unless this many wait: a quarter of the prefetch (a worker draining tasks that want no
+# reply writes nothing else, and its prefetch would run dry waiting for its acks), or this many
+# on a channel without a prefetch limit.
+ACKS_AT_ONCE = 64
 
 
 class AmqpTransport(Transport):
@@ -99,6 +103,8 @@ class AmqpTransport(Transport):
         # the frames the channel's _batcher makes of them.
         self._acks: collections.deque[int] = collections.deque()
         self._acks_scheduled = False
+        self._acks_due = False  # so many wait that they go out now, not after ACK_LINGER
+        self._acks_at_once = ACKS_AT_ONCE
         self._batcher = AckBatcher(0)
         self._rpcs: set[Future[Any]] = set()
         self._generation = 0
@@ -527,6 +533,7 @@ class AmqpTransport(Transport):
         self._rpc(start)
 
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
+        self._acks_at_once = max(1, count // 4) if count else ACKS_AT_ONCE
         return self._declare(Prefetch(count, channel_wide=not per_consumer))
 
     def consume(
@@ -556,7 +563,11 @@ class AmqpTransport(Transport):
 
     def ack(self, tag: int) -> None:
         self._acks.append(tag)
-        if not self._acks_scheduled:
+        if len(self._acks) >= self._acks_at_once:
+            if not self._acks_due:
+                self._acks_due = True
+                self.call_soon(self._flush_acks)
+        elif not self._acks_scheduled:
             self._acks_scheduled = True
             self.call_soon(self._flush_acks_soon)
 
@@ -571,7 +582,9 @@ class AmqpTransport(Transport):
             self._flush_acks()
 
     def _flush_acks(self) -> None:
-        self._acks_scheduled = False  # before draining: an ack added meanwhile schedules anew
+        self._acks_scheduled = self._acks_due = (
+            False  # before draining: an ack added meanwhile schedules anew
+        )
         acks = self._acks
         tags = []
         while acks:

@@ -3,11 +3,11 @@ mixed with rejects, go out once per I/O-loop turn as one ``multiple`` ack for th
 plus single acks behind a gap. A wrong tag would make the broker close the channel (and
 redeliver everything unacknowledged); these tests check that never happens and nothing is
 left over or delivered twice. Acks made on the I/O thread wait for the next write, at most
-``ACK_LINGER``: they ride on it rather than go out alone."""
+``ACK_LINGER`` and only while fewer than a quarter of the prefetch wait: they ride on it rather
+than go out alone."""
 
 from __future__ import annotations
 
-import itertools
 import random
 import threading
 import time
@@ -21,8 +21,8 @@ import pytest
 import taskell
 from generated.demo import Client
 from taskell.config import Config
-from taskell.transport import Delivery, Message
-from taskell.transport.amqp import ACK_LINGER, AmqpTransport
+from taskell.transport import Delivery, Message, amqp
+from taskell.transport.amqp import AmqpTransport
 from taskell.transport.pika_connection import pika_parameters
 from tests.support import RESULT_TIMEOUT, URL, wait_until
 
@@ -139,23 +139,43 @@ def test_a_held_delivery_does_not_block_the_acks_behind_it(transport: AmqpTransp
     assert _left_after_close(transport, queue) == 0
 
 
-def test_an_ack_with_nothing_else_to_write_goes_out_within_the_linger(transport: AmqpTransport) -> None:
-    # Acks made on the I/O thread wait for the next write (ACK_LINGER at most). With a prefetch
-    # of 1 the broker delivers the next message only once it has the ack: so each delivery
-    # after the first shows when the ack before it went out, with nothing else written.
-    queue = _fill(transport, 5)
-    arrived: list[float] = []
+def _first_ack_to_last_delivery(transport: AmqpTransport, prefetch: int) -> float:
+    """Seconds from the ack of the first delivery (made on the I/O thread, nothing else to
+    write) to the delivery it lets the broker send: ``prefetch`` + 1 messages, only the first
+    acknowledged, so the last comes once the broker has that ack."""
+    queue = _fill(transport, prefetch + 1)
+    acked: list[float] = []
+    last: list[float] = []
 
     def on_message(delivery: Delivery) -> None:  # on the I/O thread
-        arrived.append(time.monotonic())
-        transport.ack(delivery.tag)
+        if not acked:
+            acked.append(time.monotonic())
+            transport.ack(delivery.tag)
+        elif delivery.message.message_id == str(prefetch):
+            last.append(time.monotonic())
 
-    transport.set_prefetch(1).result(10)
+    transport.set_prefetch(prefetch).result(10)
     transport.consume(queue, on_message).result(10)
-    wait_until(lambda: len(arrived) == 5, 10, "every delivery, each after the ack before it")
-    gaps = [later - earlier for earlier, later in itertools.pairwise(arrived)]
-    assert all(gap >= ACK_LINGER * 0.9 for gap in gaps), f"an ack went out before its linger: {gaps}"
-    assert all(gap < ACK_LINGER + 0.5 for gap in gaps), f"an ack waited too long: {gaps}"
+    wait_until(lambda: bool(last), 20, "the delivery the first ack lets through")
+    return last[0] - acked[0]
+
+
+def test_an_ack_with_nothing_else_to_write_goes_out_within_the_linger(
+    transport: AmqpTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(amqp, "ACK_LINGER", 0.5)  # long enough to tell from the broker's time
+    gap = _first_ack_to_last_delivery(transport, prefetch=8)  # 1 ack waits: under a quarter of 8
+    assert 0.45 <= gap < 3.0, f"the ack went out {gap:.3f} s after it was made (linger 0.5 s)"
+
+
+def test_acks_go_at_once_when_a_quarter_of_the_prefetch_waits(
+    transport: AmqpTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A worker draining tasks that want no reply writes nothing but acks: lingering, its
+    # prefetch would run dry (a prefetch of 1 would allow one task per linger).
+    monkeypatch.setattr(amqp, "ACK_LINGER", 5.0)
+    gap = _first_ack_to_last_delivery(transport, prefetch=4)  # 1 ack waits: a quarter of 4
+    assert gap < 2.0, f"the ack waited {gap:.3f} s for its linger"
 
 
 def test_acks_ride_on_the_next_write(config: Config, worker: Any) -> None:
