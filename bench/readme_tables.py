@@ -306,14 +306,6 @@ def feature_row(path: str) -> str:
             f"| 3-stage chain, added latency per hop over one round trip, {data['chains']} chains | median"
             f" {data['hop_p50_ms']:.2f} ms, p90 {data['hop_p90_ms']:.2f} ms | {source} |"
         )
-    if name == "ack_linger":
-        summary = data["summary"]
-        ride, once = summary["acks ride on the next write"], summary["acks at once"]
-        return (
-            f"| sequential calls, acks riding on the next write ÷ acks written at once (same run, alternating"
-            f" blocks, {ride['calls']:,} calls each) | p50 {times(summary['p50_ratio'])} ({ride['p50_us'] / 1000:.2f}"
-            f" vs {once['p50_us'] / 1000:.2f} ms), p90 {times(summary['p90_ratio'])} | {source} |"
-        )
     if name == "codegen":
         counts = " / ".join(f"{size['tasks']:,}" for size in data["sizes"])
         seconds = " / ".join(f"{size['best_s']:.2f}" for size in data["sizes"])

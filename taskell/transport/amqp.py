@@ -67,13 +67,6 @@ log = logging.getLogger("taskell.amqp")
 _PERSISTENT = pika.DeliveryMode.Persistent.value
 _BACKOFF_FIRST, _BACKOFF_CAP = 0.1, 10.0  # seconds
 _STABLE_AFTER = 5.0  # seconds a connection must stay up before backoff starts over
-# Seconds an acknowledgement made on the I/O thread may wait for the next write to go out with
-# (see _flush_acks_soon): at most this much later, and mostly without a write of its own.
-ACK_LINGER = 0.01
-# ... unless this many wait: a quarter of the prefetch (a worker draining tasks that want no
-# reply writes nothing else, and its prefetch would run dry waiting for its acks), or this many
-# on a channel without a prefetch limit.
-ACKS_AT_ONCE = 64
 
 
 class AmqpTransport(Transport):
@@ -103,8 +96,6 @@ class AmqpTransport(Transport):
         # the frames the channel's _batcher makes of them.
         self._acks: collections.deque[int] = collections.deque()
         self._acks_scheduled = False
-        self._acks_due = False  # so many wait that they go out now, not after ACK_LINGER
-        self._acks_at_once = ACKS_AT_ONCE
         self._batcher = AckBatcher(0)
         self._rpcs: set[Future[Any]] = set()
         self._generation = 0
@@ -168,7 +159,6 @@ class AmqpTransport(Transport):
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
         )
-        self._conn.before_flush = self._flush_acks
 
     def _on_connection_open(self, conn: Any) -> None:
         conn.channel(on_open_callback=self._on_channel_open)
@@ -533,7 +523,6 @@ class AmqpTransport(Transport):
         self._rpc(start)
 
     def set_prefetch(self, count: int, *, per_consumer: bool = False) -> Future[None]:
-        self._acks_at_once = max(1, count // 4) if count else ACKS_AT_ONCE
         return self._declare(Prefetch(count, channel_wide=not per_consumer))
 
     def consume(
@@ -563,28 +552,19 @@ class AmqpTransport(Transport):
 
     def ack(self, tag: int) -> None:
         self._acks.append(tag)
-        if len(self._acks) >= self._acks_at_once:
-            if not self._acks_due:
-                self._acks_due = True
-                self.call_soon(self._flush_acks)
-        elif not self._acks_scheduled:
+        if not self._acks_scheduled:
             self._acks_scheduled = True
             self.call_soon(self._flush_acks_soon)
 
     def _flush_acks_soon(self) -> None:
         if threading.current_thread() is self._thread:
-            # Not at once: the acks ride on the next write (CoalescingConnection.before_flush,
-            # a publish, say the caller's next task) instead of a write and a broker wake-up of
-            # their own. An ack only settles what already happened (a result received, a reply
-            # confirmed), so waiting a little loses nothing; the timer bounds the wait.
-            self._ioloop.call_later(ACK_LINGER, self._flush_acks)
+            # After this turn's other work, so the acks of one turn go out as one frame.
+            self._ioloop.call_later(0, self._flush_acks)
         else:  # no pika timers off the I/O thread (see LockedIOLoop)
             self._flush_acks()
 
     def _flush_acks(self) -> None:
-        self._acks_scheduled = self._acks_due = (
-            False  # before draining: an ack added meanwhile schedules anew
-        )
+        self._acks_scheduled = False  # before draining: an ack added meanwhile schedules anew
         acks = self._acks
         tags = []
         while acks:

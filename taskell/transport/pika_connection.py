@@ -13,7 +13,7 @@ import logging
 import select
 import ssl
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
@@ -61,10 +61,6 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
     collects the frames of one I/O-loop turn and writes them in one ``send``, which saves
     system calls here and wake-ups in the broker."""
 
-    # Called before frames are written, to add frames that may wait for the next write
-    # (acknowledgements) to this one instead of a write of their own.
-    before_flush: Callable[[], None] | None = None
-
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._frames_out: list[bytes] = []
         self._loop_thread = threading.current_thread()  # made on its I/O loop's thread
@@ -86,8 +82,6 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
         """Write the frames collected so far (I/O thread only); the timer then finds none."""
         if not self._frames_out:
             return
-        if self.before_flush is not None:
-            self.before_flush()
         data = b"".join(self._frames_out)
         self._frames_out.clear()
         # pika's private socket transport (None once closed) and writer: see the pika bound.

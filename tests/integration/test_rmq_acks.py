@@ -2,9 +2,7 @@
 mixed with rejects, go out once per I/O-loop turn as one ``multiple`` ack for the settled prefix
 plus single acks behind a gap. A wrong tag would make the broker close the channel (and
 redeliver everything unacknowledged); these tests check that never happens and nothing is
-left over or delivered twice. Acks made on the I/O thread wait for the next write, at most
-``ACK_LINGER`` and only while fewer than a quarter of the prefetch wait: they ride on it rather
-than go out alone."""
+left over or delivered twice."""
 
 from __future__ import annotations
 
@@ -18,13 +16,11 @@ from typing import Any
 import pika  # type: ignore[import-untyped]
 import pytest
 
-import taskell
-from generated.demo import Client
 from taskell.config import Config
-from taskell.transport import Delivery, Message, amqp
+from taskell.transport import Delivery, Message
 from taskell.transport.amqp import AmqpTransport
 from taskell.transport.pika_connection import pika_parameters
-from tests.support import RESULT_TIMEOUT, URL, wait_until
+from tests.support import URL, wait_until
 
 COUNT = 600
 
@@ -137,65 +133,3 @@ def test_a_held_delivery_does_not_block_the_acks_behind_it(transport: AmqpTransp
     wait_until(lambda: transport._batcher.unsettled == [], 10, "the held delivery acknowledged")
     assert transport._generation == 0
     assert _left_after_close(transport, queue) == 0
-
-
-def _first_ack_to_last_delivery(transport: AmqpTransport, prefetch: int) -> float:
-    """Seconds from the ack of the first delivery (made on the I/O thread, nothing else to
-    write) to the delivery it lets the broker send: ``prefetch`` + 1 messages, only the first
-    acknowledged, so the last comes once the broker has that ack."""
-    queue = _fill(transport, prefetch + 1)
-    acked: list[float] = []
-    last: list[float] = []
-
-    def on_message(delivery: Delivery) -> None:  # on the I/O thread
-        if not acked:
-            acked.append(time.monotonic())
-            transport.ack(delivery.tag)
-        elif delivery.message.message_id == str(prefetch):
-            last.append(time.monotonic())
-
-    transport.set_prefetch(prefetch).result(10)
-    transport.consume(queue, on_message).result(10)
-    wait_until(lambda: bool(last), 20, "the delivery the first ack lets through")
-    return last[0] - acked[0]
-
-
-def test_an_ack_with_nothing_else_to_write_goes_out_within_the_linger(
-    transport: AmqpTransport, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(amqp, "ACK_LINGER", 0.5)  # long enough to tell from the broker's time
-    gap = _first_ack_to_last_delivery(transport, prefetch=8)  # 1 ack waits: under a quarter of 8
-    assert 0.45 <= gap < 3.0, f"the ack went out {gap:.3f} s after it was made (linger 0.5 s)"
-
-
-def test_acks_go_at_once_when_a_quarter_of_the_prefetch_waits(
-    transport: AmqpTransport, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A worker draining tasks that want no reply writes nothing but acks: lingering, its
-    # prefetch would run dry (a prefetch of 1 would allow one task per linger).
-    monkeypatch.setattr(amqp, "ACK_LINGER", 5.0)
-    gap = _first_ack_to_last_delivery(transport, prefetch=4)  # 1 ack waits: a quarter of 4
-    assert gap < 2.0, f"the ack waited {gap:.3f} s for its linger"
-
-
-def test_acks_ride_on_the_next_write(config: Config, worker: Any) -> None:
-    # Back-to-back calls: each reply's ack goes out with the next task's publish, not alone.
-    with taskell.connect(config=config) as conn:
-        demo = Client(conn)
-        demo.square(x=1).result(timeout=RESULT_TIMEOUT)
-        connection = conn._transport._conn  # type: ignore[attr-defined]  # the client's CoalescingConnection
-        writes = [0]
-        flush = connection.flush_frames
-
-        def counted() -> None:
-            if connection._frames_out:
-                writes[0] += 1
-            flush()
-
-        connection.flush_frames = counted
-        calls = 50
-        for i in range(calls):
-            assert demo.square(x=i).result(timeout=RESULT_TIMEOUT) == i * i
-    # One write per call (its task, with the last reply's ack), plus an ack alone now and then;
-    # an ack of its own after each reply would make it two.
-    assert writes[0] <= calls * 1.5, f"{writes[0]} writes for {calls} calls"
