@@ -529,7 +529,10 @@ def main() -> None:
         "--seed", type=int, default=None, help="of the random order (default: from the clock)"
     )
     parser.add_argument(
-        "--only", default=None, help="comma-separated systems to run (default: every installed one)"
+        "--only",
+        default=None,
+        help='comma-separated systems to run, commas in a name left out, e.g. "naive pika,pika same '
+        'guarantees,taskell" (default: every installed one)',
     )
     parser.add_argument("--out", type=Path, default=None, help="the JSON file (default bench/results/...)")
     a = parser.parse_args()
@@ -583,7 +586,7 @@ def main() -> None:
             makers["celery"] = lambda: CelerySide(tmp)
         if a.only:
             wanted = {name.strip() for name in a.only.split(",")}
-            makers = {name: make for name, make in makers.items() if name in wanted}
+            makers = {name: make for name, make in makers.items() if name.replace(",", "") in wanted}
         for name, reason in skipped.items():
             print(f"{name}: skipped, {reason}", flush=True)
         sides: dict[str, Side] = {}

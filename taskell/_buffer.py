@@ -61,6 +61,14 @@ class PriorityBuffer:
         with self._ready:
             return heapq.heappop(self._heap)[2] if self._heap else None
 
+    def idle(self) -> bool:
+        """Nothing waits and the buffer is open: ``get`` would block."""
+        return not self._heap and not self._closed
+
+    def has_work(self) -> bool:
+        """``get`` would return at once (a delivery waits, or the buffer is closed)."""
+        return bool(self._heap) or self._closed
+
     def close(self) -> None:
         """Take no more deliveries; ``get`` still hands out those waiting, then returns None."""
         with self._ready:

@@ -109,11 +109,20 @@ class Execution:
             child.close()
 
     def _serve(self, work: Callable[[Delivery], None]) -> None:
-        while (delivery := self._buffer.get()) is not None:
+        while (delivery := self._next()) is not None:
             try:
                 work(delivery)
             except BaseException:  # never lose a pool thread; ``work`` handles its own errors
                 log.exception("pool thread: unexpected error on delivery %s", delivery.message.message_id)
+
+    def _next(self) -> Delivery | None:
+        """The next delivery to run. An idle pool thread runs the transport's loop while it
+        waits (one thread at a time), so a task starts on the thread that received it, without
+        waking another first."""
+        buffer = self._buffer
+        while buffer.idle() and self._transport.run_loop_until(buffer.has_work, None):
+            pass  # work came, but another pool thread may have taken it: look again
+        return buffer.get()
 
     def _watch_time_limits(self, interval: float) -> None:
         """Stop every running task past its deadline; looks every ``interval`` seconds on the

@@ -157,7 +157,11 @@ class Connection:
                 declare_queue=self._declare_task_queue,
                 is_open=lambda: not self._closed,
             )
-            self._owner = HandleOwner(abort=self.abort, sync_replies=self._deps.sync_replies)
+            self._owner = HandleOwner(
+                abort=self.abort,
+                sync_replies=self._deps.sync_replies,
+                run_loop_until=self._transport.run_loop_until,
+            )
             self._transport.consume(self.reply_queue, self._on_reply).result()
         except BaseException:
             self._transport.close()

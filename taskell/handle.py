@@ -36,6 +36,9 @@ class HandleOwner:
 
     abort: Callable[[str], object]  # ask the workers to abort a task, by id
     sync_replies: Callable[[float], None]  # wait until the replies queued so far are handled
+    # run the connection's I/O on the calling thread until done() or the timeout (seconds); False
+    # if it cannot (see Transport.run_loop_until)
+    run_loop_until: Callable[[Callable[[], bool], float | None], bool]
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,8 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
             TaskFailed, TaskAborted, DependencyFailed, PayloadError: the task did not succeed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        if self._outcome is None:  # the reply then wakes this thread, not the I/O thread first
+            self._owner.run_loop_until(self.done, timeout)
         with self._cond:
             while self._outcome is None:
                 remaining = None if deadline is None else deadline - time.monotonic()

@@ -345,7 +345,7 @@ class AmqpTransport(Transport):
     # Any thread
 
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
-        if threading.current_thread() is self._thread:
+        if self._on_loop():
             self._ioloop.call_later(delay, fn)
             return
         # pika's timers are not thread-safe: set this one from the I/O thread.
@@ -353,7 +353,7 @@ class AmqpTransport(Transport):
             self._ioloop.add_callback_threadsafe(lambda: self._ioloop.call_later(delay, fn))
 
     def call_soon(self, fn: Callable[[], None]) -> None:
-        if threading.current_thread() is self._thread:
+        if self._on_loop():
             if self._ready and not self._outbox:
                 fn()  # nothing queued before it: no wake-up needed
                 return
@@ -371,6 +371,13 @@ class AmqpTransport(Transport):
             self._wakeup_pending = True
             with contextlib.suppress(Exception):  # the loop is closed: the transport is closed
                 self._ioloop.add_callback_threadsafe(self._drain)
+
+    def _on_loop(self) -> bool:
+        """Whether this thread runs the loop now (the I/O thread, or one that borrowed it)."""
+        return threading.current_thread() is self._ioloop.runner
+
+    def run_loop_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        return bool(self._ioloop.run_borrowed(done, timeout))
 
     def _rpc(self, start: Callable[[Channel, Future[Any]], None]) -> Future[Any]:
         future: Future[Any] = Future()
@@ -557,7 +564,7 @@ class AmqpTransport(Transport):
             self.call_soon(self._flush_acks_soon)
 
     def _flush_acks_soon(self) -> None:
-        if threading.current_thread() is self._thread:
+        if self._on_loop():
             # After this turn's other work, so the acks of one turn go out as one frame.
             self._ioloop.call_later(0, self._flush_acks)
         else:  # no pika timers off the I/O thread (see LockedIOLoop)
@@ -601,7 +608,7 @@ class AmqpTransport(Transport):
         if self._closing:
             return
         self._closing = True
-        if threading.current_thread() is self._thread:
+        if self._on_loop():
             raise RuntimeError("close() called from the transport's own thread")
 
         def shut() -> None:

@@ -56,6 +56,12 @@ class Transport(ABC):
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the transport's thread after ``delay`` seconds (call from any thread)."""
 
+    def run_loop_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Run the transport's I/O on the calling thread until ``done()`` is true or ``timeout``
+        seconds passed, so that what the thread waits for wakes it directly; False (at once)
+        where that is not possible, and the caller waits as usual."""
+        return False
+
     @abstractmethod
     def publish(
         self, exchange: str, routing_key: str, message: Message, *, mandatory: bool, replay: bool = True

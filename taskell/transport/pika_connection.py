@@ -13,7 +13,8 @@ import logging
 import select
 import ssl
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pika  # type: ignore[import-untyped]
@@ -36,6 +37,8 @@ for _name in (
     "pika.adapters.utils.io_services_utils",
 ):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
+
+log = logging.getLogger("taskell.amqp")
 
 
 def pika_parameters(url: str, config: Config) -> pika.URLParameters:
@@ -63,13 +66,12 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._frames_out: list[bytes] = []
-        self._loop_thread = threading.current_thread()  # made on its I/O loop's thread
         super().__init__(*args, **kwargs)
 
     # Overrides pika's private Connection._output_marshaled_frames, which writes each frame at
     # once (the same in pika 1.3.0 to 1.4.4): the reason for the pika bound in pyproject.toml.
     def _output_marshaled_frames(self, marshaled_frames: Sequence[bytes]) -> None:
-        if not self._frames_out and threading.current_thread() is self._loop_thread:
+        if not self._frames_out and threading.current_thread() is self.ioloop.runner:
             # A zero-delay timer runs after this turn's callbacks and socket events. Another
             # thread holding a LockedIOLoop's lock flushes before it lets go instead.
             self.ioloop.call_later(0, self.flush_frames)
@@ -112,43 +114,121 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
     then use pika itself, say publish its own message and write it, instead of handing it to the
     loop's thread, which costs a wake-up and a thread switch. Such a thread must not set pika
     timers (the loop computed its wait without them) and must write the frames it made before
-    it lets go. Linux only (epoll); elsewhere ``locking`` is False and the loop is pika's own.
+    it lets go.
+
+    A thread about to wait for something the loop will bring (a reply) can also borrow the
+    loop (``run_borrowed``): the loop's own thread steps aside and the borrower runs the loop
+    until what it waits for has come, so it is woken by the socket itself rather than by the
+    loop's thread after it handled the frames. ``runner`` is the thread running the loop now.
+    Linux only (epoll); elsewhere ``locking`` is False and the loop is pika's own.
     """
 
     locking = hasattr(select, "epoll")
 
     def __init__(self, lock: threading.Lock) -> None:
         self._lock = lock
+        self._turns = threading.Condition(lock)  # hands the loop between its thread and a borrower
+        self.runner: threading.Thread | None = None  # set by the thread that starts the loop
+        self._borrower: threading.Thread | None = None
+        self._borrow_wait = 0.0  # longest the borrower waits in one poll (seconds)
+        self._stepped_aside = False  # the loop's own thread waits for the borrower to finish
         super().__init__()
+
+    def start(self) -> None:
+        self.runner = threading.current_thread()
+        super().start()
+
+    def run_borrowed(self, done: Callable[[], bool], timeout: float | None) -> bool:
+        """Run the loop on this thread until ``done()`` or ``timeout`` seconds passed.
+
+        Returns False at once, without running it, when the loop cannot be lent: another
+        thread borrows it already, the loop is not running, or this is the loop's thread.
+        """
+        me = threading.current_thread()
+        if not self.locking or me is self.runner:
+            return False
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._turns:  # the loop's thread lets go within one turn
+            home = self.runner
+            if self._borrower is not None or not self._is_running() or home is None:
+                return False
+            self._borrower = me
+            try:
+                self._poller.wake_threadsafe()
+                while not self._stepped_aside:  # it leaves epoll for us (two never poll at once)
+                    if not self._is_running():
+                        return False
+                    self._turns.wait(0.1)
+                self.runner = me
+                self._run_until(done, deadline)
+            finally:
+                self.runner = home
+                self._borrower = None
+                self._turns.notify_all()
+        return True
+
+    def _run_until(self, done: Callable[[], bool], deadline: float | None) -> None:
+        while not done() and self._is_running():
+            # Look at done() at least every 50 ms: another thread may settle what we wait for.
+            wait = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            if wait <= 0:
+                return
+            self._borrow_wait = wait
+            try:
+                self.poll()
+                self.process_timeouts()
+            except Exception:  # as the loop's thread would, but the caller is not the place
+                log.exception("taskell I/O loop: error while run by a waiting thread")
+                return
+
+    def _is_running(self) -> bool:
+        poller = self._poller
+        return bool(poller._running and not poller._stopping)
 
     def _get_poller(self, get_wait_seconds: Any, process_timeouts: Any) -> Any:
         if not self.locking:
             return IOLoop._get_poller(get_wait_seconds, process_timeouts)
-        return _LockedEPollPoller(self._lock, get_wait_seconds, process_timeouts)
+        return _LockedEPollPoller(self, get_wait_seconds, process_timeouts)
+
+    def _polled(self, timeout: float, epoll: Any) -> Any:
+        """One ``epoll.poll`` without the lock: the borrower's waits are capped; the loop's
+        thread, once a borrower asked for the loop, steps aside until it is given back."""
+        me = threading.current_thread()
+        if me is self._borrower:
+            timeout = min(timeout, self._borrow_wait)
+        self._lock.release()
+        try:
+            events = epoll.poll(timeout)
+        finally:
+            self._lock.acquire()
+        if self._borrower is None or me is self._borrower:
+            return events
+        self._stepped_aside = True
+        self._turns.notify_all()
+        while self._borrower is not None:
+            self._turns.wait()
+        self._stepped_aside = False
+        return []  # the borrower handled them; what is still ready shows on the next poll
 
 
 class _LockedEPollPoller(EPollPoller):  # type: ignore[misc]
-    def __init__(self, lock: threading.Lock, get_wait_seconds: Any, process_timeouts: Any) -> None:
-        self._lock = lock
+    def __init__(self, loop: LockedIOLoop, get_wait_seconds: Any, process_timeouts: Any) -> None:
+        self._loop = loop
         super().__init__(get_wait_seconds, process_timeouts)
 
     def _create_poller(self) -> Any:
-        return _UnlockedWhileWaiting(select.epoll(), self._lock)
+        return _UnlockedWhileWaiting(select.epoll(), self._loop)
 
 
 class _UnlockedWhileWaiting:
-    """An ``epoll`` object whose ``poll`` lets go of ``lock`` while it waits."""
+    """An ``epoll`` object whose ``poll`` lets go of the loop's lock while it waits."""
 
-    def __init__(self, epoll: Any, lock: threading.Lock) -> None:
+    def __init__(self, epoll: Any, loop: LockedIOLoop) -> None:
         self._epoll = epoll
-        self._lock = lock
+        self._loop = loop
 
     def poll(self, timeout: float) -> Any:
-        self._lock.release()
-        try:
-            return self._epoll.poll(timeout)
-        finally:
-            self._lock.acquire()
+        return self._loop._polled(timeout, self._epoll)
 
     def __getattr__(self, name: str) -> Any:  # register, modify, unregister, close
         return getattr(self._epoll, name)

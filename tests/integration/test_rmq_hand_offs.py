@@ -1,7 +1,8 @@
 """Fewer thread hand-offs on a call's path (transport/amqp.py, ``LockedIOLoop``): a caller
 publishes its own task while the connection's I/O thread is idle, and so does a worker's pool
-thread with its reply. The first two tests fail where every pika call goes through the I/O
-thread; the last shares the loop between many threads."""
+thread with its reply. A caller waiting for its result runs the loop itself and so receives its
+reply, and an idle pool thread receives the task it then runs. The first four tests fail where
+every pika call goes through the I/O thread; the last shares the loop between many threads."""
 
 from __future__ import annotations
 
@@ -64,6 +65,62 @@ def test_a_pool_thread_publishes_its_reply_itself(
     assert len(replies) == CALLS
     by_pool = [thread for thread in replies if thread.startswith("taskell-task_")]
     assert len(by_pool) >= CALLS // 2, f"reply publishes by thread: {replies}"
+
+
+def test_a_waiting_caller_receives_its_reply_itself(
+    monkeypatch: pytest.MonkeyPatch, config: taskell.Config, worker: taskell.Worker
+) -> None:
+    receivers: list[str] = []
+    on_reply = taskell.Connection._on_reply
+
+    def recorded(self: Any, delivery: Any) -> None:
+        receivers.append(threading.current_thread().name)
+        on_reply(self, delivery)
+
+    monkeypatch.setattr(taskell.Connection, "_on_reply", recorded)
+    me = threading.current_thread().name
+    with taskell.connect(config=config) as conn:
+        demo = Client(conn)
+        demo.square(x=1).result(timeout=RESULT_TIMEOUT)
+        receivers.clear()
+        for i in range(CALLS):
+            assert demo.square(x=i).result(timeout=RESULT_TIMEOUT) == i * i
+            time.sleep(0.005)
+    assert len(receivers) == CALLS
+    # Most, not all: a reply that comes before the caller waits is received by the I/O thread.
+    assert receivers.count(me) >= CALLS // 2, f"replies received by thread: {receivers}"
+
+
+def test_an_idle_pool_thread_receives_the_task_it_runs(
+    monkeypatch: pytest.MonkeyPatch, conn: taskell.Connection, start_worker: Any
+) -> None:
+    received: dict[str, str] = {}  # task id -> thread that received it
+    ran: dict[str, str] = {}  # task id -> thread that ran it
+    on_delivery, execute = taskell.Worker._on_delivery, taskell.Worker._execute
+
+    def on_delivery_recorded(self: Any, delivery: Any) -> None:
+        received[delivery.message.message_id] = threading.current_thread().name
+        on_delivery(self, delivery)
+
+    def execute_recorded(self: Any, delivery: Any) -> None:
+        ran[delivery.message.message_id] = threading.current_thread().name
+        execute(self, delivery)
+
+    monkeypatch.setattr(taskell.Worker, "_on_delivery", on_delivery_recorded)
+    monkeypatch.setattr(taskell.Worker, "_execute", execute_recorded)
+    start_worker(parallelism=1)
+    demo = Client(conn)
+    ids = []
+    for i in range(CALLS):
+        handle = demo.square(x=i)
+        assert handle.result(timeout=RESULT_TIMEOUT) == i * i
+        ids.append(handle.id)
+        time.sleep(0.005)
+    same = [task for task in ids if received[task] == ran[task]]
+    assert all(ran[task].startswith("taskell-task_") for task in ids)
+    assert len(same) >= CALLS // 2, (
+        f"received by {[received[t] for t in ids]}, ran by {[ran[t] for t in ids]}"
+    )
 
 
 def test_callers_on_many_threads_share_the_loop(conn: taskell.Connection, worker: taskell.Worker) -> None:

@@ -20,7 +20,9 @@ from taskell.aio._handle import TaskHandle, Waker
 from taskell.handle import HandleOwner, deliver_outcome, deliver_progress
 from taskell.handle import TaskHandle as SyncTaskHandle
 
-OWNER = HandleOwner(abort=lambda _id: None, sync_replies=lambda _timeout: None)
+OWNER = HandleOwner(
+    abort=lambda _id: None, sync_replies=lambda _timeout: None, run_loop_until=lambda _done, _timeout: False
+)
 
 
 def test_public_names_exist_and_are_documented() -> None:
