@@ -282,6 +282,8 @@ class AmqpTransport(Transport):
                     log.debug("dropped an operation on a closing connection: %r", exc)
         finally:
             if self._ready and self._conn is not None:
+                if self._acks:  # acks not written yet go with this batch
+                    self._flush_acks()
                 # Write this batch now: on the I/O thread the flush timer would run only after
                 # one more poll of the loop; another thread must write what it made anyway.
                 self._conn.flush_frames()

@@ -40,6 +40,8 @@ for _name in (
 
 log = logging.getLogger("taskell.amqp")
 
+LINGER = 0.001  # seconds the loop's thread stays aside after a borrower gave the loop back
+
 
 def pika_parameters(url: str, config: Config) -> pika.URLParameters:
     """Connection parameters for ``url`` with the config's heartbeat, timeout and TLS files."""
@@ -154,7 +156,8 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
                 return False
             self._borrower = me
             try:
-                self._poller.wake_threadsafe()
+                if not self._stepped_aside:  # it waits in epoll: wake it
+                    self._poller.wake_threadsafe()
                 while not self._stepped_aside:  # it leaves epoll for us (two never poll at once)
                     if not self._is_running():
                         return False
@@ -176,7 +179,7 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             self._borrow_wait = wait
             try:
                 self.poll()
-                self.process_timeouts()
+                self.process_timeouts()  # every turn: timers and queued callbacks must not wait
             except Exception:  # as the loop's thread would, but the caller is not the place
                 log.exception("taskell I/O loop: error while run by a waiting thread")
                 return
@@ -203,12 +206,22 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             self._lock.acquire()
         if self._borrower is None or me is self._borrower:
             return events
+        self._step_aside()
+        return []  # the borrower handled them; what is still ready shows on the next poll
+
+    def _step_aside(self) -> None:
+        """On the loop's own thread, lock held: wait while borrowers run the loop."""
         self._stepped_aside = True
         self._turns.notify_all()
-        while self._borrower is not None:
-            self._turns.wait()
+        while True:
+            while self._borrower is not None:
+                self._turns.wait()
+            # Given back. The same thread often borrows again soon (its next call, its next
+            # task): staying aside a moment spares this thread a full turn and the caller a
+            # hand-off of the GIL. Meanwhile threads that publish take the lock themselves.
+            if not self._turns.wait_for(lambda: self._borrower is not None, LINGER):
+                break
         self._stepped_aside = False
-        return []  # the borrower handled them; what is still ready shows on the next poll
 
 
 class _LockedEPollPoller(EPollPoller):  # type: ignore[misc]
