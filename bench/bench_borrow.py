@@ -1,7 +1,7 @@
 """A waiting thread that runs the I/O loop itself (``Transport.run_loop_until``: a caller
 waiting for its result, an idle pool thread waiting for a task) against waiting to be woken by
 the I/O thread, in the same run: sequential ``demo.square`` calls (p50 and p90), and draining
-fire-and-forget tasks (tasks per second).
+fire-and-forget tasks and round trips (tasks per second).
 
     TASKELL_URL=amqp://guest:guest@127.0.0.1:5672/bench \\
       .venv/bin/python -m bench.bench_borrow [--blocks 40] [--calls 100] [--drains 6] \\
@@ -14,7 +14,8 @@ whose ``result()`` waits to be woken. Each connection calls its own worker; the 
 alternates between the two in blocks of ``--calls`` calls (the order flips each block), so that
 both see the same machine: these machines are shared, and the load drifts within minutes. Then
 ``--drains`` rounds, each side in turn: ``--tasks`` - 1 tasks submitted with ``taskell.fire``
-and one whose result is awaited, timed from the first submission to that result. The baseline,
+and one whose result is awaited, timed from the first submission to that result; then a round
+trip: ``--tasks`` tasks submitted, then every result collected. The baseline,
 "woken by the I/O thread", is the same code with ``run_loop_until`` answering "not possible":
 every guarantee (confirms, ack after the confirmed reply) is the same on both sides. Every
 call's time is in the output.
@@ -98,6 +99,7 @@ def main() -> None:
         sides.append((name, conn, dataclasses.replace(SQUARE, queue=queue), ours, child))
     samples: dict[str, list[float]] = {name: [] for name in SIDES}
     rates: dict[str, list[float]] = {name: [] for name in SIDES}
+    round_trips: dict[str, list[float]] = {name: [] for name in SIDES}
     try:
         for block in range(a.blocks):
             for name, conn, spec, _, _ in sides if block % 2 == 0 else sides[::-1]:
@@ -118,6 +120,12 @@ def main() -> None:
                     raise AssertionError("wrong result")
                 rates[name].append(round(a.tasks / (time.perf_counter() - started), 1))
                 conn.flush(30)
+                started = time.perf_counter()
+                handles = [conn.submit(spec, {"x": i}) for i in range(a.tasks)]
+                for i, handle in enumerate(handles):
+                    if handle.result(timeout=120) != i * i:
+                        raise AssertionError("wrong result")
+                round_trips[name].append(round(a.tasks / (time.perf_counter() - started), 1))
     finally:
         for _, conn, _, pipe, child in sides:
             conn.close()
@@ -129,6 +137,7 @@ def main() -> None:
             "p90_us": round(percentile(values, 0.90)),
             "calls": len(values),
             "drain_per_s": round(statistics.median(rates[name]), 1) if rates[name] else None,
+            "round_trip_per_s": round(statistics.median(round_trips[name]), 1) if round_trips[name] else None,
         }
         for name, values in samples.items()
     }
@@ -137,6 +146,7 @@ def main() -> None:
     summary["p90_ratio"] = round(own["p90_us"] / woken["p90_us"], 3)
     if own["drain_per_s"] and woken["drain_per_s"]:
         summary["drain_ratio"] = round(own["drain_per_s"] / woken["drain_per_s"], 3)
+        summary["round_trip_ratio"] = round(own["round_trip_per_s"] / woken["round_trip_per_s"], 3)
     print(json.dumps(summary, indent=2))
     result = {
         "benchmark": "bench_borrow",
@@ -147,6 +157,7 @@ def main() -> None:
         "tasks_per_drain": a.tasks,
         "samples_us": samples,  # each side's calls, in the order they ran
         "drain_samples_per_s": rates,  # each side's drains, in the order they ran
+        "round_trip_samples_per_s": round_trips,  # likewise: submit --tasks, then every result
     }
     save(Path(a.out) if a.out else None, result)
 

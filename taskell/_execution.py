@@ -122,6 +122,8 @@ class Execution:
         buffer = self._buffer
         while buffer.idle() and self._transport.run_loop_until(buffer.has_work, None):
             pass  # work came, but another pool thread may have taken it: look again
+        if len(buffer) > 1:  # busy for a while: confirms and acks must not wait for us
+            self._transport.resume_io()
         return buffer.get()
 
     def _watch_time_limits(self, interval: float) -> None:

@@ -381,6 +381,9 @@ class AmqpTransport(Transport):
     def run_loop_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
         return bool(self._ioloop.run_borrowed(done, timeout))
 
+    def resume_io(self) -> None:
+        self._ioloop.call_home()
+
     def _rpc(self, start: Callable[[Channel, Future[Any]], None]) -> Future[Any]:
         future: Future[Any] = Future()
         if self._lost is not None:

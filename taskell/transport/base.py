@@ -59,8 +59,14 @@ class Transport(ABC):
     def run_loop_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
         """Run the transport's I/O on the calling thread until ``done()`` is true or ``timeout``
         seconds passed, so that what the thread waits for wakes it directly; False (at once)
-        where that is not possible, and the caller waits as usual."""
+        where that is not possible, and the caller waits as usual. The transport's thread
+        takes its I/O back on its own a few milliseconds later, unless the loop is run again
+        meanwhile: see ``resume_io``."""
         return False
+
+    def resume_io(self) -> None:  # noqa: B027 - optional hook
+        """The thread that last ran ``run_loop_until`` will not run it again soon (it has work
+        queued): let the transport's own thread take its I/O back at once."""
 
     @abstractmethod
     def publish(

@@ -40,6 +40,7 @@ for _name in (
 
 log = logging.getLogger("taskell.amqp")
 
+HOME_CHECK = 0.005  # seconds between two looks of the loop's thread at a borrowed loop
 LINGER = 0.001  # seconds the loop's thread stays aside after a borrower gave the loop back
 
 
@@ -122,7 +123,14 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
     loop (``run_borrowed``): the loop's own thread steps aside and the borrower runs the loop
     until what it waits for has come, so it is woken by the socket itself rather than by the
     loop's thread after it handled the frames. ``runner`` is the thread running the loop now.
-    Linux only (epoll); elsewhere ``locking`` is False and the loop is pika's own.
+
+    A borrower gives the loop back without waking the loop's thread (on a virtual machine a
+    wake-up costs tens of microseconds, on the borrower's way to its result): that thread looks
+    every ``HOME_CHECK`` seconds, then stays aside ``LINGER`` more in case the loop is borrowed
+    again (the next call, the next task), and only then polls again itself. It is woken at once
+    when another thread found the loop borrowed meanwhile (and so waits for the loop's thread
+    to bring what it waits for), or by ``call_home``. Linux only (epoll); elsewhere ``locking`` is False and the
+    loop is pika's own.
     """
 
     locking = hasattr(select, "epoll")
@@ -134,6 +142,7 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
         self._borrower: threading.Thread | None = None
         self._borrow_wait = 0.0  # longest the borrower waits in one poll (seconds)
         self._stepped_aside = False  # the loop's own thread waits for the borrower to finish
+        self._home_needed = False  # the loop's thread must come back (without lingering)
         super().__init__()
 
     def start(self) -> None:
@@ -152,7 +161,10 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._turns:  # the loop's thread lets go within one turn
             home = self.runner
-            if self._borrower is not None or not self._is_running() or home is None:
+            if self._borrower is not None:
+                self._home_needed = True
+                return False
+            if not self._is_running() or home is None:
                 return False
             self._borrower = me
             try:
@@ -167,8 +179,19 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             finally:
                 self.runner = home
                 self._borrower = None
-                self._turns.notify_all()
+                if self._home_needed:  # others wait for the loop's thread: no lingering
+                    self._turns.notify_all()
         return True
+
+    def call_home(self) -> None:
+        """The last borrower will not borrow again soon (it has work queued): the loop's
+        thread, if it stays aside, takes the loop back now rather than after ``HOME_CHECK``."""
+        if not self._stepped_aside:
+            return
+        with self._turns:
+            if self._stepped_aside:
+                self._home_needed = True
+                self._turns.notify_all()
 
     def _run_until(self, done: Callable[[], bool], deadline: float | None) -> None:
         while not done() and self._is_running():
@@ -213,14 +236,19 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
         """On the loop's own thread, lock held: wait while borrowers run the loop."""
         self._stepped_aside = True
         self._turns.notify_all()
-        while True:
-            while self._borrower is not None:
-                self._turns.wait()
+        while self._is_running():
+            while self._borrower is not None and not self._home_needed:
+                self._turns.wait(HOME_CHECK)  # a borrower that is done does not wake us
+            if self._home_needed:
+                break
             # Given back. The same thread often borrows again soon (its next call, its next
             # task): staying aside a moment spares this thread a full turn and the caller a
             # hand-off of the GIL. Meanwhile threads that publish take the lock themselves.
-            if not self._turns.wait_for(lambda: self._borrower is not None, LINGER):
+            if not self._turns.wait_for(lambda: self._borrower is not None or self._home_needed, LINGER):
                 break
+        while self._borrower is not None:  # a thread missed the loop: take it back after this turn
+            self._turns.wait(HOME_CHECK)
+        self._home_needed = False
         self._stepped_aside = False
 
 
