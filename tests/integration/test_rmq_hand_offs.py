@@ -123,6 +123,21 @@ def test_an_idle_pool_thread_receives_the_task_it_runs(
     )
 
 
+def test_the_io_thread_takes_the_loop_back_after_a_borrower(
+    conn: taskell.Connection, worker: taskell.Worker
+) -> None:
+    # A borrower gives the loop back without waking the I/O thread; whoever then waits without
+    # running the loop (here: polling done()) relies on that thread coming back by itself.
+    demo = Client(conn)
+    for i in range(20):
+        assert demo.square(x=i).result(timeout=RESULT_TIMEOUT) == i * i  # run the loop
+        handle = demo.square(x=i)
+        deadline = time.monotonic() + 5
+        while not handle.done():
+            assert time.monotonic() < deadline, "nobody ran the loop after the borrower left"
+            time.sleep(0.001)
+
+
 def test_callers_on_many_threads_share_the_loop(conn: taskell.Connection, worker: taskell.Worker) -> None:
     demo = Client(conn)
     slow = demo.sleep(seconds=1.0)  # a thread waits for this one meanwhile
