@@ -129,8 +129,8 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
     every ``HOME_CHECK`` seconds, then stays aside ``LINGER`` more in case the loop is borrowed
     again (the next call, the next task), and only then polls again itself. It is woken at once
     when another thread found the loop borrowed meanwhile (and so waits for the loop's thread
-    to bring what it waits for), or by ``call_home``. Linux only (epoll); elsewhere ``locking`` is False and the
-    loop is pika's own.
+    to bring what it waits for), or by ``call_home``. Linux only (epoll); elsewhere
+    ``locking`` is False and the loop is pika's own.
     """
 
     locking = hasattr(select, "epoll")
