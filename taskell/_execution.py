@@ -31,6 +31,9 @@ __all__ = ["Execution", "time_limit_interval"]
 log = logging.getLogger("taskell.worker")
 
 
+STREAMING_WAIT = 0.0002  # seconds: tasks that come faster than this stream in (see Execution._next)
+
+
 def time_limit_interval(limits: list[float]) -> float:
     """Seconds between two looks for tasks past their time limit: a tenth of the shortest
     limit, within 0.05..1 s, so a handler is stopped at most that late."""
@@ -109,22 +112,33 @@ class Execution:
             child.close()
 
     def _serve(self, work: Callable[[Delivery], None]) -> None:
-        while (delivery := self._next()) is not None:
+        borrow = True
+        while True:
+            delivery, borrow = self._next(borrow)
+            if delivery is None:
+                return
             try:
                 work(delivery)
             except BaseException:  # never lose a pool thread; ``work`` handles its own errors
                 log.exception("pool thread: unexpected error on delivery %s", delivery.message.message_id)
 
-    def _next(self) -> Delivery | None:
-        """The next delivery to run. An idle pool thread runs the transport's loop while it
-        waits (one thread at a time), so a task starts on the thread that received it, without
-        waking another first."""
+    def _next(self, borrow: bool) -> tuple[Delivery | None, bool]:
+        """The next delivery to run, and whether to ``borrow`` for the one after.
+
+        An idle pool thread runs the transport's loop while it waits (one thread at a time), so
+        a task starts on the thread that received it, without waking another first. That pays
+        when tasks come one at a time; when they stream in (the wait was short), lending the
+        loop back and forth costs more than it saves, and the thread waits for the transport's
+        thread to hand it the next one instead, until a wait is long again.
+        """
         buffer = self._buffer
-        while buffer.idle() and self._transport.run_loop_until(buffer.has_work, None):
+        started = time.monotonic()
+        while borrow and buffer.idle() and self._transport.run_loop_until(buffer.has_work, None):
             pass  # work came, but another pool thread may have taken it: look again
-        if len(buffer) > 1:  # busy for a while: confirms and acks must not wait for us
+        if len(buffer) > 1 or not borrow:  # confirms and acks must not wait for this thread
             self._transport.resume_io()
-        return buffer.get()
+        delivery = self._buffer.get()
+        return delivery, time.monotonic() - started > STREAMING_WAIT
 
     def _watch_time_limits(self, interval: float) -> None:
         """Stop every running task past its deadline; looks every ``interval`` seconds on the
