@@ -306,6 +306,23 @@ def feature_row(path: str) -> str:
             f"| 3-stage chain, added latency per hop over one round trip, {data['chains']} chains | median"
             f" {data['hop_p50_ms']:.2f} ms, p90 {data['hop_p90_ms']:.2f} ms | {source} |"
         )
+    if name == "borrow":
+        own, woken = (data["summary"][side] for side in ("runs the loop itself", "woken by the I/O thread"))
+
+        def paired(key: str) -> str:
+            ours, theirs = data[key].values()
+            ratios = [a / b for a, b in zip(ours, theirs, strict=True)]
+            return times(statistics.median(ratios))
+
+        return (
+            f"| a thread waiting for a reply or a task runs the connection's loop itself ÷ is woken by the I/O"
+            f" thread (same run, worker parallelism 1): {own['calls']:,} sequential calls each;"
+            f" {len(data['drain_samples_per_s']['runs the loop itself'])} paired drains and round trips of"
+            f" {data['tasks_per_drain']:,} tasks | p50 {times(own['p50_us'] / woken['p50_us'])}"
+            f" ({own['p50_us'] / 1000:.2f} vs {woken['p50_us'] / 1000:.2f} ms), p90"
+            f" {times(own['p90_us'] / woken['p90_us'])}; drain {paired('drain_samples_per_s')}, round trip"
+            f" {paired('round_trip_samples_per_s')} (medians of the paired ratios) | {source} |"
+        )
     if name == "codegen":
         counts = " / ".join(f"{size['tasks']:,}" for size in data["sizes"])
         seconds = " / ".join(f"{size['best_s']:.2f}" for size in data["sizes"])
