@@ -7,7 +7,8 @@ Each generated part of README.md sits between two comments naming what it is bui
     <!-- bench:end -->
 
 Kinds: ``others`` (``bench/bench_others.py``: taskell, both pika baselines, Dramatiq, Celery),
-``throughput`` (``bench/bench_throughput.py``: taskell alone, against naive pika) and
+``throughput`` (``bench/bench_throughput.py``: taskell alone, against naive pika), ``cpu``
+(``bench/bench_cpu.py``: CPU time per task of each process, against both pika baselines) and
 ``features`` (one row per file: ``delays.json``, ``delay_memory.json``, ``policies.json``,
 ``schedules.json``, ``abort.json``, ``deps.json``, ``codegen.json``, by file name).
 
@@ -335,7 +336,46 @@ def features(paths: str) -> str:
     return "\n".join(["| figure | measured | raw data |", "|---|---|---|", *rows]) + "\n"
 
 
-KINDS: dict[str, Callable[[str], str]] = {"others": others, "throughput": throughput, "features": features}
+# cpu: CPU time per task of each process (bench/bench_cpu.py)
+
+CPU_FIGURES = {"round trip": "round trip, 1 thread", "sequential": "sequential call"}
+
+
+def cpu(path: str) -> str:
+    data = load(path)
+    summary = data["summary"]
+    lines = [
+        provenance(data, path),
+        f"One worker at parallelism 1 per system; {data['tasks']:,} tasks per round trip, "
+        f"{data['calls']:,} sequential calls, {data['repeat']} repetition(s), the systems in a random order "
+        "in each. CPU time (user + system, every thread) in µs per task of the client, the worker and "
+        "the broker, then their sum; medians over the repetitions, and in brackets the sum's ratio to "
+        "that of pika with the same guarantees in the same repetition (median and range):",
+        "",
+        "| | "
+        + " | ".join(f"{head}: client / worker / broker = sum" for head in CPU_FIGURES.values())
+        + " |",
+        "|---|" + "---:|" * len(CPU_FIGURES),
+    ]
+    for name, figures in summary.items():
+        cells = []
+        for figure in CPU_FIGURES:
+            entry = figures[figure]
+            parts = " / ".join(f"{entry[part]['median_us']:,.0f}" for part in ("client", "worker", "broker"))
+            cell = f"{parts} = {entry['total']['median_us']:,.0f}"
+            if "ratio" in entry["total"]:
+                cell += f" ({ranged(entry['total']['ratio'], times)})"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+KINDS: dict[str, Callable[[str], str]] = {
+    "others": others,
+    "throughput": throughput,
+    "features": features,
+    "cpu": cpu,
+}
 
 
 def render(text: str, use: list[str] | None = None) -> str:
