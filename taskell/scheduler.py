@@ -50,7 +50,7 @@ from . import _tracing, _wire
 from .config import Config
 from .errors import BrokerUnavailable, PayloadError
 from .schedule import Schedule
-from .transport import Delivery, Message, Transport, open_transport
+from .transport import BCC_HEADER, Delivery, Message, Transport, open_transport
 
 __all__ = ["CATCH_UP_LIMIT", "STATE_QUEUE", "Scheduler", "due_to_fire", "task_id"]
 
@@ -387,7 +387,11 @@ class Scheduler:
         state = dict(self._state)
         confirms = []
         for schedule, due in fires:
-            headers = {SCHEDULE_HEADER: schedule.name, DUE_HEADER: _wire.utc_iso(due), "BCC": [STATE_QUEUE]}
+            headers = {
+                SCHEDULE_HEADER: schedule.name,
+                DUE_HEADER: _wire.utc_iso(due),
+                BCC_HEADER: [STATE_QUEUE],
+            }
             ident = task_id(schedule.name, due)
             message = _wire.task_message(
                 schedule.task, ident, self._bodies[schedule.name], None, headers=headers

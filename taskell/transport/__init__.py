@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from ..config import Config
 from .amqp import AmqpTransport
-from .base import Delivery, Message, OnMessage, Transport
+from .base import BCC_HEADER, Delivery, Message, OnMessage, Transport
 from .memory import MemoryBroker, MemoryTransport
 from .pika_connection import pika_parameters
 
-__all__ = ["Delivery", "Message", "OnMessage", "Transport", "open_transport"]
+__all__ = ["BCC_HEADER", "Delivery", "Message", "OnMessage", "Transport", "open_transport"]
 
 
 def open_transport(config: Config, *, name: str = "taskell") -> Transport:

@@ -14,7 +14,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Delivery", "Message", "OnMessage", "Transport"]
+__all__ = ["BCC_HEADER", "Delivery", "Message", "OnMessage", "Transport"]
+
+# The routing keys a message also goes to, besides its own (RabbitMQ's sender-selected
+# distribution): the broker routes the message with each, then removes the header.
+BCC_HEADER = "BCC"
 
 
 @dataclass(slots=True)

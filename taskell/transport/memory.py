@@ -2,12 +2,12 @@
 
 It serves the demo and users' unit tests of their handlers; integration tests use RabbitMQ.
 Same rules as the real path: durable named queues, a default exchange routing by queue name,
-fanout and direct exchanges (also bound to each other), ``mandatory`` publishes that fail when
-unroutable, delayed messages held until due (one timer thread per broker), per-connection prefetch,
-deliveries held until acknowledged and requeued (``redelivered``) when their connection closes,
-exclusive queues deleted with their connection, and streams (``x-queue-type: stream``): an
-append-only log, kept ``x-max-age`` / ``x-max-length-bytes``, that every consumer reads from the
-``x-stream-offset`` it gives (``first``, ``last``, ``next``, a number or a ``datetime``).
+fanout and direct exchanges (also bound to each other), the ``BCC`` header's extra routing
+keys, ``mandatory`` publishes that fail when unroutable, delayed messages held until due (one
+timer thread per broker), per-connection prefetch, deliveries held until acknowledged and
+requeued (``redelivered``) when their connection closes, exclusive queues deleted with their
+connection, and streams (``x-queue-type: stream``): an append-only log, kept ``x-max-age`` /
+``x-max-length-bytes``, that every consumer reads from the ``x-stream-offset`` it gives (``first``, ``last``, ``next``, a number or a ``datetime``).
 Callbacks run on each connection's own thread.
 """
 
@@ -22,13 +22,13 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
 from ..errors import BrokerUnavailable
 from . import delays
-from .base import Delivery, Message, OnMessage, Transport
+from .base import BCC_HEADER, Delivery, Message, OnMessage, Transport
 
 __all__ = ["MemoryBroker", "MemoryTransport"]
 
@@ -201,10 +201,16 @@ class MemoryBroker:
 
     def publish(self, exchange: str, routing_key: str, message: Message, mandatory: bool) -> None:
         with self._lock:
+            keys = [routing_key]
+            if BCC_HEADER in message.headers:  # routed with these keys too, and not delivered
+                keys += [str(key) for key in message.headers[BCC_HEADER]]
+                headers = {k: v for k, v in message.headers.items() if k != BCC_HEADER}
+                message = replace(message, headers=headers)
             if exchange == "":
-                targets = [routing_key] if routing_key in self._queues else []
+                targets = sorted({key for key in keys if key in self._queues})
             elif exchange in self._exchanges:
-                targets = sorted(q for q in self._route(exchange, routing_key, set()) if q in self._queues)
+                routed = set().union(*(self._route(exchange, key, set()) for key in keys))
+                targets = sorted(q for q in routed if q in self._queues)
             else:
                 raise BrokerUnavailable(f"NOT_FOUND - no exchange {exchange!r}")
             if not targets and mandatory:

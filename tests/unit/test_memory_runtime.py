@@ -140,6 +140,28 @@ def test_mandatory_publish_to_missing_queue_fails() -> None:
     transport.close()
 
 
+def test_bcc_routes_with_each_key_and_is_not_delivered() -> None:
+    # As RabbitMQ's sender-selected distribution, which the scheduler's submissions rely on.
+    transport = MemoryTransport(MemoryBroker())
+    for name in ("a", "b", "c"):
+        transport.declare_queue(name).result()
+    transport.declare_exchange("x", "direct").result()
+    transport.bind("c", "x", "to-c").result()
+    got: list[tuple[str, Message]] = []
+    for name in ("a", "b", "c"):
+        transport.consume(name, lambda d: got.append((d.queue, d.message)), auto_ack=True).result()
+    message = Message(body=b"1", message_id="m", headers={"BCC": ["b"], "keep": 1})
+    transport.publish("", "a", message, mandatory=True).result()
+    transport.publish("x", "none", Message(body=b"2", headers={"BCC": ["to-c"]}), mandatory=True).result()
+    wait_until(lambda: len(got) == 3, 5, "three deliveries")
+    assert sorted((queue, m.body, m.headers) for queue, m in got) == [
+        ("a", b"1", {"keep": 1}),
+        ("b", b"1", {"keep": 1}),
+        ("c", b"2", {}),
+    ]
+    transport.close()
+
+
 def test_fire_and_forget_runs_the_task_without_a_reply(config: taskell.Config) -> None:
     ran = threading.Event()
 
