@@ -158,6 +158,7 @@ class AmqpTransport(Transport):
             on_open_error_callback=self._on_open_error,
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
+            before_flush=self._acks_along,
         )
 
     def _on_connection_open(self, conn: Any) -> None:
@@ -282,8 +283,6 @@ class AmqpTransport(Transport):
                     log.debug("dropped an operation on a closing connection: %r", exc)
         finally:
             if self._ready and self._conn is not None:
-                if self._acks:  # acks not written yet go with this batch
-                    self._flush_acks()
                 # Write this batch now: on the I/O thread the flush timer would run only after
                 # one more poll of the loop; another thread must write what it made anyway.
                 self._conn.flush_frames()
@@ -567,6 +566,12 @@ class AmqpTransport(Transport):
         if not self._acks_scheduled:
             self._acks_scheduled = True
             self.call_soon(self._flush_acks_soon)
+
+    def _acks_along(self) -> None:
+        """Acks not written yet go with the frames being written: one ``send`` for both (a
+        task's outcome event and its ack, say), and one wake-up of the broker."""
+        if self._acks and self._ready:
+            self._flush_acks()
 
     def _flush_acks_soon(self) -> None:
         if self._on_loop():

@@ -67,8 +67,9 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
     collects the frames of one I/O-loop turn and writes them in one ``send``, which saves
     system calls here and wake-ups in the broker."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, before_flush: Callable[[], None] | None = None, **kwargs: Any) -> None:
         self._frames_out: list[bytes] = []
+        self._before_flush = before_flush  # adds frames that are worth sending only along others
         super().__init__(*args, **kwargs)
 
     # Overrides pika's private Connection._output_marshaled_frames, which writes each frame at
@@ -87,6 +88,8 @@ class CoalescingConnection(SelectConnection):  # type: ignore[misc]  # pika ship
         """Write the frames collected so far (I/O thread only); the timer then finds none."""
         if not self._frames_out:
             return
+        if self._before_flush is not None:
+            self._before_flush()
         data = b"".join(self._frames_out)
         self._frames_out.clear()
         # pika's private socket transport (None once closed) and writer: see the pika bound.

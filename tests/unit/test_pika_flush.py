@@ -1,6 +1,7 @@
 """``CoalescingConnection.flush_frames`` on pika's real plaintext transport over a socket pair:
 a batch leaves at once when pika's buffer is empty (no extra loop turn for writability), what
-the socket does not take goes to pika's buffer, and the byte order holds either way."""
+the socket does not take goes to pika's buffer, and the byte order holds either way. Frames
+worth sending only along others (acks) join a batch that is written anyway."""
 
 from __future__ import annotations
 
@@ -30,9 +31,10 @@ class FakeLoop:
         return True
 
 
-def connection(sock: socket.socket, loop: FakeLoop) -> Any:
+def connection(sock: socket.socket, loop: FakeLoop, before_flush: Callable[[], None] | None = None) -> Any:
     conn: Any = object.__new__(CoalescingConnection)  # no broker: only the write path is used
     conn._frames_out = []
+    conn._before_flush = before_flush
     conn._transport = _AsyncPlaintextTransport(sock, None, loop)
     return conn
 
@@ -56,6 +58,27 @@ def test_a_batch_leaves_in_the_flush_itself() -> None:
     conn.flush_frames()
     assert read_all(theirs) == b"frame-1;frame-2;"
     assert loop.writer is None  # nothing left for a later loop turn
+    ours.close()
+    theirs.close()
+
+
+def test_what_before_flush_adds_leaves_with_the_batch_and_only_with_one() -> None:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    added: list[int] = []
+
+    def add_ack() -> None:  # as AmqpTransport adds the acks not written yet
+        added.append(1)
+        conn._frames_out.append(b"ack;")
+
+    conn = connection(ours, FakeLoop(), add_ack)
+    conn.flush_frames()  # nothing to write: no ack written alone
+    assert added == [] and read_all(theirs) == b""
+    conn._frames_out.append(b"event;")
+    conn.flush_frames()
+    assert read_all(theirs) == b"event;ack;"  # written together, the event first
+    assert added == [1]
     ours.close()
     theirs.close()
 
