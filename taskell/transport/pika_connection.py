@@ -41,6 +41,10 @@ for _name in (
 log = logging.getLogger("taskell.amqp")
 
 HOME_CHECK = 0.005  # seconds between two looks of the loop's thread at a borrowed loop
+# A borrower that held the loop longer than this wakes the loop's thread when it gives it back
+# (a wake-up is cheap next to such a wait); the loop's thread then looks only every SAFETY_CHECK.
+LONG_BORROW = 0.02
+SAFETY_CHECK = 1.0
 LINGER = 0.001  # seconds the loop's thread stays aside after a borrower gave the loop back
 
 
@@ -132,8 +136,10 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
     every ``HOME_CHECK`` seconds, then stays aside ``LINGER`` more in case the loop is borrowed
     again (the next call, the next task), and only then polls again itself. It is woken at once
     when another thread found the loop borrowed meanwhile (and so waits for the loop's thread
-    to bring what it waits for), or by ``call_home``. Linux only (epoll); elsewhere
-    ``locking`` is False and the loop is pika's own.
+    to bring what it waits for), by ``call_home``, and by a borrower that held the loop longer
+    than ``LONG_BORROW``: after that long it stops looking every ``HOME_CHECK``, so an idle
+    worker or a caller waiting for a long task does not wake it 200 times a second. Linux only
+    (epoll); elsewhere ``locking`` is False and the loop is pika's own.
     """
 
     locking = hasattr(select, "epoll")
@@ -143,6 +149,7 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
         self._turns = threading.Condition(lock)  # hands the loop between its thread and a borrower
         self.runner: threading.Thread | None = None  # set by the thread that starts the loop
         self._borrower: threading.Thread | None = None
+        self._borrowed_at = 0.0  # time.monotonic() when the borrower took the loop
         self._borrow_wait = 0.0  # longest the borrower waits in one poll (seconds)
         self._stepped_aside = False  # the loop's own thread waits for the borrower to finish
         self._home_needed = False  # the loop's thread must come back (without lingering)
@@ -170,6 +177,7 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             if not self._is_running() or home is None:
                 return False
             self._borrower = me
+            self._borrowed_at = time.monotonic()
             try:
                 if not self._stepped_aside:  # it waits in epoll: wake it
                     self._poller.wake_threadsafe()
@@ -182,7 +190,8 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             finally:
                 self.runner = home
                 self._borrower = None
-                if self._home_needed:  # others wait for the loop's thread: no lingering
+                # Others wait for the loop's thread (no lingering), or it looks rarely now.
+                if self._home_needed or time.monotonic() - self._borrowed_at > LONG_BORROW:
                     self._turns.notify_all()
         return True
 
@@ -241,7 +250,7 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
         self._turns.notify_all()
         while self._is_running():
             while self._borrower is not None and not self._home_needed:
-                self._turns.wait(HOME_CHECK)  # a borrower that is done does not wake us
+                self._turns.wait(self._check_interval())
             if self._home_needed:
                 break
             # Given back. The same thread often borrows again soon (its next call, its next
@@ -250,9 +259,16 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
             if not self._turns.wait_for(lambda: self._borrower is not None or self._home_needed, LINGER):
                 break
         while self._borrower is not None:  # a thread missed the loop: take it back after this turn
-            self._turns.wait(HOME_CHECK)
+            self._turns.wait(self._check_interval())
         self._home_needed = False
         self._stepped_aside = False
+
+    def _check_interval(self) -> float:
+        """How long the loop's thread waits before it looks again whether the borrower is done.
+        A borrower does not wake it, unless it held the loop long (an idle pool thread waiting
+        for a task, a caller waiting for a long task) or others wait for the loop's thread."""
+        held = time.monotonic() - self._borrowed_at
+        return HOME_CHECK if held <= LONG_BORROW and not self._home_needed else SAFETY_CHECK
 
 
 class _LockedEPollPoller(EPollPoller):  # type: ignore[misc]

@@ -2,7 +2,8 @@
 publishes its own task while the connection's I/O thread is idle, and so does a worker's pool
 thread with its reply. A caller waiting for its result runs the loop itself and so receives its
 reply, and an idle pool thread receives the task it then runs. The first four tests fail where
-every pika call goes through the I/O thread; the last shares the loop between many threads."""
+every pika call goes through the I/O thread. A long borrow (an idle worker, a long wait) does
+not keep the I/O thread looking every few milliseconds, and it hands the loop back at once."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 import taskell
 from generated.demo import Client
-from taskell.transport import amqp
+from taskell.transport import amqp, pika_connection
 from tests.support import RESULT_TIMEOUT
 
 CALLS = 30
@@ -135,6 +136,35 @@ def test_the_io_thread_takes_the_loop_back_after_a_borrower(
         deadline = time.monotonic() + 5
         while not handle.done():
             assert time.monotonic() < deadline, "nobody ran the loop after the borrower left"
+            time.sleep(0.001)
+
+
+def test_an_idle_worker_does_not_keep_its_io_thread_looking(
+    monkeypatch: pytest.MonkeyPatch, conn: taskell.Connection, start_worker: Any
+) -> None:
+    start_worker(parallelism=2)  # one pool thread borrows the loop, the other asks for it too
+    assert Client(conn).square(x=3).result(timeout=RESULT_TIMEOUT) == 9
+    time.sleep(0.2)  # idle: a pool thread runs the loop, waiting for a task
+    looks: list[float] = []
+    check_interval = pika_connection.LockedIOLoop._check_interval
+
+    def counted(self: pika_connection.LockedIOLoop) -> float:
+        looks.append(time.monotonic())
+        return check_interval(self)
+
+    monkeypatch.setattr(pika_connection.LockedIOLoop, "_check_interval", counted)
+    time.sleep(1.0)
+    assert len(looks) <= 5, f"the I/O thread looked {len(looks)} times in 1 s of idling"
+
+
+def test_a_long_borrow_gives_the_loop_back_at_once(conn: taskell.Connection, worker: taskell.Worker) -> None:
+    demo = Client(conn)
+    loop = conn._transport._ioloop  # type: ignore[attr-defined]
+    for _ in range(3):
+        assert demo.sleep(seconds=0.2).result(timeout=RESULT_TIMEOUT) == pytest.approx(0.2, abs=0.15)
+        given_back = time.monotonic()
+        while loop._stepped_aside:  # the I/O thread, aside while the caller ran the loop
+            assert time.monotonic() - given_back < 0.2, "the I/O thread did not take the loop back"
             time.sleep(0.001)
 
 
