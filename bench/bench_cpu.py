@@ -16,7 +16,9 @@ Per repetition, every system in a random order (``--seed``) starts its worker, w
 
 For each, the CPU time (user + system, every thread) of this process (the client), of the
 worker process and of the broker's ``beam.smp``, divided by the number of tasks; the raw user and
-system times are kept apart in the JSON. Ratios are taskell's figure over the same figure of
+system times are kept apart in the JSON. Then the worker idles ``--idle`` seconds (no task
+queued, its client connected): its CPU time per second then (read from ``/proc/PID/task/*/schedstat``, finer than clock
+ticks) is what an idle worker costs. Ratios are taskell's figure over the same figure of
 pika with the same guarantees in the same repetition, then the median and range over
 repetitions. CPU time is steadier than wall time on a shared machine, but not immune: caches
 and a halted vCPU make every process slower in a busy phase, which is why only the ratios in one
@@ -55,6 +57,16 @@ def cpu_times(pid: int) -> tuple[float, float]:
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
 
+def cpu_seconds_precise(pid: int) -> float:
+    """CPU seconds process ``pid``'s live threads have run, in nanoseconds' resolution (the
+    scheduler's own count): for the idle figure, where clock ticks are too coarse."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):  # a thread that just ended
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
 def per_task(run: Callable[[], None], count: int, pids: dict[str, int]) -> dict[str, Any]:
     """Run ``run()`` (``count`` tasks) and return, per process, its CPU µs per task (user and
     system apart, and their sum), and the tasks per second."""
@@ -87,10 +99,16 @@ def measure(side: Side, admin: Admin, broker: int, a: argparse.Namespace) -> dic
             for i in range(a.calls):
                 side.call(i)
 
-        out = {
+        out: dict[str, Any] = {
             "round trip": per_task(lambda: side.round_trip(a.tasks), a.tasks, pids),
             "sequential": per_task(sequential, a.calls, pids),
         }
+        time.sleep(1.0)  # the last replies settle
+        before = cpu_seconds_precise(side.process.pid)
+        time.sleep(a.idle)
+        out["idle_worker_ms_per_s"] = round(
+            (cpu_seconds_precise(side.process.pid) - before) / a.idle * 1000, 2
+        )
         side.alive()
         return out
     finally:
@@ -117,6 +135,8 @@ def summarise(samples: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
             rates = [row[figure]["tasks_per_s"] for row in rows]
             entry["tasks_per_s"] = round(statistics.median(rates), 1)
             summary[name][figure] = entry
+        idle = [row["idle_worker_ms_per_s"] for row in rows]
+        summary[name]["idle worker"] = {"median_ms_per_s": round(statistics.median(idle), 2)}
     return summary
 
 
@@ -146,6 +166,9 @@ def show(summary: dict[str, Any]) -> None:
                     cell += f" ({ratio['median']:.2f}x, {ratio['min']:.2f}-{ratio['max']:.2f})"
                 cells.append(cell)
             print(f"    {name:<22} {entry['tasks_per_s']:8.1f}/s  " + "  ".join(cells))
+    print("  idle worker, ms of CPU per second")
+    for name, figures in summary.items():
+        print(f"    {name:<22} {figures['idle worker']['median_ms_per_s']:6.2f}")
 
 
 def main() -> None:
@@ -153,6 +176,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tasks", type=int, default=3000, help="tasks per round trip")
     parser.add_argument("--calls", type=int, default=1000, help="sequential calls")
+    parser.add_argument("--idle", type=float, default=5.0, help="seconds the idle worker is measured")
     parser.add_argument("--seed", type=int, default=None, help="of the random order (default: the clock)")
     parser.add_argument("--out", type=Path, default=None, help="the JSON file (default bench/results/...)")
     a = parser.parse_args()
@@ -171,6 +195,7 @@ def main() -> None:
         "repeat": a.repeat,
         "seed": a.seed,
         "warm_up": WARM_UP,
+        "idle_s": a.idle,
     }
     samples: dict[str, list[dict[str, Any]]] = {}
     orders: list[list[str]] = []
@@ -193,10 +218,11 @@ def main() -> None:
                     figures = measure(sides[name], admin, broker, a)
                     samples.setdefault(name, []).append(figures)
                     shown = "  ".join(
-                        f"{figure} {f['tasks_per_s']:.0f}/s "
-                        + " ".join(f"{part} {f[part]['us']:.0f}" for part in PARTS)
-                        for figure, f in figures.items()
+                        f"{figure} {figures[figure]['tasks_per_s']:.0f}/s "
+                        + " ".join(f"{part} {figures[figure][part]['us']:.0f}" for part in PARTS)
+                        for figure in ("round trip", "sequential")
                     )
+                    shown += f"  idle worker {figures['idle_worker_ms_per_s']:.1f} ms/s"
                     print(f"  {name:<22} {shown}", flush=True)
         finally:
             for side in sides.values():

@@ -344,18 +344,24 @@ CPU_FIGURES = {"round trip": "round trip, 1 thread", "sequential": "sequential c
 def cpu(path: str) -> str:
     data = load(path)
     summary = data["summary"]
+    idle = "idle_s" in data  # runs since the idle figure was added
     lines = [
         provenance(data, path),
         f"One worker at parallelism 1 per system; {data['tasks']:,} tasks per round trip, "
         f"{data['calls']:,} sequential calls, {data['repeat']} repetition(s), the systems in a random order "
         "in each. CPU time (user + system, every thread) in µs per task of the client, the worker and "
         "the broker, then their sum; medians over the repetitions, and in brackets the sum's ratio to "
-        "that of pika with the same guarantees in the same repetition (median and range):",
+        "that of pika with the same guarantees in the same repetition (median and range)"
+        + (
+            f"; then the CPU time an idle worker spends per second, over {data['idle_s']:g} s:"
+            if idle
+            else ":"
+        ),
         "",
         "| | "
         + " | ".join(f"{head}: client / worker / broker = sum" for head in CPU_FIGURES.values())
-        + " |",
-        "|---|" + "---:|" * len(CPU_FIGURES),
+        + (" | idle worker, ms per s |" if idle else " |"),
+        "|---|" + "---:|" * (len(CPU_FIGURES) + idle),
     ]
     for name, figures in summary.items():
         cells = []
@@ -366,6 +372,8 @@ def cpu(path: str) -> str:
             if "ratio" in entry["total"]:
                 cell += f" ({ranged(entry['total']['ratio'], times)})"
             cells.append(cell)
+        if idle:
+            cells.append(f"{figures['idle worker']['median_ms_per_s']:.1f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
