@@ -44,7 +44,7 @@ from typing import Any
 
 from bench._common import ROOT, broker_pid, git_commit, machine
 from bench._summary import SYSTEMS, TASKELL, TASKELL_AIO
-from bench.bench_others import WARM_UP, Admin, AioSide, PikaSide, Side, TaskellSide
+from bench.bench_others import WARM_UP, Admin, AioSide, PikaSide, Side, TaskellSide, close_all
 
 BASELINE = SYSTEMS[1]  # pika, same guarantees
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -225,12 +225,7 @@ def main() -> None:
                     shown += f"  idle worker {figures['idle_worker_ms_per_s']:.1f} ms/s"
                     print(f"  {name:<22} {shown}", flush=True)
         finally:
-            for side in sides.values():
-                side.stop()
-                with contextlib.suppress(Exception):
-                    side.close()
-            admin.purge()
-            admin.close()
+            close_all(sides.values(), admin)
     summary = summarise(samples)
     data.update({"orders": orders, "samples": samples, "summary": summary, "loadavg_end": os.getloadavg()})
     show(summary)

@@ -58,7 +58,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -446,6 +446,16 @@ class Admin:
             self.conn.close()
 
 
+def close_all(sides: Iterable[Side], admin: Admin) -> None:
+    """Stop every system's worker and close its client, then empty the queues and close."""
+    for side in sides:
+        side.stop()
+        with contextlib.suppress(Exception):  # a failed measurement may have left it broken
+            side.close()
+    admin.purge()
+    admin.close()
+
+
 def rate(run: Callable[[int], None], count: int) -> float:
     """Tasks per second of ``run(count)``."""
     started = time.perf_counter()
@@ -615,12 +625,7 @@ def main() -> None:
                 for name, figures in row.items():
                     samples.setdefault(name, []).append(figures)
         finally:
-            for side in sides.values():
-                side.stop()
-                with contextlib.suppress(Exception):
-                    side.close()
-            admin.purge()
-            admin.close()
+            close_all(sides.values(), admin)
     data.update(
         {
             "systems": list(samples),
