@@ -7,8 +7,9 @@ keys, ``mandatory`` publishes that fail when unroutable, delayed messages held u
 timer thread per broker), per-connection prefetch, deliveries held until acknowledged and
 requeued (``redelivered``) when their connection closes, exclusive queues deleted with their
 connection, and streams (``x-queue-type: stream``): an append-only log, kept ``x-max-age`` /
-``x-max-length-bytes``, that every consumer reads from the ``x-stream-offset`` it gives (``first``, ``last``, ``next``, a number or a ``datetime``).
-Callbacks run on each connection's own thread.
+``x-max-length-bytes``, that every consumer reads from the ``x-stream-offset`` it gives
+(``first``, ``last``, ``next``, a number or a ``datetime``). Callbacks run on each
+connection's own thread.
 """
 
 from __future__ import annotations
