@@ -31,7 +31,7 @@ from . import _wire
 from ._buffer import PriorityBuffer
 from ._intake import Run
 from ._running import AbortInterrupt, Progress, Running, TimeLimitInterrupt
-from .context import Context
+from .context import Context, task_logger
 from .registry import Binding
 from .transport import Delivery, Transport
 
@@ -221,7 +221,7 @@ class AsyncExecution:
             progress,
             redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
             attempt=_wire.attempt_of(message),
-            logger=logging.getLogger(f"taskell.task.{spec.name}"),
+            logger=task_logger(spec.name),
         )
         task = asyncio.current_task()
         assert task is not None

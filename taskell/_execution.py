@@ -22,7 +22,7 @@ from ._buffer import PriorityBuffer
 from ._process_pool import Child, ChildDied
 from ._running import AbortInterrupt, Progress, Running, TimeLimitInterrupt
 from .config import Config
-from .context import Context
+from .context import Context, task_logger
 from .registry import Binding, Registry
 from .transport import Delivery, Transport
 
@@ -168,7 +168,7 @@ class Execution:
             progress,
             redelivered=delivery.redelivered or _wire.DELIVERIES_HEADER in message.headers,
             attempt=_wire.attempt_of(message),
-            logger=logging.getLogger(f"taskell.task.{spec.name}"),
+            logger=task_logger(spec.name),
         )
         running = Running(binding, ctx, progress, child, delivery)
         self._running[task_id] = running

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import multiprocessing
 import os
 import signal
@@ -24,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from . import _wire
-from .context import Context
+from .context import Context, task_logger
 from .registry import Registry
 
 __all__ = ["Child", "ChildDied"]
@@ -139,7 +138,7 @@ def _run_one(
         report,
         redelivered=redelivered,
         attempt=attempt,
-        logger=logging.getLogger(f"taskell.task.{name}"),
+        logger=task_logger(name),
     )
     try:
         value = binding.run(ctx, spec.args.model_validate_json(body))

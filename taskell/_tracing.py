@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
+import os
 from collections.abc import Iterator, MutableMapping, Sequence
 from typing import Any
 
@@ -52,12 +53,26 @@ def _active_tracer() -> Any:
             importlib.import_module(f"opentelemetry.{name}") for name in ("propagate", "context", "trace")
         ]
         propagate, context, trace = modules  # trace last: the others are set once it is
-    if isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
+    if not _provider_may_be_set() or isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider):
         return None  # not configured (yet): no spans, no headers
     from ._version import __version__
 
     _tracer = trace.get_tracer("taskell", __version__)
     return _tracer
+
+
+def _provider_may_be_set() -> bool:
+    """False when surely no tracer provider is set, known cheaply: this is asked per task, and
+    the API's ``get_tracer_provider`` reads the environment each time until one is set. A
+    provider named in the environment is loaded by the API on request: then always ask it."""
+    global _env_provider
+    if _env_provider is None:
+        _env_provider = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
+    return _env_provider or getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is not None
+
+
+_UNKNOWN = object()  # an API without that global (private, set once): always ask it
+_env_provider: bool | None = None
 
 
 def _attributes(task: str, queue: str, task_id: str, operation: str) -> dict[str, Any]:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Context"]
+__all__ = ["Context", "task_logger"]
 
 P = TypeVar("P")
 NOTHING: Any = object()  # no progress reported yet
@@ -89,3 +90,9 @@ class Context(Generic[P]):
     def aborted(self) -> bool:
         """True once an abort for this task has reached the worker."""
         return self._aborted.is_set()
+
+
+@functools.cache  # loggers live forever; getLogger takes logging's lock on every call
+def task_logger(name: str) -> logging.Logger:
+    """The logger handed to task ``name``'s handlers: ``taskell.task.<name>``."""
+    return logging.getLogger(f"taskell.task.{name}")

@@ -159,6 +159,7 @@ class AmqpTransport(Transport):
             on_close_callback=self._on_connection_closed,
             custom_ioloop=self._ioloop,
             before_flush=self._acks_along,
+            on_confirm=self._on_confirm,
         )
 
     def _on_connection_open(self, conn: Any) -> None:

@@ -1,7 +1,8 @@
 """``CoalescingConnection.flush_frames`` on pika's real plaintext transport over a socket pair:
 a batch leaves at once when pika's buffer is empty (no extra loop turn for writability), what
 the socket does not take goes to pika's buffer, and the byte order holds either way. Frames
-worth sending only along others (acks) join a batch that is written anyway."""
+worth sending only along others (acks) join a batch that is written anyway. On the read side,
+confirms and deliveries bypass pika's callback lookup, but not for a channel no longer open."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+from pika import frame, spec  # type: ignore[import-untyped]
 from pika.adapters.utils.io_services_utils import _AsyncPlaintextTransport  # type: ignore[import-untyped]
+from pika.callback import CallbackManager  # type: ignore[import-untyped]
 
 from taskell.transport.pika_connection import CoalescingConnection
 
@@ -105,3 +108,43 @@ def test_what_the_socket_does_not_take_is_buffered_in_order() -> None:
     assert received == big + b"after"
     ours.close()
     theirs.close()
+
+
+class FakeChannel:
+    def __init__(self, is_open: bool) -> None:
+        self.is_open = is_open
+
+
+def reading_connection(channels: dict[int, FakeChannel]) -> tuple[Any, list[Any], list[Any]]:
+    """A connection for the read path only: what reaches the confirm callback, and what pika's
+    own dispatch hands to a channel (its callback manager is empty, as nothing registered)."""
+    confirmed: list[Any] = []
+    to_channel: list[Any] = []
+    conn: Any = object.__new__(CoalescingConnection)
+    conn._on_confirm = confirmed.append
+    conn._channels = channels
+    conn.callbacks = CallbackManager()
+    conn.frames_received = 0
+    conn._heartbeat_checker = None
+    conn._deliver_frame_to_channel = to_channel.append
+    return conn, confirmed, to_channel
+
+
+def test_confirms_and_deliveries_skip_pikas_callback_lookup() -> None:
+    conn, confirmed, to_channel = reading_connection({1: FakeChannel(is_open=True)})
+    ack = frame.Method(1, spec.Basic.Ack(7, multiple=True))
+    nack = frame.Method(1, spec.Basic.Nack(8))
+    deliver = frame.Method(1, spec.Basic.Deliver("ctag", 1, False, "", "q"))
+    for each in (ack, nack, deliver):
+        conn._process_frame(each)
+    assert confirmed == [ack, nack]
+    assert to_channel == [deliver]
+    assert conn.frames_received == 3
+
+
+def test_a_confirm_on_a_channel_no_longer_open_is_left_to_pika() -> None:
+    conn, confirmed, to_channel = reading_connection({1: FakeChannel(is_open=False)})
+    ack = frame.Method(1, spec.Basic.Ack(7))
+    conn._process_frame(ack)
+    assert confirmed == []  # pika dropped that channel's confirm callback when it closed
+    assert to_channel == [ack]
