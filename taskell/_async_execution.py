@@ -229,7 +229,7 @@ class AsyncExecution:
         running = AsyncRunning(binding, ctx, progress, delivery, task)
         self._running[task_id] = running
         if self._is_aborted(task_id):  # an abort that came after the intake's check
-            ctx._aborted.set()
+            ctx._aborted = True
         try:
             kind, body = await self._run_handler(running, args)
         finally:

@@ -173,7 +173,7 @@ class Execution:
         running = Running(binding, ctx, progress, child, delivery)
         self._running[task_id] = running
         if self._is_aborted(task_id):  # an abort that came after the intake's check
-            running.ctx._aborted.set()
+            running.ctx._aborted = True
         try:
             if child is None:
                 kind, body = self._run_handler(running, args)

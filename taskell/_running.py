@@ -67,7 +67,7 @@ class Running:
         self._in_handler = True
 
     def abort(self) -> None:
-        self.ctx._aborted.set()
+        self.ctx._aborted = True
         self._stop(AbortInterrupt)
 
     def time_out(self) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import threading
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -75,7 +74,7 @@ class Context(Generic[P]):
         else:  # a plain callable (say, in a unit test) gets every value at once
             self._armed = True
             self._wake = lambda: report(self._latest)
-        self._aborted = threading.Event()
+        self._aborted = False  # set once, by the worker, from any thread
 
     def progress(self, value: P) -> None:
         """Report progress. Never blocks on the network: the value is handed to the
@@ -89,7 +88,7 @@ class Context(Generic[P]):
     @property
     def aborted(self) -> bool:
         """True once an abort for this task has reached the worker."""
-        return self._aborted.is_set()
+        return self._aborted
 
 
 @functools.cache  # loggers live forever; getLogger takes logging's lock on every call

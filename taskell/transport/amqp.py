@@ -44,6 +44,7 @@ from pika.channel import Channel  # type: ignore[import-untyped]
 
 from ..errors import BrokerUnavailable
 from . import delays
+from ._future import LightFuture
 from .acks import AckBatcher
 from .base import Delivery, Message, OnMessage, Transport
 from .confirms import Confirms, Publish
@@ -119,7 +120,7 @@ class AmqpTransport(Transport):
         # Held by the I/O thread except while it waits for the socket; other threads only try it.
         self._loop_lock = threading.Lock()
         self._ioloop = LockedIOLoop(self._loop_lock)
-        self._opened: Future[None] = Future()
+        self._opened: Future[None] = LightFuture()
         self._thread = threading.Thread(target=self._run, name=f"{name}-io", daemon=True)
         self._thread.start()
         try:
@@ -385,7 +386,7 @@ class AmqpTransport(Transport):
         self._ioloop.call_home()
 
     def _rpc(self, start: Callable[[Channel, Future[Any]], None]) -> Future[Any]:
-        future: Future[Any] = Future()
+        future: Future[Any] = LightFuture()
         if self._lost is not None:
             future.set_exception(self._lost)
             return future
@@ -418,7 +419,7 @@ class AmqpTransport(Transport):
     def publish(
         self, exchange: str, routing_key: str, message: Message, *, mandatory: bool, replay: bool = True
     ) -> Future[None]:
-        future: Future[None] = Future()
+        future: Future[None] = LightFuture()
         if self._lost is not None:
             future.set_exception(self._lost)
             return future
@@ -455,7 +456,7 @@ class AmqpTransport(Transport):
             return self.publish("", queue, message, mandatory=True)
         ms = delays.delay_ms(delay)
         key = delays.routing_key(ms, queue)
-        future: Future[None] = Future()
+        future: Future[None] = LightFuture()
         # When it is due, so that a worker can hold it again should the broker hand it over
         # early (seen after a node restart: a level's TTL was not applied).
         due = {delays.DUE_HEADER: int(time.time() * 1000) + ms}
@@ -684,7 +685,7 @@ class _OnChannel:
 
 def _all(futures: Sequence[Future[Any]]) -> Future[None]:
     """Resolves when every one of ``futures`` has; fails with the first failure."""
-    combined: Future[None] = Future()
+    combined: Future[None] = LightFuture()
     remaining = [len(futures)]
     lock = threading.Lock()
 
