@@ -132,7 +132,7 @@ class Connection:
         self._unconfirmed: set[Future[None]] = set()
         self._declared: set[str] = set()
         self._answers: dict[str | None, list[dict[str, Any]]] = {}
-        self._local = threading.local()  # per-thread submission mode (see taskell.fire)
+        self._local = _SubmissionMode()
         self._warned_retention = False
         self._declare_lock = threading.Lock()
         self._closed = False
@@ -271,7 +271,7 @@ class Connection:
         delay = options.delay_now()
         self._check_delay(delay)
         self._declare_task_queue(spec)
-        fire_and_forget = getattr(self._local, "fire_and_forget", False)
+        fire_and_forget = self._local.fire_and_forget
         handle = self._new_handle(spec, expect_reply=not fire_and_forget)  # fired: never completed
         message = _wire.task_message(
             spec,
@@ -301,7 +301,7 @@ class Connection:
             )
 
     def _new_handle(self, spec: TaskSpec[Any, P, R], *, expect_reply: bool = True) -> TaskHandle[P, R]:
-        made: TaskHandle[P, R] | None = getattr(self._local, "made", None)
+        made: TaskHandle[P, R] | None = self._local.made
         if made is not None:  # made beforehand by taskell.aio, which hands it out before submitting
             self._local.made = None
         handle = made if made is not None else TaskHandle(self._owner, spec, str(uuid.uuid4()))
@@ -513,6 +513,13 @@ class Connection:
 
 
 _DEFAULTS = SubmitOptions()
+
+
+class _SubmissionMode(threading.local):
+    """How this thread submits now (class attributes: the defaults, read without a miss)."""
+
+    fire_and_forget = False  # set by taskell.fire and taskell.aio around one submission
+    made: TaskHandle[Any, Any] | None = None  # the handle taskell.aio made beforehand
 
 
 class ConnectionView:
