@@ -20,6 +20,7 @@ through the worker's parts, each in a module of its own:
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import signal
@@ -241,7 +242,8 @@ class Worker:
         self._stopped.set()
 
     def run(self) -> int:
-        """Start, then block until SIGTERM/SIGINT (graceful stop) and return an exit status.
+        """Start, then block until SIGTERM/SIGINT (graceful stop) and return an exit status: for
+        a process that is the worker (it takes the signals and freezes the garbage collector).
 
         Starting is tried a few times: a broker may refuse a declare while it is still busy
         creating the same replicated queue for another worker.
@@ -249,6 +251,11 @@ class Worker:
         Raises:
             BrokerUnavailable: starting failed, or the broker connection was lost for good.
         """
+        # What is alive now (modules, the registry, config) lives as long as the process: kept
+        # out of the collector's full passes, which would otherwise walk all of it every few
+        # thousand tasks (about 40 ms each, measured on the demo worker).
+        gc.collect()
+        gc.freeze()
         for attempt in range(START_ATTEMPTS):
             try:
                 self.start()

@@ -4,6 +4,7 @@ tests/integration/."""
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 import time
@@ -176,3 +177,24 @@ def test_fire_and_forget_runs_the_task_without_a_reply(config: taskell.Config) -
         assert conn._handles == {}  # nothing waits for a reply
         with pytest.raises(TypeError, match="generated Client"):
             taskell.fire(lambda: Client(conn).square(x=1))
+
+
+def test_a_worker_run_as_the_process_freezes_what_lives_before_it_starts(
+    config: taskell.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Worker.run owns the process: the collector's full passes then skip what lived before.
+    worker = taskell.Worker(registry(Impl()), config)
+    frozen_at_start: list[int] = []
+
+    def start() -> None:
+        frozen_at_start.append(gc.get_freeze_count())
+        raise RuntimeError("stopped here")
+
+    monkeypatch.setattr(worker, "start", start)
+    gc.unfreeze()
+    try:
+        with pytest.raises(RuntimeError, match="stopped here"):
+            worker.run()
+    finally:
+        gc.unfreeze()
+    assert frozen_at_start and frozen_at_start[0] > 1000
