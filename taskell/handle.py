@@ -86,8 +86,8 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
 
     __slots__ = (
         "_callbacks",
-        "_cond",
         "_id",
+        "_lock",
         "_on_progress",
         "_on_retrying",
         "_outcome",
@@ -99,22 +99,27 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         "_spec",
         "_trace",
         "_value",
+        "_waiting",
     )
 
     def __init__(self, owner: HandleOwner, spec: TaskSpec[Any, P_co, R_co], task_id: str) -> None:
         self._owner = owner
         self._spec = spec
         self._id = task_id
-        self._cond = threading.Condition(threading.Lock())
+        # Guards the state below. A thread that must sleep until it changes makes the
+        # condition (``_wait``); most handles never need one (result() usually borrows the
+        # connection's loop instead). The rarely used lists start as the shared empty tuple.
+        self._lock = threading.Lock()
+        self._waiting: threading.Condition | None = None
         self._raw_progress: list[bytes] = []
         self._progress: list[P_co] = []  # decoded prefix of _raw_progress
         self._outcome: bytes | TaskellError | None = None
         self._value: Any = _PENDING
         self._raw: tuple[str, bytes] | None = None  # the final reply's (kind, body)
-        self._callbacks: list[Callable[[], None]] = []
-        self._retries: list[Retrying] = []
-        self._on_retrying: list[Callable[[Retrying], None]] = []
-        self._on_progress: list[Callable[[], None]] = []
+        self._callbacks: tuple[Callable[[], None], ...] = ()
+        self._retries: tuple[Retrying, ...] = ()
+        self._on_retrying: tuple[Callable[[Retrying], None], ...] = ()
+        self._on_progress: tuple[Callable[[], None], ...] = ()
         self._trace: Any = None  # the OpenTelemetry span context of its submission, if traced
 
     def __repr__(self) -> str:
@@ -141,13 +146,13 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
     @property
     def retries(self) -> list[Retrying]:
         """The attempts that failed and were retried so far, oldest first (empty if none)."""
-        with self._cond:
+        with self._lock:
             return list(self._retries)
 
     @property
     def latest_progress(self) -> P_co | None:
         """The last progress value received, or ``None`` before the first."""
-        with self._cond:
+        with self._lock:
             count = len(self._raw_progress)
         return self._decoded_progress(count - 1) if count else None
 
@@ -155,9 +160,9 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         """Yield every progress value received so far, then live ones until the task ends."""
         index = 0
         while True:
-            with self._cond:
+            with self._lock:
                 while index >= len(self._raw_progress) and self._outcome is None:
-                    self._cond.wait()
+                    self._wait(None)
                 available = len(self._raw_progress)
             if index >= available:
                 return
@@ -175,12 +180,12 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         deadline = None if timeout is None else time.monotonic() + timeout
         if self._outcome is None:  # the reply then wakes this thread, not the I/O thread first
             self._owner.run_loop_until(self.done, timeout)
-        with self._cond:
+        with self._lock:
             while self._outcome is None:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"task {self._id} ({self._spec.name}) not done after {timeout:g} s")
-                self._cond.wait(remaining)
+                self._wait(remaining)
             outcome = self._outcome
         if isinstance(outcome, TaskellError):
             raise outcome
@@ -199,8 +204,19 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
         self._owner.abort(self._id)
         return True
 
+    def _wait(self, timeout: float | None) -> None:
+        """Sleep (holding ``_lock``) until the state changes or ``timeout`` seconds passed."""
+        if self._waiting is None:
+            self._waiting = threading.Condition(self._lock)
+        self._waiting.wait(timeout)
+
+    def _changed(self) -> None:
+        """Wake the threads sleeping in ``_wait`` (holding ``_lock``)."""
+        if self._waiting is not None:
+            self._waiting.notify_all()
+
     def _decoded_progress(self, index: int) -> P_co:
-        with self._cond:
+        with self._lock:
             while len(self._progress) <= index:
                 raw = self._raw_progress[len(self._progress)]
                 try:
@@ -215,12 +231,12 @@ class TaskHandle(Ref[R_co], Generic[P_co, R_co]):
 
 def deliver_progress(handle: TaskHandle[Any, Any], body: bytes) -> None:
     """A progress reply arrived; ignored once the task has ended."""
-    with handle._cond:
+    with handle._lock:
         if handle._outcome is not None:
             return
         handle._raw_progress.append(body)
-        handle._cond.notify_all()
-        listeners = list(handle._on_progress)
+        handle._changed()
+        listeners = handle._on_progress
     for listener in listeners:
         listener()
 
@@ -228,14 +244,14 @@ def deliver_progress(handle: TaskHandle[Any, Any], body: bytes) -> None:
 def on_progress(handle: TaskHandle[Any, Any], listener: Callable[[], None]) -> None:
     """Call ``listener()`` after each progress value of ``handle`` arrives (on the connection's
     thread); the values themselves stay in the handle (``progress_state``, ``progress_value``)."""
-    with handle._cond:
-        handle._on_progress.append(listener)
+    with handle._lock:
+        handle._on_progress += (listener,)
 
 
 def progress_state(handle: TaskHandle[Any, Any]) -> tuple[int, bool]:
     """How many progress values ``handle`` has received, and whether the task has ended: read
     together, so a reader that saw ``ended`` has seen every value."""
-    with handle._cond:
+    with handle._lock:
         return len(handle._raw_progress), handle._outcome is not None
 
 
@@ -251,11 +267,11 @@ def progress_value(handle: TaskHandle[Any, Any], index: int) -> Any:
 def deliver_retrying(handle: TaskHandle[Any, Any], notice: Retrying) -> None:
     """A ``retrying`` notice arrived: the handle stays pending; a duplicate (redelivery) of a
     notice already received, and one after the task ended, are ignored."""
-    with handle._cond:
+    with handle._lock:
         if handle._outcome is not None or any(r.attempt == notice.attempt for r in handle._retries):
             return
-        handle._retries.append(notice)
-        listeners = list(handle._on_retrying)
+        handle._retries += (notice,)
+        listeners = handle._on_retrying
     for listener in listeners:
         listener(notice)
 
@@ -263,9 +279,9 @@ def deliver_retrying(handle: TaskHandle[Any, Any], notice: Retrying) -> None:
 def on_retrying(handle: TaskHandle[Any, Any], listener: Callable[[Retrying], None]) -> None:
     """Call ``listener`` with each ``retrying`` notice of ``handle``: those received so far at
     once, later ones as they arrive (on the connection's thread)."""
-    with handle._cond:
-        handle._on_retrying.append(listener)
-        received = list(handle._retries)
+    with handle._lock:
+        handle._on_retrying += (listener,)
+        received = handle._retries
     for notice in received:
         listener(notice)
 
@@ -277,27 +293,27 @@ def deliver_outcome(
     callbacks. ``raw`` is the final reply's (kind, body), None for a local error (e.g. the
     connection closed) that says nothing about how the task itself ended. Only the first
     outcome counts: a duplicate reply (redelivery) is absorbed."""
-    with handle._cond:
+    with handle._lock:
         if handle._outcome is not None:
             return
         handle._outcome, handle._raw = outcome, raw
-        callbacks, handle._callbacks = handle._callbacks, []
-        handle._cond.notify_all()
+        callbacks, handle._callbacks = handle._callbacks, ()
+        handle._changed()
     for callback in callbacks:
         callback()
 
 
 def final_reply(handle: TaskHandle[Any, Any]) -> tuple[str, bytes] | None:
     """The final reply's (kind, body) once the task ended; None before, or if it ended locally."""
-    with handle._cond:
+    with handle._lock:
         return handle._raw
 
 
 def when_done(handle: TaskHandle[Any, Any], callback: Callable[[], None]) -> None:
     """Call ``callback()`` once the outcome is known (at once if it is already)."""
-    with handle._cond:
+    with handle._lock:
         if handle._outcome is None:
-            handle._callbacks.append(callback)
+            handle._callbacks += (callback,)
             return
     callback()
 
