@@ -53,7 +53,7 @@ def _never(done: Any, timeout: Any) -> bool:
     return False
 
 
-def _never_on(transport: Any, done: Any, timeout: Any) -> bool:
+def _never_on(transport: Any, done: Any, timeout: Any, **options: Any) -> bool:
     return False
 
 

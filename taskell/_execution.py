@@ -32,6 +32,9 @@ log = logging.getLogger("taskell.worker")
 
 
 STREAMING_WAIT = 0.0002  # seconds: tasks that come faster than this stream in (see Execution._next)
+# An idle pool thread running the transport's loop is woken by the tasks it receives, and by
+# ``stop``; it looks on its own only this rarely (each look costs an idle worker CPU time).
+IDLE_LOOK = 1.0
 
 
 def time_limit_interval(limits: list[float]) -> float:
@@ -97,6 +100,7 @@ class Execution:
         seconds (None: no limit) are aborted, with ``requeue_aborted`` set. Then end the child
         processes."""
         self._buffer.close()
+        self._transport.wake()  # a pool thread waiting for a task in the loop sees the close
         deadline = None if timeout is None else time.monotonic() + timeout
         for thread in self._threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
@@ -133,7 +137,11 @@ class Execution:
         """
         buffer = self._buffer
         started = time.monotonic()
-        while borrow and buffer.idle() and self._transport.run_loop_until(buffer.has_work, None):
+        while (
+            borrow
+            and buffer.idle()
+            and self._transport.run_loop_until(buffer.has_work, None, look_every=IDLE_LOOK)
+        ):
             pass  # work came, but another pool thread may have taken it: look again
         if len(buffer) > 1 or not borrow:  # confirms and acks must not wait for this thread
             self._transport.resume_io()

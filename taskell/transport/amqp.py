@@ -48,7 +48,7 @@ from ._future import LightFuture
 from .acks import AckBatcher
 from .base import Delivery, Message, OnMessage, Transport
 from .confirms import Confirms, Publish
-from .pika_connection import CoalescingConnection, LockedIOLoop
+from .pika_connection import LOOK_EVERY, CoalescingConnection, LockedIOLoop
 from .topology import (
     Binding,
     Consumer,
@@ -379,8 +379,14 @@ class AmqpTransport(Transport):
         """Whether this thread runs the loop now (the I/O thread, or one that borrowed it)."""
         return threading.current_thread() is self._ioloop.runner
 
-    def run_loop_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
-        return bool(self._ioloop.run_borrowed(done, timeout))
+    def run_loop_until(
+        self, done: Callable[[], bool], timeout: float | None, *, look_every: float = LOOK_EVERY
+    ) -> bool:
+        return bool(self._ioloop.run_borrowed(done, timeout, look_every))
+
+    def wake(self) -> None:
+        with contextlib.suppress(Exception):  # the loop is closed: nobody waits in it
+            self._ioloop.wake()
 
     def resume_io(self) -> None:
         self._ioloop.call_home()

@@ -60,13 +60,20 @@ class Transport(ABC):
     def call_later(self, delay: float, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the transport's thread after ``delay`` seconds (call from any thread)."""
 
-    def run_loop_until(self, done: Callable[[], bool], timeout: float | None) -> bool:
+    def run_loop_until(
+        self, done: Callable[[], bool], timeout: float | None, *, look_every: float = 0.05
+    ) -> bool:
         """Run the transport's I/O on the calling thread until ``done()`` is true or ``timeout``
         seconds passed, so that what the thread waits for wakes it directly; False (at once)
-        where that is not possible, and the caller waits as usual. The transport's thread
-        takes its I/O back on its own a few milliseconds later, unless the loop is run again
-        meanwhile: see ``resume_io``."""
+        where that is not possible, and the caller waits as usual. ``done()`` is checked after
+        the I/O it waits for, and at least every ``look_every`` seconds, for another thread
+        may make it true: a thread that does so and cannot wait that long calls ``wake``. The
+        transport's thread takes its I/O back on its own a few milliseconds later, unless the
+        loop is run again meanwhile: see ``resume_io``."""
         return False
+
+    def wake(self) -> None:  # noqa: B027 - optional hook
+        """Make a thread running ``run_loop_until`` look at its ``done()`` now."""
 
     def resume_io(self) -> None:  # noqa: B027 - optional hook
         """The thread that last ran ``run_loop_until`` will not run it again soon (it has work

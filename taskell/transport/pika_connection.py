@@ -51,6 +51,7 @@ HOME_CHECK = 0.005  # seconds between two looks of the loop's thread at a borrow
 LONG_BORROW = 0.02
 SAFETY_CHECK = 1.0
 LINGER = 0.001  # seconds the loop's thread stays aside after a borrower gave the loop back
+LOOK_EVERY = 0.05  # default seconds between a borrower's looks at what it waits for
 
 
 def pika_parameters(url: str, config: Config) -> pika.URLParameters:
@@ -189,9 +190,13 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
         self.runner = threading.current_thread()
         super().start()
 
-    def run_borrowed(self, done: Callable[[], bool], timeout: float | None) -> bool:
+    def run_borrowed(
+        self, done: Callable[[], bool], timeout: float | None, look_every: float = LOOK_EVERY
+    ) -> bool:
         """Run the loop on this thread until ``done()`` or ``timeout`` seconds passed.
 
+        ``done()`` is checked after each turn of the loop, and at least every ``look_every``
+        seconds in case another thread made it true (which can also ``wake`` the loop).
         Returns False at once, without running it, when the loop cannot be lent: another
         thread borrows it already, the loop is not running, or this is the loop's thread.
         """
@@ -216,7 +221,7 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
                         return False
                     self._turns.wait(0.1)
                 self.runner = me
-                self._run_until(done, deadline)
+                self._run_until(done, deadline, look_every)
             finally:
                 self.runner = home
                 self._borrower = None
@@ -224,6 +229,10 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
                 if self._home_needed or time.monotonic() - self._borrowed_at > LONG_BORROW:
                     self._turns.notify_all()
         return True
+
+    def wake(self) -> None:
+        """Make the thread waiting in ``epoll`` (the loop's own, or a borrower) look again now."""
+        self._poller.wake_threadsafe()
 
     def call_home(self) -> None:
         """The last borrower will not borrow again soon (it has work queued): the loop's
@@ -235,10 +244,10 @@ class LockedIOLoop(IOLoop):  # type: ignore[misc]  # pika ships no type informat
                 self._home_needed = True
                 self._turns.notify_all()
 
-    def _run_until(self, done: Callable[[], bool], deadline: float | None) -> None:
+    def _run_until(self, done: Callable[[], bool], deadline: float | None, look_every: float) -> None:
         while not done() and self._is_running():
-            # Look at done() at least every 50 ms: another thread may settle what we wait for.
-            wait = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+            # Look at done() at least every look_every: another thread may settle what we wait for.
+            wait = look_every if deadline is None else min(look_every, deadline - time.monotonic())
             if wait <= 0:
                 return
             self._borrow_wait = wait

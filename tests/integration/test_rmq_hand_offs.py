@@ -191,3 +191,43 @@ def test_callers_on_many_threads_share_the_loop(conn: taskell.Connection, worker
     assert not errors
     assert results == {k: k * k for k in results} and len(results) == 80
     assert slow.result(timeout=0) == pytest.approx(1.0, abs=0.5)
+
+
+def test_an_idle_pool_thread_runs_the_loop_without_looking_every_few_ms(
+    monkeypatch: pytest.MonkeyPatch, conn: taskell.Connection, start_worker: Any
+) -> None:
+    worker = start_worker(parallelism=1)
+    assert Client(conn).square(x=3).result(timeout=RESULT_TIMEOUT) == 9
+    loop = worker._transport._ioloop
+    waits: list[float] = []
+    polled = pika_connection.LockedIOLoop._polled
+
+    def counted(self: pika_connection.LockedIOLoop, timeout: float, epoll: Any) -> Any:
+        if threading.current_thread() is self._borrower:
+            waits.append(timeout)
+        return polled(self, timeout, epoll)
+
+    time.sleep(0.2)  # idle: the pool thread runs the loop, waiting for a task
+    assert loop._borrower is not None and loop._borrower.name.startswith("taskell-task")
+    monkeypatch.setattr(pika_connection.LockedIOLoop, "_polled", counted)
+    time.sleep(1.5)
+    assert len(waits) <= 5, f"the idle pool thread polled {len(waits)} times in 1.5 s"
+
+
+def test_wake_makes_a_thread_running_the_loop_look_at_once(conn: taskell.Connection) -> None:
+    transport: Any = conn._transport
+    flag = threading.Event()
+    returned: list[float] = []
+    waiter = threading.Thread(
+        target=lambda: returned.append(
+            transport.run_loop_until(flag.is_set, 30, look_every=30) and time.monotonic()
+        )
+    )
+    waiter.start()
+    time.sleep(0.2)  # it runs the loop now, looking at the flag only every 30 s
+    assert transport._ioloop._borrower is waiter
+    flag.set()
+    woken = time.monotonic()
+    transport.wake()  # as Execution.stop does once it closed the buffer of an idle pool
+    waiter.join(5)
+    assert returned and returned[0] - woken < 0.5
